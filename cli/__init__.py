@@ -1,0 +1,1 @@
+"""The `csst` command line (import name `csst_cli`)."""

@@ -1,0 +1,43 @@
+"""`csst verify DIR`: check a shard set against its manifest."""
+
+import sys
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from csst_data.shards import ShardError, read_manifest, verify_shards
+
+
+@click.command("verify")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+def verify(directory):
+    """Verify the shard set in DIRECTORY.
+
+    Recomputes each shard's sha256 and sample count against manifest.json,
+    decodes every label, and reports missing or unlisted shards. Exits with
+    status 1 if any shard fails.
+    """
+    console = Console(stderr=True)
+    try:
+        total = len(read_manifest(directory)["shards"])
+        with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task("verify", total=total)
+            rows = verify_shards(directory, progress=lambda name: bar.advance(task))
+    except (ShardError, OSError) as e:
+        raise click.ClickException(str(e))
+    table = Table(title=f"shard set {directory}")
+    for col in ("shard", "samples", "status"):
+        table.add_column(col)
+    failed = [r for r in rows if r["problems"]]
+    for r in rows:
+        status = "[red]" + "; ".join(r["problems"]) if r["problems"] else ("[yellow]" + r["note"] if r.get("note") else "[green]ok")
+        table.add_row(r["name"], "" if r["samples"] is None else str(r["samples"]), status)
+    Console().print(table)
+    if failed:
+        for r in failed:
+            click.echo(f"error: {directory}/{r['name']}: {'; '.join(r['problems'])}", err=True)
+        sys.exit(1)
+    click.echo(f"ok: {len(rows)} shard(s), {sum(r['samples'] or 0 for r in rows)} samples verified")

@@ -1,0 +1,428 @@
+"""The shard store: webdataset tar shards plus an atomically rewritten manifest.
+
+Layout (DESIGN.md): `{prefix}-{NNNNNN}.tar` files and `manifest.json` in one
+folder. A shard is written under a temporary name and renamed when complete;
+the manifest is rewritten (temporary name, then rename) after every finished
+shard, so a killed writer leaves only complete, listed shards.
+"""
+
+import glob
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+
+from csst_data import IGNORE
+
+MANIFEST = "manifest.json"
+FORMAT = "csst-shards"
+VERSION = 1
+# A fixed integer mtime: float mtimes make tarfile emit PAX headers, and a
+# constant makes shards byte-reproducible.
+TAR_MTIME = 946684800
+TMP_SUFFIX = ".tmp"
+_KEY_RE = re.compile(r"^[^./\\\s]+$")
+
+
+class ShardError(Exception):
+    """A shard set on disk is missing, malformed or inconsistent."""
+
+
+def atomic_write_bytes(path, data):
+    """Write `data` to `path` through a temporary file and a rename."""
+    tmp = f"{path}{TMP_SUFFIX}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path, obj):
+    atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode("utf-8"))
+
+
+def check_key(key):
+    """A key must be non-empty, without dots, path separators or whitespace."""
+    if not isinstance(key, str) or not _KEY_RE.match(key):
+        raise ValueError(
+            f"invalid sample key {key!r}: keys must be non-empty and contain no '.', '/', '\\' or "
+            "whitespace (webdataset groups tar members by the text before the first dot)"
+        )
+    return key
+
+
+class _HashingFile:
+    """A write-only file wrapper that hashes and counts what passes through."""
+
+    def __init__(self, f):
+        self.f, self.sha, self.nbytes = f, hashlib.sha256(), 0
+
+    def write(self, b):
+        self.sha.update(b)
+        self.nbytes += len(b)
+        return self.f.write(b)
+
+    def flush(self):
+        self.f.flush()
+
+
+def _to_bytes(value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True).encode("utf-8")
+    raise TypeError(f"shard member values must be bytes, str or dict, got {type(value).__name__}")
+
+
+class ShardWriter:
+    """Write samples (dicts of `__key__` and member-suffix -> bytes) to tar shards.
+
+    >>> with ShardWriter("out", num_classes=19, class_names=names) as w:
+    ...     w.write({"__key__": "a0001", "jpg": jpeg_bytes, "label.npy.zst": label_bytes})
+
+    A shard is finished after `maxcount` samples or once it holds `maxsize`
+    bytes. With `resume=True` the writer continues after the last complete
+    shard of `prefix` and `existing_keys` holds the keys already stored, so the
+    caller can skip them.
+    """
+
+    def __init__(self, root, *, prefix="shard", maxcount=1000, maxsize=1 << 30,
+                 num_classes=None, class_names=None, fields=None, producer=None,
+                 ignore_index=IGNORE, manifest=MANIFEST, resume=False, extra=None):
+        if maxcount < 1 or maxsize < 1:
+            raise ValueError("maxcount and maxsize must be positive")
+        check_key(prefix)
+        self.root, self.prefix = str(root), prefix
+        self.maxcount, self.maxsize = maxcount, maxsize
+        self.manifest_path = os.path.join(self.root, manifest)
+        os.makedirs(self.root, exist_ok=True)
+        self.existing_keys = set()
+        old = _read_json(self.manifest_path) if os.path.exists(self.manifest_path) else None
+        mine = _numbered(self.root, prefix)
+        if not resume and (old is not None and old.get("shards") or mine):
+            raise FileExistsError(
+                f"{self.root} already holds shards of prefix {prefix!r}; pass resume=True to "
+                "continue it, or write to an empty folder"
+            )
+        if resume and old is not None:
+            if num_classes is not None and old.get("num_classes") not in (None, num_classes):
+                raise ShardError(
+                    f"{self.manifest_path}: num_classes is {old.get('num_classes')}, this writer has {num_classes}"
+                )
+            self.shards = [s for s in old.get("shards", [])]
+            num_classes = num_classes if num_classes is not None else old.get("num_classes")
+            class_names = class_names if class_names is not None else old.get("class_names")
+            fields = fields if fields is not None else old.get("fields")
+            producer = producer if producer is not None else old.get("producer")
+            extra = {**{k: v for k, v in old.items() if k not in _CORE}, **(extra or {})}
+        else:
+            self.shards = []
+        listed = {s["name"] for s in self.shards}
+        # Leftovers of a killed writer: temporary files, and shards renamed
+        # but not yet listed (their samples are not in the manifest).
+        for path in glob.glob(os.path.join(self.root, f"{prefix}-*.tar{TMP_SUFFIX}")):
+            os.remove(path)
+        for number, name in mine:
+            if name not in listed:
+                os.remove(os.path.join(self.root, name))
+        for s in self.shards:
+            path = os.path.join(self.root, s["name"])
+            if not os.path.exists(path):
+                raise ShardError(f"{self.manifest_path} lists {s['name']}, which is missing")
+            self.existing_keys.update(shard_keys(path))
+        numbers = [n for n, name in _numbered(self.root, prefix) if name in listed]
+        self.next_number = max(numbers) + 1 if numbers else 0
+        self.meta = {
+            "format": FORMAT, "version": VERSION, "num_classes": num_classes,
+            "class_names": list(class_names) if class_names is not None else None,
+            "ignore_index": ignore_index, "fields": list(fields) if fields is not None else None,
+            "producer": producer, **(extra or {}),
+        }
+        self.keys = set(self.existing_keys)
+        self._tar = None
+        self._write_manifest()
+
+    # -- writing -----------------------------------------------------------
+    def write(self, sample):
+        key = check_key(sample.get("__key__"))
+        if key in self.keys:
+            raise ValueError(f"duplicate sample key {key!r} in {self.root}")
+        members = {k: _to_bytes(v) for k, v in sample.items() if not k.startswith("_")}
+        if not members:
+            raise ValueError(f"sample {key!r} has no members")
+        for suffix in members:
+            if not suffix or suffix.startswith(".") or "/" in suffix:
+                raise ValueError(f"sample {key!r}: invalid member suffix {suffix!r}")
+        if self._tar is None:
+            self._open()
+        for suffix in sorted(members):
+            data = members[suffix]
+            info = tarfile.TarInfo(f"{key}.{suffix}")
+            info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o444
+            info.uname = info.gname = "csst"
+            self._tar.tarstream.addfile(info, io.BytesIO(data))
+        self.keys.add(key)
+        self._count += 1
+        if self._count >= self.maxcount or self._tar.tarstream.offset >= self.maxsize:
+            self._finish()
+
+    def _open(self):
+        import webdataset as wds
+
+        self._name = f"{self.prefix}-{self.next_number:06d}.tar"
+        self._tmp = os.path.join(self.root, self._name + TMP_SUFFIX)
+        self._raw = open(self._tmp, "wb")
+        self._file = _HashingFile(self._raw)
+        self._tar = wds.TarWriter(self._file, encoder=False, mtime=TAR_MTIME)
+        # webdataset 1.0.2 does not pass `format` on; tarfile defaults to PAX.
+        self._tar.tarstream.format = tarfile.GNU_FORMAT
+        self._count = 0
+
+    def _finish(self):
+        self._tar.close()
+        self._raw.flush()
+        os.fsync(self._raw.fileno())
+        self._raw.close()
+        final = os.path.join(self.root, self._name)
+        os.replace(self._tmp, final)
+        self.shards.append({"name": self._name, "samples": self._count,
+                            "bytes": self._file.nbytes, "sha256": self._file.sha.hexdigest()})
+        self._tar = None
+        self.next_number += 1
+        self._write_manifest()
+
+    def _write_manifest(self):
+        atomic_write_json(self.manifest_path, {**self.meta, "shards": self.shards})
+
+    def close(self):
+        """Finish the open shard and write the final manifest."""
+        if self._tar is not None:
+            self._finish()
+        self._write_manifest()
+
+    def abort(self):
+        """Drop the open shard (its samples are not listed); keep finished ones."""
+        if self._tar is not None:
+            self._tar.close()
+            self._raw.close()
+            os.remove(self._tmp)
+            self._tar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+
+_CORE = {"format", "version", "num_classes", "class_names", "ignore_index", "fields", "producer", "shards"}
+
+
+def _read_json(path):
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ShardError(f"{path}: not valid JSON ({e})") from e
+
+
+def _numbered(root, prefix):
+    """[(number, name)] of finished shards `{prefix}-NNNNNN.tar` in `root`."""
+    out = []
+    pat = re.compile(re.escape(prefix) + r"-(\d+)\.tar$")
+    for name in os.listdir(root):
+        m = pat.match(name)
+        if m:
+            out.append((int(m.group(1)), name))
+    return sorted(out)
+
+
+# -- reading ---------------------------------------------------------------
+def read_manifest(root):
+    """The manifest of a shard set, with a clear error if it is not one."""
+    path = os.path.join(str(root), MANIFEST)
+    if not os.path.exists(path):
+        raise ShardError(f"{root}: no {MANIFEST}; not a csst shard set")
+    manifest = _read_json(path)
+    if manifest.get("format") != FORMAT:
+        raise ShardError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    if manifest.get("version") != VERSION:
+        raise ShardError(f"{path}: version {manifest.get('version')} is not supported (expected {VERSION})")
+    return manifest
+
+
+def is_shard_set(path):
+    return os.path.isfile(os.path.join(str(path), MANIFEST))
+
+
+def shard_paths(root):
+    """Paths of the listed shards, in manifest order."""
+    return [os.path.join(str(root), s["name"]) for s in read_manifest(root)["shards"]]
+
+
+def iter_samples(root, decode=True):
+    """Iterate the samples of a shard set in order with the official webdataset reader.
+
+    With `decode`, images come back as uint8 H x W x 3 arrays and labels as
+    uint8 H x W arrays; otherwise members are raw bytes.
+    """
+    import webdataset as wds
+
+    from csst_data.codecs import wds_handlers
+
+    urls = shard_paths(root)
+    if not urls:
+        return iter(())
+    ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=None)
+    if decode:
+        ds = ds.decode(*wds_handlers(), "rgb8")
+    return iter(ds)
+
+
+def member_offsets(path):
+    """[(member name, data byte offset, size)] of every member of a tar shard."""
+    out = []
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for info in tar:
+                if info.isfile():
+                    out.append((info.name, info.offset_data, info.size))
+    except tarfile.TarError as e:
+        raise ShardError(f"{path}: not a readable tar ({e})") from e
+    return out
+
+
+def shard_keys(path):
+    """Sample keys of a shard, in order, each once."""
+    seen = {}
+    for name, _, _ in member_offsets(path):
+        seen.setdefault(name.split(".", 1)[0], None)
+    return list(seen)
+
+
+def group_members(path):
+    """{key: {suffix: (offset, size)}} for a shard, in order."""
+    out = {}
+    for name, offset, size in member_offsets(path):
+        key, _, suffix = name.partition(".")
+        out.setdefault(key, {})[suffix] = (offset, size)
+    return out
+
+
+def read_member(fd, offset, size, path="<fd>"):
+    """One member's bytes by random access (`os.pread` on an open descriptor)."""
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise ShardError(f"{path}: short read at byte {offset} ({len(data)} of {size} bytes); truncated shard?")
+    return data
+
+
+class MemberReader:
+    """Random access to members, keeping one open descriptor per shard file."""
+
+    def __init__(self):
+        self.fds = {}
+
+    def read(self, path, offset, size):
+        fd = self.fds.get(path)
+        if fd is None:
+            fd = self.fds[path] = os.open(path, os.O_RDONLY)
+        return read_member(fd, offset, size, path)
+
+    def close(self):
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+    def __getstate__(self):
+        # Descriptors do not cross process boundaries (DataLoader workers).
+        return {"fds": {}}
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+# -- verification ----------------------------------------------------------
+def _sha256_file(path, chunk=1 << 22):
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def verify_shard(path, entry, num_classes=None):
+    """Problems found in one listed shard (an empty list when it is sound)."""
+    from csst_data.codecs import decode_label, decode_label_png, decode_npy_zst
+
+    if not os.path.exists(path):
+        return ["missing"]
+    problems = []
+    size = os.path.getsize(path)
+    if entry.get("bytes") is not None and size < entry["bytes"]:
+        problems.append(f"truncated tar ({size} of {entry['bytes']} bytes)")
+    if _sha256_file(path) != entry.get("sha256"):
+        problems.append("checksum mismatch")
+    try:
+        members = member_offsets(path)
+    except ShardError as e:
+        return problems + [f"truncated or corrupt tar ({e.__cause__ or e})"]
+    if any(offset + n > size for _, offset, n in members):
+        problems.append("truncated tar (a member runs past the end of the file)")
+        return problems
+    keys = {name.split(".", 1)[0] for name, _, _ in members}
+    if len(keys) != entry.get("samples"):
+        problems.append(f"count mismatch ({len(keys)} samples, manifest says {entry.get('samples')})")
+    with open(path, "rb") as f:
+        fd = f.fileno()
+        for name, offset, n in members:
+            key, _, suffix = name.partition(".")
+            try:
+                data = read_member(fd, offset, n, path)
+                if suffix == "label.npy.zst":
+                    decode_label(data, num_classes, key)
+                elif suffix == "label.png":
+                    decode_label_png(data, num_classes, key)
+                elif suffix.endswith(".npy.zst"):
+                    decode_npy_zst(data)
+            except Exception as e:
+                problems.append(f"undecodable member {name} ({e})")
+                break
+    return problems
+
+
+def verify_shards(root, progress=None):
+    """Check every shard of a shard set against its manifest.
+
+    Returns rows {"name", "samples", "problems"}; rows for unlisted shards and
+    leftover temporary files are included. `progress(name)` is called per shard.
+    """
+    manifest = read_manifest(root)
+    rows = []
+    listed = set()
+    for entry in manifest.get("shards", []):
+        listed.add(entry["name"])
+        path = os.path.join(str(root), entry["name"])
+        problems = verify_shard(path, entry, manifest.get("num_classes"))
+        rows.append({"name": entry["name"], "samples": entry.get("samples"), "problems": problems})
+        if progress:
+            progress(entry["name"])
+    for name in sorted(os.listdir(root)):
+        if name.endswith(".tar") and name not in listed:
+            rows.append({"name": name, "samples": None, "problems": ["unlisted shard (not in manifest.json)"]})
+        elif name.endswith(".tar" + TMP_SUFFIX):
+            rows.append({"name": name, "samples": None, "problems": [],
+                         "note": "temporary file of an unfinished writer; resume removes it"})
+    return rows

@@ -1,0 +1,1 @@
+"""Models, losses, trainer, evaluation and labelling for csst."""
