@@ -1,0 +1,114 @@
+"""Segmentation models: `build_model(name, num_classes)` and `load_init(model, path)`.
+
+Every model maps a normalised float image (N, 3, H, W) to logits (N, C, H, W)
+at the input size, for any H and W.
+"""
+
+import importlib
+
+import torch
+from torch import nn
+
+from csst_train.models.deeplab import deeplabv3plus_r18, deeplabv3plus_r50
+from csst_train.models.fastscnn import fastscnn
+
+MODELS = {
+    "fastscnn": fastscnn,
+    "deeplabv3plus-r18": deeplabv3plus_r18,
+    "deeplabv3plus-r50": deeplabv3plus_r50,
+}
+MODEL_NAMES = tuple(MODELS)
+DEFAULT_MODEL = "fastscnn"
+# Prefixes added by DistributedDataParallel / DataParallel and torch.compile.
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def build_model(name, num_classes):
+    """Build a model by name, or from `package.module:factory` (called as factory(num_classes=...))."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if name in MODELS:
+        return MODELS[name](num_classes)
+    if ":" not in name:
+        raise ValueError(
+            f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)} or give package.module:factory"
+        )
+    module_name, _, attr = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"model {name!r}: cannot import the factory ({e})") from e
+    model = factory(num_classes=num_classes)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model {name!r}: the factory returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _unwrap(obj):
+    """The state dict inside a checkpoint: plain, or under "model" / "state_dict", possibly nested."""
+    while isinstance(obj, dict):
+        inner = next((obj[k] for k in ("model", "state_dict") if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, dict):
+        return None
+    state = {}
+    for k, v in obj.items():
+        if not torch.is_tensor(v):
+            continue
+        for p in _PREFIXES:
+            while k.startswith(p):
+                k = k[len(p) :]
+        state[k] = v
+    return state
+
+
+def load_init(model, path):
+    """Load a local state dict into `model` or into `model.backbone`, whichever it matches better.
+
+    Accepts a plain state dict or one under "model"/"state_dict", with or without
+    "module." prefixes. A torchvision ResNet state dict matches `model.backbone`
+    (its `fc.*` is ignored). Tensors whose shape differs from the model's are not
+    loaded. Returns (missing, unexpected): model keys left at their initial
+    values (names relative to `model`) and file keys not used.
+    """
+    path = str(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except Exception as e:
+        raise ValueError(f"{path}: cannot read a torch state dict ({type(e).__name__}: {e})") from e
+    state = _unwrap(obj)
+    if not state:
+        raise ValueError(f"{path}: holds no state dict of tensors (plain, or under 'model' / 'state_dict')")
+
+    targets = [("", model)]
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, nn.Module):
+        targets.append(("backbone.", backbone))
+    best = None
+    for prefix, module in targets:
+        own = module.state_dict()
+        keys = {k: v for k, v in state.items() if not (prefix and k.startswith("fc."))}
+        matched = [k for k, v in keys.items() if k in own and own[k].shape == v.shape]
+        if best is None or len(matched) > len(best[3]):
+            best = (prefix, module, keys, matched, own)
+    prefix, module, keys, matched, own = best
+    if not matched:
+        sample = ", ".join(list(state)[:3])
+        raise ValueError(
+            f"{path}: none of its {len(state)} tensors match the model or its backbone "
+            f"by name and shape (first keys: {sample})"
+        )
+    module.load_state_dict({k: keys[k] for k in matched}, strict=False)
+    done = set(matched)
+    # num_batches_tracked is BatchNorm bookkeeping, absent from older checkpoints.
+    missing = [prefix + k for k in own if k not in done and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in keys if k not in done]
+    return missing, unexpected
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())
