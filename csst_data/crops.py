@@ -1,0 +1,237 @@
+"""Crops and the paper's augmentations (Sec. 4.2): random scale 0.5-2.0,
+horizontal flip, colour jitter 0.1 and Gaussian blur.
+
+The work is split in two so that the loader can decode a JPEG at a reduced
+DCT scale before cropping:
+  crop_params(...)  draws everything random (window, flip, jitter, blur) from
+                    a numpy Generator; the window is in ORIGINAL image pixels.
+  apply_crop(...)   cuts the window out of an image (full size or a reduced
+                    decode) and the label (always full size) and resizes it to
+                    size x size: bilinear image (Pillow), nearest label
+                    (numpy index arrays). Only the window is touched, so the
+                    cost does not grow with the image.
+
+Geometry: pixel i covers [i, i + 1). The window is [y0, y0 + side) x
+[x0, x0 + side) with integer y0, x0 and side = size / scale. Output pixel j
+samples the source at y0 + (j + 0.5) * side / size (its centre); a label
+pixel takes the value of the source pixel containing that point, or ignore
+(255) when it falls outside the image, where the image gets the mean colour.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageStat
+
+from csst_data import IGNORE
+
+# ImageNet mean in uint8 RGB: padding that a normalised network sees as ~0.
+MEAN = (124, 116, 104)
+
+
+@dataclasses.dataclass(frozen=True)
+class CropParams:
+    height: int          # original image size
+    width: int
+    y0: int              # window top-left, original pixels (may be < 0: padding)
+    x0: int
+    side: float          # window side in original pixels (size / scale)
+    size: int            # output side
+    flip: bool = False
+    brightness: float = 1.0  # jitter factors, 1.0 = unchanged
+    contrast: float = 1.0
+    saturation: float = 1.0
+    blur_sigma: float = 0.0  # 0 = no blur
+
+
+def _place(lo, hi, rng, side, extent, center):
+    """Integer window start along one axis; [lo, hi] keeps the window inside
+    the image (or around it, when the image is smaller)."""
+    if center is None:
+        return int(rng.integers(lo, hi + 1))
+    # The pixel holding the centroid sits at a uniform position of the window:
+    # start in [a, p] keeps its centre p + 0.5 inside [start, start + side).
+    p = min(int(math.floor(center + 0.5)), extent - 1)
+    a = int(math.floor(p + 0.5 - side)) + 1
+    start = int(rng.integers(a, p + 1))
+    lo, hi = max(lo, a), min(hi, p)
+    # Empty only for a centroid in the last pixel row/column: overshoot < 1 px.
+    return min(max(start, lo), hi) if lo <= hi else a
+
+
+def crop_params(height, width, size, rng, center=None, scale_range=(0.5, 2.0), flip=True,
+                colour=True, jitter=0.1, blur_p=0.5, blur_sigma=(0.15, 1.15)):
+    """Draw one crop: window, flip, jitter and blur.
+
+    center: (row, col) centroid in original pixels, or None / NaN for a random
+    crop. With a centroid the pixel holding it sits at a uniformly random
+    position inside the window; the window is then moved to lie inside the
+    image when the image is at least as large (the centroid stays inside), or
+    to cover the whole image along an axis where the image is smaller.
+    scale_range: None for no scaling. colour: False turns jitter and blur
+    off. jitter: brightness, contrast and saturation factors drawn from
+    [1 - jitter, 1 + jitter] (0 = off). blur_p: probability of a Gaussian
+    blur with sigma drawn from blur_sigma.
+    """
+    height, width, size = int(height), int(width), int(size)
+    if height < 1 or width < 1:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    if size < 1:
+        raise ValueError(f"crop size must be >= 1, got {size}")
+    scale = 1.0
+    if scale_range is not None:
+        lo, hi = map(float, scale_range)
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale_range must be 0 < low <= high, got {scale_range}")
+        scale = float(rng.uniform(lo, hi)) if hi > lo else lo
+    side = size / scale
+    if center is not None and not (np.isfinite(center[0]) and np.isfinite(center[1])):
+        center = None
+    if center is not None:
+        cy, cx = float(center[0]), float(center[1])
+        if not (-0.5 <= cy < height and -0.5 <= cx < width):
+            raise ValueError(f"centroid ({cy}, {cx}) is outside the {height}x{width} image")
+    # Allowed window starts: inside the image, or covering it when it is smaller.
+    dy, dx = math.floor(height - side), math.floor(width - side)
+    y0 = _place(min(0, dy), max(0, dy), rng, side, height, None if center is None else cy)
+    x0 = _place(min(0, dx), max(0, dx), rng, side, width, None if center is None else cx)
+    do_flip = bool(flip) and bool(rng.random() < 0.5)
+    b = c = s = 1.0
+    if not colour:
+        jitter = blur_p = 0
+    if jitter:
+        b, c, s = (float(v) for v in rng.uniform(1.0 - jitter, 1.0 + jitter, size=3))
+    sigma = 0.0
+    if blur_p and rng.random() < blur_p:
+        sigma = float(rng.uniform(*blur_sigma))
+    return CropParams(height, width, y0, x0, side, size, do_flip, b, c, s, sigma)
+
+
+def decode_min_size(params):
+    """(min_height, min_width) of a decode that still holds the window at
+    >= output resolution; pass to codecs.decode_image for DCT downscaling."""
+    ratio = params.size / params.side
+    return math.ceil(params.height * ratio), math.ceil(params.width * ratio)
+
+
+def _axis(start, side, size, extent):
+    """Source index of every output pixel along one axis and the output range
+    [j0, j1) that falls inside the image."""
+    step = side / size
+    centres = start + (np.arange(size) + 0.5) * step
+    j0 = int(np.searchsorted(centres, 0.0, "left"))
+    j1 = int(np.searchsorted(centres, float(extent), "left"))
+    return np.floor(centres[j0:j1]).astype(np.intp), j0, j1, step
+
+
+def apply_crop(image, label, params, image_scale=None, mean=MEAN):
+    """Cut, resize and augment one crop -> (image size x size x 3 uint8,
+    label size x size uint8, or None when `label` is None).
+
+    image: H' x W' x 3 uint8, the original or a reduced decode of it;
+    image_scale is its size over the original size (default: measured from
+    image.shape against params.height / width). label: params.height x
+    params.width uint8, or None. The returned image may be read-only (a view
+    of Pillow's buffer); the loader copies it into its batch anyway.
+    """
+    p = params
+    S = p.size
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image: expected H x W x 3 uint8, got shape {image.shape} dtype {image.dtype}")
+    if label is not None and label.shape != (p.height, p.width):
+        raise ValueError(f"label: shape {label.shape} does not match the image size {p.height}x{p.width}")
+    if image_scale is None:
+        sy, sx = image.shape[0] / p.height, image.shape[1] / p.width
+    else:
+        sy = sx = float(image_scale)
+
+    rows, j0, j1, step = _axis(p.y0, p.side, S, p.height)
+    cols, i0, i1, _ = _axis(p.x0, p.side, S, p.width)
+
+    out_label = None
+    if label is not None:
+        out_label = np.full((S, S), IGNORE, dtype=np.uint8)
+        # Rows, then columns: two cheap gathers (much faster than np.ix_).
+        out_label[j0:j1, i0:i1] = label.take(rows, axis=0).take(cols, axis=1)
+
+    if j1 > j0 and i1 > i0:
+        # Source box of the inside part, in the decoded image's pixels.
+        h, w = image.shape[:2]
+        by0 = max(0.0, (p.y0 + j0 * step) * sy)
+        by1 = min(float(h), (p.y0 + j1 * step) * sy)
+        bx0 = max(0.0, (p.x0 + i0 * step) * sx)
+        bx1 = min(float(w), (p.x0 + i1 * step) * sx)
+        # Hand Pillow only the window plus the resampling support, not the
+        # whole image (fromarray copies).
+        pad = int(math.ceil(max(step * max(sy, sx), 1.0))) + 1
+        ya, yb = max(0, int(by0) - pad), min(h, int(math.ceil(by1)) + pad)
+        xa, xb = max(0, int(bx0) - pad), min(w, int(math.ceil(bx1)) + pad)
+        region = Image.fromarray(np.ascontiguousarray(image[ya:yb, xa:xb]))
+        inside = region.resize((i1 - i0, j1 - j0), Image.BILINEAR,
+                               box=(bx0 - xa, by0 - ya, bx1 - xa, by1 - ya))
+    else:
+        inside = None
+    if inside is not None and (j0, i0, j1, i1) == (0, 0, S, S):
+        crop = inside
+    else:
+        crop = Image.new("RGB", (S, S), tuple(int(v) for v in mean))
+        if inside is not None:
+            crop.paste(inside, (i0, j0))
+
+    if p.flip:
+        crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        if out_label is not None:
+            out_label = out_label[:, ::-1]
+    if (p.brightness, p.contrast, p.saturation) != (1.0, 1.0, 1.0):
+        crop = crop.convert("RGB", _jitter_matrix(crop, p.brightness, p.contrast, p.saturation))
+    if p.blur_sigma > 0:
+        cv2 = _cv2()
+        if cv2 is not None:
+            out_image = cv2.GaussianBlur(np.asarray(crop), (0, 0), p.blur_sigma)
+        else:
+            out_image = np.asarray(crop.filter(ImageFilter.GaussianBlur(p.blur_sigma)))
+    else:
+        out_image = np.asarray(crop)
+    if out_label is not None:
+        out_label = np.ascontiguousarray(out_label)
+    return out_image, out_label
+
+
+# ITU-R 601-2 luma, as Pillow's "L" conversion and ImageEnhance use.
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def _jitter_matrix(crop, brightness, contrast, saturation):
+    """One 3x4 colour matrix doing ImageEnhance's Color (saturation), then
+    Brightness, then Contrast: all three are affine in RGB, so a single
+    Image.convert pass replaces three blends."""
+    mean = ImageStat.Stat(crop.convert("L")).mean[0]
+    sat = saturation * np.eye(3) + (1.0 - saturation) * np.outer(np.ones(3), _LUMA)
+    m = contrast * brightness * sat  # saturation keeps the luma, so the mean after brightness is brightness * mean
+    offset = (1.0 - contrast) * brightness * mean
+    return tuple(np.hstack([m, np.full((3, 1), offset)]).ravel().tolist())
+
+
+_cv2_module = []
+
+
+def _cv2():
+    """OpenCV if installed: its Gaussian blur is ~20x faster than Pillow's."""
+    if not _cv2_module:
+        try:
+            import cv2
+
+            cv2.setNumThreads(1)  # one crop per loader worker; no nested thread pools
+            _cv2_module.append(cv2)
+        except ImportError:
+            _cv2_module.append(None)
+    return _cv2_module[0]
+
+
+def random_crop(image, label, size, rng, center=None, mean=MEAN, **aug):
+    """crop_params + apply_crop on a full-size image; `aug` goes to crop_params
+    (scale_range, flip, jitter, blur_p, blur_sigma)."""
+    height, width = image.shape[:2]
+    params = crop_params(height, width, size, rng, center=center, **aug)
+    return apply_crop(image, label, params, mean=mean)
