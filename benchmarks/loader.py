@@ -1,0 +1,213 @@
+"""Loader benchmark: csst's crop streaming against a folder-of-files loader.
+
+Side by side in one run, on synthetic 1024x2048 street scenes (`csst synth`):
+
+- crops/s and pixels/s of `csst_data.loader.CropLoader` (centroid sampling,
+  random access into the shard set, JPEG through libjpeg-turbo with DCT
+  downscaling where the window allows, window-only crop + the paper's
+  augmentations) at each default crop size of a 768 full crop, with 0, 1 and 2
+  workers;
+- the same for the loader users have today: a torch map-style dataset over a
+  folder of JPEG images and PNG labels, decoded by Pillow, with the same
+  augmentations done the usual way (as NVIDIA semantic-segmentation's
+  RandomSizeAndCrop and torchvision's references do): scale the whole image,
+  then crop, flip, colour jitter (ImageEnhance), Gaussian blur (ImageFilter).
+  A crop-only variant (no augmentation at all) is reported for reference;
+- class coverage of one epoch: for `centroid` and `uniform`, the fraction of
+  crops that contain at least one pixel of each class (min over the classes
+  present in the data).
+
+    python benchmarks/loader.py --json benchmarks/results/loader.json
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+import click
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+from rich.console import Console
+from rich.table import Table
+
+from csst_data import synth
+from csst_data.index import CentroidIndex, build_index
+from csst_data.loader import CropLoader
+from csst_data.schedules import batch_for_crop, default_sizes
+from csst_data.shards import iter_samples
+
+FULL_CROP = 768
+BASE_BATCH = 4
+
+
+class FolderDataset:
+    """The common baseline: whole-file Pillow decode, whole-image scaling, then crop."""
+
+    def __init__(self, root, keys, size, augment=True, seed=0):
+        self.root, self.keys, self.size, self.augment, self.seed = root, keys, size, augment, seed
+
+    def __len__(self):
+        return len(self.keys)
+
+    def __getitem__(self, i):
+        import torch
+
+        rng = np.random.default_rng([self.seed, i])
+        key = self.keys[i % len(self.keys)]
+        image = Image.open(os.path.join(self.root, key + ".jpg")).convert("RGB")
+        label = Image.open(os.path.join(self.root, key + ".png"))
+        s = self.size
+        if self.augment:
+            scale = rng.uniform(0.5, 2.0)
+            w, h = image.size
+            nw, nh = int(w * scale + 0.5), int(h * scale + 0.5)
+            image, label = image.resize((nw, nh), Image.BILINEAR), label.resize((nw, nh), Image.NEAREST)
+        w, h = image.size
+        if w < s or h < s:  # pad
+            pw, ph = max(w, s), max(h, s)
+            canvas, lab = Image.new("RGB", (pw, ph), (124, 116, 104)), Image.new("L", (pw, ph), 255)
+            canvas.paste(image, (0, 0))
+            lab.paste(label, (0, 0))
+            image, label, w, h = canvas, lab, pw, ph
+        x0, y0 = int(rng.integers(0, w - s + 1)), int(rng.integers(0, h - s + 1))
+        image, label = image.crop((x0, y0, x0 + s, y0 + s)), label.crop((x0, y0, x0 + s, y0 + s))
+        if self.augment:
+            if rng.random() < 0.5:
+                image, label = image.transpose(Image.FLIP_LEFT_RIGHT), label.transpose(Image.FLIP_LEFT_RIGHT)
+            for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+                image = enhance(image).enhance(rng.uniform(0.9, 1.1))
+            if rng.random() < 0.5:
+                image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.15, 1.15)))
+        return (torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1),
+                torch.from_numpy(np.asarray(label).astype(np.int64)))
+
+
+def write_data(work, count, size):
+    data = os.path.join(work, "synth")
+    synth.write_dataset(data, labeled=count, unlabeled=0, val=0, size=size, seed=0, progress=True)
+    folder = os.path.join(work, "folder")
+    os.makedirs(folder)
+    keys = []
+    for s in iter_samples(os.path.join(data, "labeled"), decode=False):
+        keys.append(s["__key__"])
+        with open(os.path.join(folder, s["__key__"] + ".jpg"), "wb") as f:
+            f.write(s["jpg"])
+        from csst_data.codecs import decode_label
+
+        Image.fromarray(decode_label(s["label.npy.zst"])).save(os.path.join(folder, s["__key__"] + ".png"))
+    index = os.path.join(work, "index.zarr")
+    build_index([os.path.join(data, "labeled")], index, progress=False)
+    return CentroidIndex.open(index), folder, keys
+
+
+def time_csst(index, size, workers, samples):
+    batch = batch_for_crop(FULL_CROP, BASE_BATCH, size)
+    loader = CropLoader(index, crop=size, batch_size=batch, epochs=2, sizes=[size], seed=0, workers=workers,
+                        length=samples)
+    loader.set_epoch(0)
+    t = time.perf_counter()
+    n = sum(len(b["label"]) for b in loader)
+    return n / (time.perf_counter() - t)
+
+
+def time_folder(folder, keys, size, workers, samples, augment=True):
+    import torch
+
+    ds = FolderDataset(folder, [keys[i % len(keys)] for i in range(samples)], size, augment)
+    batch = batch_for_crop(FULL_CROP, BASE_BATCH, size)
+    dl = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
+                                     generator=torch.Generator().manual_seed(0))
+    t = time.perf_counter()
+    n = sum(len(lab) for _, lab in dl)
+    return n / (time.perf_counter() - t)
+
+
+def coverage(index, strategy, samples, num_classes):
+    loader = CropLoader(index, crop=FULL_CROP, batch_size=8, epochs=1, strategy=strategy, seed=1, workers=2,
+                        length=samples)
+    hits = np.zeros(num_classes)
+    n = 0
+    for batch in loader:
+        for lab in batch["label"].numpy():
+            hits[np.unique(lab[lab < num_classes])] += 1
+            n += 1
+    present = index.class_pixels.sum(0) > 0
+    frac = hits / n
+    return frac, float(frac[present].min())
+
+
+@click.command()
+@click.option("--images", default=32, show_default=True, help="Synthetic 1024x2048 images.")
+@click.option("--samples", default=96, show_default=True, help="Crops per timed pass.")
+@click.option("--coverage-samples", default=380, show_default=True, help="Crops per epoch for class coverage.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+@click.option("--quick", is_flag=True, help="Tiny smoke run (small images, few samples).")
+def main(images, samples, coverage_samples, json_path, quick):
+    import torch
+
+    torch.set_num_threads(1)
+    size = (1024, 2048)
+    if quick:
+        images, samples, coverage_samples, size = 6, 12, 38, (256, 512)
+    console = Console()
+    with tempfile.TemporaryDirectory() as work:
+        index, folder, keys = write_data(work, images, size)
+        sizes = default_sizes(FULL_CROP)
+        rows, by_size = [], {}
+        for s in sizes:
+            for w in (0, 1, 2):
+                c = time_csst(index, s, w, samples)
+                f = time_folder(folder, keys, s, w, samples)
+                rows.append((s, w, c, f))
+                console.print(f"crop {s}, {w} workers: csst {c:.1f} crops/s, folder {f:.1f} crops/s")
+            by_size[str(s)] = next(r[2] for r in rows if r[0] == s and r[1] == 2)
+        crop_only = time_folder(folder, keys, FULL_CROP, 2, samples, augment=False)
+        cov_c, min_c = coverage(index, "centroid", coverage_samples, synth.NUM_CLASSES)
+        cov_u, min_u = coverage(index, "uniform", coverage_samples, synth.NUM_CLASSES)
+
+    table = Table(title=f"loader: {images} synthetic {size[0]}x{size[1]} images, full crop {FULL_CROP}")
+    for col in ("crop", "workers", "csst crops/s", "csst Mpx/s", "folder crops/s", "speedup"):
+        table.add_column(col, justify="right")
+    for s, w, c, f in rows:
+        table.add_row(str(s), str(w), f"{c:.1f}", f"{c * s * s / 1e6:.1f}", f"{f:.1f}", f"{c / f:.2f}x")
+    console.print(table)
+    cov = Table(title="class coverage of one epoch (fraction of crops containing the class)")
+    cov.add_column("class")
+    cov.add_column("centroid", justify="right")
+    cov.add_column("uniform", justify="right")
+    for name, a, b in zip(synth.CLASS_NAMES, cov_c, cov_u):
+        cov.add_row(name, f"{a:.3f}", f"{b:.3f}")
+    console.print(cov)
+
+    full = next(r for r in rows if r[0] == FULL_CROP and r[1] == 2)
+    result = {
+        "device": "cpu", "cpu_threads": torch.get_num_threads(), "images": images, "image_size": list(size),
+        "full_crop": FULL_CROP, "sizes": sizes,
+        "csst_crops_per_s": full[2], "folder_crops_per_s": full[3], "speedup_vs_folder": full[2] / full[3],
+        "folder_crop_only_crops_per_s": crop_only,
+        "crops_per_s_by_size": by_size,
+        "pixels_per_s_by_size": {k: v * int(k) ** 2 for k, v in by_size.items()},
+        "small_over_full": by_size[str(sizes[0])] / by_size[str(FULL_CROP)],
+        "all": [{"crop": s, "workers": w, "csst_crops_per_s": c, "folder_crops_per_s": f} for s, w, c, f in rows],
+        "min_class_coverage_centroid": min_c, "min_class_coverage_uniform": min_u,
+        "class_coverage_centroid": dict(zip(synth.CLASS_NAMES, cov_c.tolist())),
+        "class_coverage_uniform": dict(zip(synth.CLASS_NAMES, cov_u.tolist())),
+    }
+    C = synth.NUM_CLASSES
+    result["targets"] = {
+        "speedup_vs_folder>=2": result["speedup_vs_folder"] >= 2,
+        "small_crop_rate>=2x_full": result["small_over_full"] >= 2,
+        "min_coverage_centroid>=0.8/C": min_c >= 0.8 / C,
+        "min_coverage_centroid>=5x_uniform": min_c >= 5 * min_u,
+    }
+    console.print(result["targets"])
+    if json_path:
+        from csst_data.shards import atomic_write_json
+
+        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+        atomic_write_json(json_path, result)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Class-balanced crop streaming for training: the only torch module in csst_data.
+
+One epoch, on one rank:
+  epoch plan (sampling.epoch_plan: image row + centroid per sample, identical on
+  every rank) -> this rank's equal-length slice (sampling.rank_slice) -> batches
+  of the schedule's batch size for the epoch -> DataLoader workers take batches
+  round-robin (worker k makes batches k, k+K, ...; the DataLoader hands them out
+  in that same order) -> per sample: crop parameters from the image size in the
+  index, image and label members read by random access (os.pread with the
+  index's byte offsets, or whole files for file sources), JPEG decoded at a
+  reduced DCT scale when the source window allows it, crop + augmentation.
+
+Every sample's randomness is seeded by (seed, epoch, plan position), so a run
+resumed mid-epoch (`load_state_dict`) sees exactly the crops it had not seen.
+"""
+
+import math
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from csst_data import crops, sampling, schedules
+from csst_data.codecs import decode_image, is_jpeg
+from csst_data.shards import read_manifest
+from csst_data.sources import SampleReader, is_pseudo
+
+
+def pseudo_sources(index):
+    """Boolean per index source: True when its labels come from `csst label`."""
+    return np.array([s["kind"] == "shards" and is_pseudo(read_manifest(s["path"])) for s in index.sources],
+                    dtype=bool)
+
+
+def load_crop(reader, index, row, cy, cx, size, rng, augment=True, scale_range=(0.5, 2.0)):
+    """One (image uint8 S x S x 3, label uint8 S x S) crop of index image `row`.
+
+    The crop is centred on (cy, cx) at a random position (NaN: anywhere).
+    """
+    images = index.images
+    h, w = int(images["height"][row]), int(images["width"][row])
+    center = None if math.isnan(cy) else (float(cy), float(cx))
+    params = crops.crop_params(h, w, size, rng, center=center,
+                               scale_range=scale_range if augment else (1.0, 1.0), flip=augment,
+                               colour=augment)
+    label = reader.label(row)
+    data = reader.image_bytes(row)
+    key = images["key"][row]
+    if label.shape != (h, w):
+        raise ValueError(f"sample {key!r}: label is {label.shape}, the index says {(h, w)}; "
+                         "the index does not match its data (rebuild it)")
+    side = max(params.side, 1.0)
+    if is_jpeg(data) and side >= 2 * size:
+        # DCT-domain downscaling: decode only as many pixels as the crop needs.
+        image = decode_image(data, min_height=math.ceil(h * size / side), min_width=math.ceil(w * size / side), key=key)
+    else:
+        image = decode_image(data, key=key)
+    scale = image.shape[0] / h
+    if abs(image.shape[1] / w - scale) > 0.05 or (scale == 1.0 and image.shape[:2] != (h, w)):
+        raise ValueError(f"sample {key!r}: image is {image.shape[:2]} but its label is {(h, w)}")
+    return crops.apply_crop(image, label, params, image_scale=scale)
+
+
+class CropDataset(IterableDataset):
+    """Yields whole batches (dicts of tensors) for one epoch of one rank."""
+
+    def __init__(self, index, *, crop_table, seed=0, strategy="centroid", length=None,
+                 rank=0, world_size=1, source_weights=None, augment=True, scale_range=(0.5, 2.0),
+                 p=0.5, temperature=0.01):
+        self.index = index
+        self.crop_table = list(crop_table)
+        self.seed, self.strategy, self.length = seed, strategy, length
+        self.rank, self.world_size = rank, world_size
+        self.source_weights, self.augment, self.scale_range = source_weights, augment, scale_range
+        self.p, self.temperature = p, temperature
+        self.reader = SampleReader(index)
+        self.is_pseudo = pseudo_sources(index)
+        self.epoch, self.start = 0, 0
+        self.current = None  # (epoch, plan), made once in the main process and inherited by workers
+
+    def plan(self, epoch):
+        """This rank's slice of the epoch plan: dict of arrays plus `pos` (plan position)."""
+        plan = sampling.epoch_plan(self.index, epoch, self.seed, strategy=self.strategy, length=self.length,
+                                   p=self.p, temperature=self.temperature, source_weights=self.source_weights)
+        pos = sampling.rank_slice(len(plan["image"]), self.rank, self.world_size)
+        out = {k: np.asarray(v)[pos] for k, v in plan.items()}
+        out["pos"] = np.asarray(pos)
+        return out
+
+    def make_batch(self, plan, start, end, crop, epoch):
+        imgs = np.empty((end - start, crop, crop, 3), np.uint8)
+        labels = np.empty((end - start, crop, crop), np.uint8)
+        for i, j in enumerate(range(start, end)):
+            rng = np.random.default_rng([self.seed, epoch, int(plan["pos"][j])])
+            imgs[i], labels[i] = load_crop(self.reader, self.index, int(plan["image"][j]), float(plan["cy"][j]),
+                                           float(plan["cx"][j]), crop, rng, self.augment, self.scale_range)
+        rows = plan["image"][start:end]
+        source = self.index.images["source"][rows]
+        return {
+            "image": torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous(),
+            "label": torch.from_numpy(labels),  # uint8 across processes; int64 in CropLoader
+            "row": torch.from_numpy(rows.astype(np.int64)),
+            "cls": torch.from_numpy(plan["cls"][start:end].astype(np.int64)),
+            "source": torch.from_numpy(source.astype(np.int64)),
+            "is_pseudo": torch.from_numpy(self.is_pseudo[source]),
+        }
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        epoch = self.epoch
+        if self.current is None or self.current[0] != epoch:
+            self.current = (epoch, self.plan(epoch))
+        plan = self.current[1]
+        crop, batch = self.crop_table[epoch]
+        n = len(plan["image"])
+        bounds = [(s, min(s + batch, n)) for s in range(0, n, batch)]
+        for b in range(self.start + wid, len(bounds), nw):
+            yield self.make_batch(plan, *bounds[b], crop, epoch)
+
+
+class CropLoader:
+    """Batches of class-balanced crops with the schedule's crop and batch size per epoch.
+
+    `batch_size` is per process at the full crop; smaller crops of a fast
+    schedule get proportionally larger batches. Iterate once per epoch after
+    `set_epoch(e)`; `state_dict()` / `load_state_dict()` resume mid-epoch.
+    """
+
+    def __init__(self, index, *, crop, batch_size, epochs, schedule="constant", sizes=None,
+                 strategy="centroid", seed=0, workers=2, rank=None, world_size=None, length=None,
+                 source_weights=None, augment=True, scale_range=(0.5, 2.0), p=0.5, temperature=0.01,
+                 pin_memory=False):
+        if rank is None or world_size is None:
+            rank, world_size = _dist_rank_world()
+        self.table = schedules.schedule_table(schedule, epochs, crop, batch_size, sizes)
+        self.dataset = CropDataset(index, crop_table=self.table, seed=seed, strategy=strategy, length=length,
+                                   rank=rank, world_size=world_size, source_weights=source_weights,
+                                   augment=augment, scale_range=scale_range, p=p, temperature=temperature)
+        self.workers, self.pin_memory = workers, pin_memory
+        self.samples_per_epoch = length or index.num_images
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.batches_done = 0, 0
+
+    def samples_per_rank(self):
+        return math.ceil(self.samples_per_epoch / self.world_size)
+
+    def batches_in_epoch(self, epoch):
+        return math.ceil(self.samples_per_rank() / self.table[epoch][1])
+
+    def total_iterations(self):
+        return sum(self.batches_in_epoch(e) for e in range(len(self.table)))
+
+    def crop_and_batch(self, epoch=None):
+        return self.table[self.epoch if epoch is None else epoch]
+
+    def set_epoch(self, epoch):
+        if epoch != self.epoch:
+            self.epoch, self.batches_done = epoch, 0
+
+    def __len__(self):
+        return self.batches_in_epoch(self.epoch) - self.batches_done
+
+    def __iter__(self):
+        ds = self.dataset
+        ds.epoch, ds.start = self.epoch, self.batches_done
+        if ds.current is None or ds.current[0] != self.epoch:
+            ds.current = (self.epoch, ds.plan(self.epoch))  # once, before the workers fork
+        remaining = len(self)
+        workers = min(self.workers, remaining)
+        if remaining <= 0:
+            return
+        dl = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
+                        prefetch_factor=2 if workers else None, persistent_workers=False)
+        for batch in dl:
+            self.batches_done += 1
+            batch["label"] = batch["label"].long()
+            yield batch
+        if self.batches_done >= self.batches_in_epoch(self.epoch):
+            self.epoch, self.batches_done = self.epoch + 1, 0
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "batches_done": self.batches_done, "seed": self.dataset.seed,
+                "strategy": self.dataset.strategy, "world_size": self.world_size}
+
+    def load_state_dict(self, state):
+        if state.get("world_size", self.world_size) != self.world_size:
+            raise ValueError(f"loader state was saved with world size {state['world_size']}, "
+                             f"this run has {self.world_size}; resume with the same number of processes")
+        self.epoch, self.batches_done = int(state["epoch"]), int(state["batches_done"])
+
+
+def _dist_rank_world():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
