@@ -1,0 +1,51 @@
+"""Evaluation on whole images: confusion matrix, per-class IoU and mIoU.
+
+Used by the trainer's validation and by `csst eval`. Samples are split across
+ranks (sample i on rank i % world) and the confusion matrix is all-reduced.
+"""
+
+import numpy as np
+import torch
+
+from csst_data.codecs import decode_image
+from csst_train.inference import normalise, predict_probs
+from csst_train.metrics import all_reduce_confusion, confusion_matrix, iou_from_confusion
+
+
+@torch.no_grad()
+def evaluate(model, samples, num_classes, device="cpu", scales=(1.0,), flip=False, crop=None,
+             amp_dtype=None, rank=0, world_size=1, progress=None):
+    """Evaluate `model` on `samples`: an iterable of dicts with "key", "image"
+    (encoded bytes or a uint8 H x W x 3 array) and "label" (uint8 H x W).
+
+    `crop` switches to sliding-window inference for images larger than it.
+    `progress()` is called once per image this rank evaluates.
+    Returns {"miou", "iou" (list, NaN for absent classes), "confusion", "images"}.
+    """
+    was_training = model.training
+    model.eval()
+    cm = torch.zeros((num_classes, num_classes), dtype=torch.int64, device=device)
+    n = 0
+    for i, sample in enumerate(samples):
+        if i % world_size != rank:
+            continue
+        image, label = sample["image"], sample["label"]
+        if label is None:
+            raise ValueError(f"sample {sample.get('key')!r} has no label to evaluate against")
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            image = decode_image(image, key=sample.get("key"))
+        if image.shape[:2] != label.shape:
+            raise ValueError(f"sample {sample.get('key')!r}: image {image.shape[:2]} and label {label.shape} differ in size")
+        x = normalise(torch.from_numpy(np.ascontiguousarray(image))[None].to(device))
+        probs = predict_probs(model, x, num_classes, scales=scales, flip=flip, crop=crop, amp_dtype=amp_dtype)
+        pred = probs.argmax(1)[0]
+        cm += confusion_matrix(pred, torch.from_numpy(label).to(device), num_classes)
+        n += 1
+        if progress:
+            progress()
+    all_reduce_confusion(cm)
+    if was_training:
+        model.train()
+    iou, miou = iou_from_confusion(cm)
+    return {"miou": miou, "iou": [None if np.isnan(v) else float(v) for v in iou],
+            "confusion": cm.cpu().numpy(), "images": n}

@@ -1,0 +1,290 @@
+"""`csst train`: one readable training loop for teacher and student.
+
+Single process (CPU or one GPU) or several under torchrun (DDP; gloo on CPU,
+nccl on CUDA). SGD with a poly learning rate per iteration over the whole
+schedule, class-balanced crops from `csst_data.loader`, optional AMP, an
+atomic `last.pt` every epoch, `best.pt` by validation mIoU, JSON-lines
+metrics, and exact resumption.
+"""
+
+import hashlib
+import json
+import math
+import os
+import signal
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from csst_data.index import CentroidIndex
+from csst_data.loader import CropLoader
+from csst_train.checkpoints import load_checkpoint, save_checkpoint
+from csst_train.evaluate import evaluate
+from csst_train.inference import normalise
+from csst_train.losses import segmentation_loss
+from csst_train.models import build_model, load_init
+
+# Options that must not change when a run is resumed.
+_RESUME_FIXED = ("model", "epochs", "crop", "batch_size", "sampling", "schedule", "sizes", "length",
+                 "seed", "loss", "pseudo_loss", "lr", "source_weights")
+
+
+def poly_lr(base_lr, iteration, total, power=0.9):
+    """The poly policy: base_lr * (1 - iteration / total) ** power."""
+    return base_lr * (1.0 - min(iteration, total) / max(total, 1)) ** power
+
+
+def setup_distributed(device="auto"):
+    """(rank, world_size, torch.device) from torchrun's environment, initialising the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for, but no CUDA device is available")
+        dev = torch.device("cuda", local if dev.index is None else dev.index)
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return rank, world, dev
+
+
+def amp_dtype(amp, device):
+    if amp in (None, "off"):
+        return None
+    if device.type != "cuda":
+        raise ValueError(f"--amp {amp} needs a CUDA device (this run is on {device})")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def check_index_matches(index, data):
+    """Fail early when --data names other sources than those the index was built from."""
+    if not data:
+        return
+    want = sorted(os.path.realpath(d) for d in data)
+    have = sorted(os.path.realpath(s["path"]) for s in index.sources)
+    if want != have:
+        raise ValueError(
+            f"index {index.path} was built from {have}, but --data is {want}; "
+            "rebuild it with `csst index build` over the same sources (or drop --index to build one in the run folder)"
+        )
+
+
+def _param_hash(model):
+    sha = hashlib.sha256()
+    for p in model.parameters():
+        sha.update(p.detach().cpu().numpy().tobytes())
+    return sha.hexdigest()[:16]
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def train(*, out, data=(), index=None, val=None, model="fastscnn", init=None, epochs=10, crop=768,
+          batch_size=8, lr=None, momentum=0.9, weight_decay=1e-4, power=0.9, sampling="centroid",
+          schedule="constant", sizes=None, length=None, p=0.5, temperature=0.01, source_weights=None,
+          loss="ohem", min_kept=100_000, pseudo_loss="hard", mr_weight=0.1, workers=2, seed=0,
+          device="auto", amp="off", val_every=1, val_crop=None, resume=False, progress=True,
+          trace=False, kill_after_epoch=None, log=print):
+    """Train a segmentation model; returns the last epoch's metrics dict (rank 0) or None."""
+    args = {k: v for k, v in locals().items() if k != "log"}
+    args["data"] = [str(d) for d in data]
+    rank, world, dev = setup_distributed(device)
+    main = rank == 0
+    os.makedirs(out, exist_ok=True)
+    last_path, best_path = os.path.join(out, "last.pt"), os.path.join(out, "best.pt")
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(last_path)
+        changed = [k for k in _RESUME_FIXED if ckpt["args"].get(k) != args.get(k)]
+        if changed:
+            raise ValueError(f"{last_path}: cannot resume with changed options: "
+                             + ", ".join(f"--{k.replace('_', '-')} {ckpt['args'].get(k)!r} -> {args.get(k)!r}" for k in changed))
+    elif os.path.exists(last_path):
+        raise FileExistsError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose another -o")
+
+    idx = _open_index(index, data, out, main)
+    check_index_matches(idx, data)
+    if resume and ckpt.get("index_hash") != idx.content_hash():
+        raise ValueError(f"index {idx.path} changed since {last_path} was written; resume needs the same index")
+    num_classes, class_names = idx.num_classes, list(idx.class_names)
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    net = build_model(model, num_classes)
+    if init and not resume:
+        missing, unexpected = load_init(net, init)
+        if main:
+            log(f"--init {init}: {len(missing)} missing, {len(unexpected)} unexpected keys"
+                + (f" (missing e.g. {missing[:3]})" if missing else ""))
+    net.to(dev)
+    if world > 1 and dev.type == "cuda":
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    base_lr = lr if lr is not None else (0.002 if init else 0.02)
+    optimizer = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=momentum, weight_decay=weight_decay)
+    dtype = amp_dtype(amp, dev)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+
+    loader = CropLoader(idx, crop=crop, batch_size=batch_size, epochs=epochs, schedule=schedule, sizes=sizes,
+                        strategy=sampling, seed=seed, workers=workers, rank=rank, world_size=world,
+                        length=length, source_weights=source_weights, p=p, temperature=temperature,
+                        pin_memory=dev.type == "cuda")
+    total_iters = loader.total_iterations()
+    iteration, best_miou = 0, -1.0
+    if ckpt is not None:
+        _unwrap(net).load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        loader.load_state_dict(ckpt["loader"])
+        iteration, best_miou = ckpt["iteration"], ckpt.get("best_miou", -1.0)
+        torch.set_rng_state(ckpt["rng"])
+        if main:
+            log(f"resumed {last_path} at epoch {loader.epoch}, iteration {iteration}")
+
+    val_samples = _val_samples(val) if val else None
+    metrics_path = os.path.join(out, "metrics.jsonl")
+    trace_file = open(os.path.join(out, f"trace-rank{rank}.jsonl"), "a") if trace else None
+    if main and not resume:
+        with open(os.path.join(out, "args.json"), "w") as f:
+            json.dump(args, f, indent=1, default=str)
+    record = None
+    for epoch in range(loader.epoch, epochs):
+        loader.set_epoch(epoch)
+        size, bsz = loader.crop_and_batch(epoch)
+        net.train()
+        t0, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
+        bar = _progress(progress and main, epoch, epochs, len(loader))
+        for batch in loader:
+            lr_now = poly_lr(base_lr, iteration, total_iters, power)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_now
+            x = normalise(batch["image"].to(dev, non_blocking=True))
+            with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+                logits = net(x)
+                batch = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+                value = segmentation_loss(logits.float(), batch, kind=loss, pseudo_loss=pseudo_loss,
+                                          mr_weight=mr_weight, min_kept=min_kept)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(value).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            iteration += 1
+            steps += 1
+            seen += len(x)
+            loss_sum += float(value.detach())
+            if trace_file:
+                trace_file.write(json.dumps({"epoch": epoch, "iteration": iteration,
+                                             "rows": batch["row"].tolist(), "params": _param_hash(net)}) + "\n")
+                trace_file.flush()
+            if bar:
+                bar.update(loss_sum / steps, lr_now, seen * world / (time.perf_counter() - t0))
+        if bar:
+            bar.close()
+        elapsed = time.perf_counter() - t0
+        record = {"epoch": epoch + 1, "iteration": iteration, "crop": size, "batch": bsz,
+                  "loss": _mean_over_ranks(loss_sum / max(steps, 1), dev, world), "lr": lr_now if steps else None,
+                  "crops": seen * world, "epoch_s": elapsed, "crops_per_s": seen * world / max(elapsed, 1e-9)}
+        if val_samples is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):
+            result = evaluate(_unwrap(net), val_samples(), num_classes, dev, crop=val_crop, amp_dtype=dtype,
+                              rank=rank, world_size=world)
+            record.update(val_miou=result["miou"], val_iou=result["iou"])
+            if main:
+                from rich.console import Console
+
+                from csst_train.metrics import iou_table
+
+                Console().print(iou_table([np.nan if v is None else v for v in result["iou"]], class_names,
+                                          title=f"validation, epoch {epoch + 1}"))
+        if main:
+            state = {"model": _unwrap(net).state_dict(), "optimizer": optimizer.state_dict(),
+                     "scaler": scaler.state_dict(), "epoch": epoch + 1, "iteration": iteration,
+                     "loader": loader.state_dict(), "args": args, "num_classes": num_classes,
+                     "class_names": class_names, "index_hash": idx.content_hash(), "rng": torch.get_rng_state(),
+                     "best_miou": best_miou, "metrics": record}
+            improved = "val_miou" in record and not math.isnan(record["val_miou"]) and record["val_miou"] > best_miou
+            if improved:
+                best_miou = state["best_miou"] = record["val_miou"]
+            save_checkpoint(state, last_path)
+            if improved or (val_samples is None and epoch + 1 == epochs):
+                save_checkpoint(state, best_path)
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            log(_summary(record))
+        if world > 1:
+            dist.barrier()
+        if kill_after_epoch is not None and epoch + 1 == kill_after_epoch:
+            os.kill(os.getpid(), signal.SIGKILL)  # tests: a real kill right after a checkpoint
+    if trace_file:
+        trace_file.close()
+    if main and not os.path.exists(best_path) and os.path.exists(last_path):
+        # No validation improvement ever recorded (e.g. NaN mIoU): keep a usable best.pt.
+        save_checkpoint(load_checkpoint(last_path), best_path)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return record if main else None
+
+
+def _open_index(index, data, out, main):
+    if index is None:
+        if not data:
+            raise ValueError("give --index INDEX, or --data SRC... to build an index in the run folder")
+        index = os.path.join(out, "index.zarr")
+        if main and not os.path.exists(index):
+            from csst_data.index import build_index
+
+            build_index(list(data), index, progress=False)
+        if dist.is_initialized():
+            dist.barrier()
+    return CentroidIndex.open(index)
+
+
+def _val_samples(val):
+    from csst_data.sources import iter_source, resolve_source
+
+    spec = resolve_source(val)
+    return lambda: iter_source(spec, images=True, labels=True)
+
+
+def _mean_over_ranks(value, dev, world):
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=dev)
+    dist.all_reduce(t)
+    return float(t.item() / world)
+
+
+def _summary(r):
+    text = (f"epoch {r['epoch']}: loss {r['loss']:.4f}, crop {r['crop']} x batch {r['batch']}, "
+            f"{r['crops_per_s']:.1f} crops/s, {r['epoch_s']:.1f} s")
+    if "val_miou" in r:
+        text += f", val mIoU {100 * r['val_miou']:.2f}"
+    return text
+
+
+class _Bar:
+    def __init__(self, epoch, epochs, total):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn(f"epoch {epoch + 1}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
+        self.task = self.progress.add_task("train", total=total, info="")
+        self.progress.start()
+
+    def update(self, loss, lr, crops_per_s):
+        self.progress.update(self.task, advance=1, info=f"loss {loss:.4f}  lr {lr:.2e}  {crops_per_s:.1f} crops/s")
+
+    def close(self):
+        self.progress.stop()
+
+
+def _progress(enabled, epoch, epochs, total):
+    return _Bar(epoch, epochs, total) if enabled else None

@@ -1,0 +1,155 @@
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from csst_cli.main import cli
+from csst_data import codecs
+from csst_data.index import build_index
+from csst_data.shards import ShardWriter
+from csst_train.trainer import poly_lr
+
+C = 3
+NAMES = ["ground", "thing", "sky"]
+
+
+def _write(root, n, seed):
+    with ShardWriter(root, maxcount=4, num_classes=C, class_names=NAMES) as w:
+        for i in range(n):
+            rng = np.random.default_rng([seed, i])
+            label = np.zeros((64, 96), np.uint8)
+            label[:20] = 2
+            y, x = rng.integers(24, 50), rng.integers(10, 80)
+            label[y:y + 10, x:x + 12] = 1
+            image = np.stack([label * 90, 255 - label * 60, rng.integers(0, 60, label.shape)], -1).astype(np.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(image).save(buf, format="JPEG", quality=90)
+            w.write({"__key__": f"s{seed}_{i:03d}", "jpg": buf.getvalue(), "label.npy.zst": codecs.encode_label(label, C)})
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    _write(root / "train", 12, 0)
+    _write(root / "val", 3, 1)
+    build_index([root / "train"], root / "index.zarr", progress=False)
+    return root
+
+
+def _args(data, out, *extra):
+    return ["train", "--data", str(data / "train"), "--index", str(data / "index.zarr"), "--val", str(data / "val"),
+            "-o", str(out), "--epochs", "2", "--crop", "64", "--batch-size", "4", "--workers", "0",
+            "--no-progress", "--loss", "ce", *extra]
+
+
+def _run(args):
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res
+
+
+def _metrics(out):
+    lines = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    timing = ("epoch_s", "crops_per_s")
+    return [{k: v for k, v in r.items() if k not in timing} for r in lines]
+
+
+def test_poly_lr_values():
+    assert poly_lr(0.02, 0, 100) == 0.02
+    assert poly_lr(0.02, 50, 100) == pytest.approx(0.02 * 0.5 ** 0.9)
+    assert poly_lr(0.02, 100, 100) == 0.0
+    assert poly_lr(0.01, 25, 100, power=1.0) == pytest.approx(0.0075)
+
+
+def test_train_writes_checkpoints_and_metrics(data, tmp_path):
+    _run(_args(data, tmp_path / "run"))
+    rows = _metrics(tmp_path / "run")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(0 <= r["val_miou"] <= 1 and len(r["val_iou"]) == C for r in rows)
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert ckpt["epoch"] == 2 and ckpt["class_names"] == NAMES and ckpt["index_hash"]
+    assert (tmp_path / "run" / "best.pt").exists()
+    res = CliRunner().invoke(cli, ["eval", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--data",
+                                   str(data / "val"), "--flip", "--scales", "0.5,1", "--json", str(tmp_path / "e.json")])
+    assert res.exit_code == 0, res.output
+    result = json.load(open(tmp_path / "e.json"))
+    assert set(result["iou"]) == set(NAMES) and 0 <= result["miou"] <= 1 and result["images"] == 3
+
+
+def test_existing_run_is_not_overwritten(data, tmp_path):
+    _run(_args(data, tmp_path / "run", "--epochs", "1"))
+    res = CliRunner().invoke(cli, _args(data, tmp_path / "run", "--epochs", "1"))
+    assert res.exit_code != 0 and "--resume" in res.output
+
+
+def test_killed_run_resumes_to_identical_result(data, tmp_path):
+    _run(_args(data, tmp_path / "full", "--workers", "2"))
+    cmd = [sys.executable, "-m", "csst_cli.main", *_args(data, tmp_path / "killed", "--workers", "2", "--kill-after-epoch", "1")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["epoch"] == 1
+    _run(_args(data, tmp_path / "killed", "--workers", "2", "--resume"))
+    full = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
+    resumed = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)
+    for k, v in full["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+    assert _metrics(tmp_path / "full") == _metrics(tmp_path / "killed")
+
+
+def test_resume_refuses_changed_options(data, tmp_path):
+    _run(_args(data, tmp_path / "run", "--epochs", "1"))
+    res = CliRunner().invoke(cli, _args(data, tmp_path / "run", "--epochs", "1", "--seed", "5", "--resume"))
+    assert res.exit_code != 0 and "--seed" in res.output
+
+
+def test_index_not_matching_data_fails_at_start(data, tmp_path):
+    args = _args(data, tmp_path / "run")
+    args[args.index("--data") + 1] = str(data / "val")
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code != 0 and "was built from" in res.output
+
+
+USER_MODEL = """
+import torch
+def factory(num_classes):
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, num_classes, 1))
+"""
+
+
+def test_user_model_by_module_factory_trains(data, tmp_path, monkeypatch):
+    (tmp_path / "my_seg_model.py").write_text(USER_MODEL)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _run(_args(data, tmp_path / "run", "--model", "my_seg_model:factory", "--epochs", "3", "--lr", "0.05"))
+    rows = _metrics(tmp_path / "run")
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    ckpt = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    assert ckpt["args"]["model"] == "my_seg_model:factory"
+
+
+def test_two_process_gloo_run(data, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "csst_cli.main", *_args(data, out, "--epochs", "1", "--trace", "--batch-size", "2")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    traces = [[json.loads(line) for line in open(out / f"trace-rank{r}.jsonl")] for r in range(2)]
+    assert len(traces[0]) == len(traces[1]) > 1
+    rows = [sum((s["rows"] for s in t), []) for t in traces]
+    assert len(rows[0]) == len(rows[1]) == 6  # 12 samples, equal halves
+    for a, b in zip(*traces):
+        assert a["params"] == b["params"]  # identical parameters after every step
+    from csst_data.index import CentroidIndex
+    from csst_data.sampling import epoch_plan
+
+    plan = epoch_plan(CentroidIndex.open(data / "index.zarr"), 0, 0, strategy="centroid")
+    assert sorted(rows[0] + rows[1]) == sorted(plan["image"].tolist())
+    assert (out / "last.pt").exists() and len(_metrics(out)) == 1
