@@ -426,3 +426,55 @@ def verify_shards(root, progress=None):
             rows.append({"name": name, "samples": None, "problems": [],
                          "note": "temporary file of an unfinished writer; resume removes it"})
     return rows
+
+
+# -- merging per-rank manifests (added for `csst label`) -----------------------
+def merge_manifests(root, parts, drop=(), out=MANIFEST):
+    """Write `root/out` listing the shards of the part manifests `parts` (file names in `root`), in order.
+
+    Used when several processes wrote one shard set, each with its own prefix
+    and manifest. The parts must agree on num_classes, class_names and
+    ignore_index; `fields` are united; other top-level keys come from the first
+    part, less those in `drop`. The file is written under a unique temporary
+    name and renamed, so ranks merging at the same time do not collide.
+    """
+    import tempfile
+
+    root = str(root)
+    metas = []
+    for name in parts:
+        path = os.path.join(root, name)
+        if not os.path.exists(path):
+            raise ShardError(f"{path}: part manifest is missing")
+        meta = _read_json(path)
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise ShardError(f"{path}: not a csst shard manifest of version {VERSION}")
+        metas.append((path, meta))
+    if not metas:
+        raise ShardError(f"{root}: no part manifests to merge")
+    first_path, first = metas[0]
+    shards, names, fields = [], set(), []
+    for path, meta in metas:
+        for k in ("num_classes", "class_names", "ignore_index"):
+            if meta.get(k) != first.get(k):
+                raise ShardError(f"{path}: {k} is {meta.get(k)!r}, but {first_path} has {first.get(k)!r}")
+        for f in meta.get("fields") or []:
+            if f not in fields:
+                fields.append(f)
+        for s in meta.get("shards", []):
+            if s["name"] in names:
+                raise ShardError(f"{path}: shard {s['name']} is listed by two part manifests")
+            if not os.path.exists(os.path.join(root, s["name"])):
+                raise ShardError(f"{path} lists {s['name']}, which is missing")
+            names.add(s["name"])
+            shards.append(s)
+    merged = {k: v for k, v in first.items() if k not in drop and k != "shards"}
+    merged["fields"] = fields or first.get("fields")
+    merged["shards"] = shards
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=f"{out}.", suffix=TMP_SUFFIX)
+    with os.fdopen(fd, "wb") as f:
+        f.write((json.dumps(merged, indent=1) + "\n").encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(root, out))
+    return merged

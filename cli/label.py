@@ -1,0 +1,130 @@
+"""`csst label`: write pseudo-label shards with a trained teacher (paper Sec. 3.1)."""
+
+import os
+import sys
+
+import click
+
+
+def _floats(text, name):
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint=name) from None
+    if not values or min(values) <= 0:
+        raise click.BadParameter(f"expected positive numbers, got {text!r}", param_hint=name)
+    return values
+
+
+def _size(text, name):
+    """'512' or '512,1024' -> (h, w)."""
+    if text is None:
+        return None
+    try:
+        parts = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected N or H,W, got {text!r}", param_hint=name) from None
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise click.BadParameter(f"expected N or H,W of positive integers, got {text!r}", param_hint=name)
+    return (parts[0], parts[-1])
+
+
+@click.command("label")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="Teacher checkpoint (a `csst train` best.pt / last.pt).")
+@click.option("--input", "inputs", multiple=True, help="Images to label: a csst shard set, a folder (searched recursively), an image file or a glob ('**' allowed). Repeatable.")
+@click.option("--cityscapes", type=click.Path(exists=True, file_okay=False), help="Cityscapes root: label leftImg8bit/SPLIT.")
+@click.option("--split", default="train_extra", show_default=True, help="Cityscapes split for --cityscapes.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Output shard set folder (a rerun resumes it).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK).")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Images per forward pass (images of different sizes go in separate passes).")
+@click.option("--workers", type=click.IntRange(min=0), help="DataLoader workers that read and decode images [default: half the CPU cores, at most 8].")
+@click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(min=1), help="Samples per shard.")
+@click.option("--scales", default="1.0", show_default=True, help="Test-time scales, comma-separated (probabilities are averaged).")
+@click.option("--flip", is_flag=True, help="Also average the horizontally flipped image.")
+@click.option("--crop", help="Sliding-window size N or H,W for images larger than it (default: whole image).")
+@click.option("--stride", help="Sliding-window stride N or H,W (default: 2/3 of --crop).")
+@click.option("--topk", default=0, show_default=True, type=click.IntRange(min=0), help="Also store the top-K classes and probabilities per pixel (soft labels); 0 = off.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), help="Pixels whose top probability is below this become 255 (ignore).")
+@click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default="off", show_default=True, help="Autocast dtype on CUDA.")
+@click.option("--rank", type=click.IntRange(min=0), help="This process's rank (default: torchrun's RANK, else 0).")
+@click.option("--world-size", type=click.IntRange(min=1), help="Number of processes (default: torchrun's WORLD_SIZE, else 1).")
+@click.option("--max-failures", default=0, show_default=True, type=click.IntRange(min=0), help="Unreadable images allowed before the exit status is non-zero.")
+@click.option("--merge", "merge_dir", type=click.Path(exists=True, file_okay=False), help="Only merge the per-rank manifests of a finished multi-rank run in this folder into manifest.json.")
+def label(checkpoint, inputs, cityscapes, split, out_dir, device, batch_size, workers, shard_size, scales, flip,
+          crop, stride, topk, min_confidence, amp, rank, world_size, max_failures, merge_dir):
+    """Label unlabelled images with a teacher and write a pseudo-label shard set.
+
+    Each sample stores the original image bytes, the hard label (argmax,
+    label.npy.zst), optional top-k soft labels and a JSON summary. Rerunning
+    the same command resumes a killed run. Unreadable images are skipped and
+    listed in OUT/failed.jsonl. Under torchrun (or --rank/--world-size) each
+    rank labels its own share; the last one to finish writes manifest.json.
+
+    \b
+    csst label --checkpoint runs/teacher/best.pt --input DATA/unlabeled -o PSEUDO
+    csst label --merge PSEUDO
+    """
+    from csst_train.label import list_inputs, merge_ranks
+
+    if merge_dir:
+        try:
+            path = merge_ranks(merge_dir)
+        except (ValueError, OSError) as e:
+            raise click.ClickException(str(e))
+        click.echo(f"merged: {path}")
+        return
+    if not checkpoint or not out_dir or not (inputs or cityscapes):
+        raise click.UsageError("give --checkpoint, -o/--out and at least one --input or --cityscapes (or --merge DIR)")
+    try:
+        items = list_inputs(inputs, cityscapes=cityscapes, split=split)
+        summary = _run(checkpoint, items, out_dir, device=device, batch_size=batch_size, workers=workers,
+                       shard_size=shard_size, scales=_floats(scales, "--scales"), flip=flip,
+                       crop=_size(crop, "--crop"), stride=_size(stride, "--stride"), topk=topk,
+                       min_confidence=min_confidence, amp=amp, rank=rank, world_size=world_size,
+                       inputs=list(inputs) + ([cityscapes] if cityscapes else []))
+    except (ValueError, OSError) as e:
+        raise click.ClickException(str(e))
+    s = summary
+    rate = s["labelled"] / s["seconds"] if s["seconds"] > 0 else 0.0
+    who = f"rank {s['rank']}/{s['world_size']}: " if s["world_size"] > 1 else ""
+    click.echo(f"{who}labelled {s['labelled']} image(s) ({rate:.1f} images/s), {s['skipped']} already stored, "
+               f"{s['failed']} failed; {s['shards']} shard(s) in {out_dir}")
+    if s["world_size"] > 1:
+        click.echo(f"merged: {s['manifest']}" if s["merged"] else "waiting for other ranks; the last one merges "
+                   f"(or run `csst label --merge {out_dir}`)")
+    if s["failed"]:
+        click.echo(f"{s['failed']} image(s) could not be read: see {os.path.join(out_dir, 'failed.jsonl')}", err=True)
+        if s["failed"] > max_failures:
+            sys.exit(1)
+
+
+def _run(checkpoint, items, out_dir, **kw):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    from csst_train.label import dist_env, label
+
+    class Rate(ProgressColumn):
+        def render(self, task):
+            return Text(f"{task.speed or 0:.1f} img/s")
+
+    rank, _ = dist_env(kw.get("rank"), kw.get("world_size"))
+    bar = Progress(TextColumn("labelling"), BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=True, disable=rank != 0)
+    task = bar.add_task("label", total=None)
+
+    def progress(done, total):
+        if bar.tasks[0].total is None:
+            # Started only once the run is set up, so setup errors print cleanly; the
+            # images already stored count as done but not in the rate.
+            bar.reset(task, total=total, completed=done)
+            bar.start()
+        else:
+            bar.update(task, completed=done)
+
+    try:
+        return label(checkpoint, items, out_dir, progress=progress, **kw)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
