@@ -35,7 +35,8 @@ from csst_data import codecs, shards, synth
 from csst_data.shards import atomic_write_json
 from csst_train.checkpoints import model_from_checkpoint, save_checkpoint
 from csst_train.inference import normalise
-from csst_train.label import default_workers, label, list_inputs, pick_device
+from csst_train.distributed import pick_device
+from csst_train.label import default_workers, label, list_inputs
 from csst_train.models import build_model
 
 

@@ -205,7 +205,6 @@ def main(images, samples, coverage_samples, json_path, quick):
     if json_path:
         from csst_data.shards import atomic_write_json
 
-        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
         atomic_write_json(json_path, result)
 
 

@@ -95,7 +95,6 @@ def main(images, size, crop, batch, samples, epochs, workers, device, amp, json_
     if json_path:
         from csst_data.shards import atomic_write_json
 
-        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
         atomic_write_json(json_path, result)
 
 

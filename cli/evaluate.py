@@ -5,7 +5,7 @@ import os
 
 import click
 
-from csst_cli.train import parse_floats
+from csst_cli.options import parse_floats
 
 
 @click.command("eval")
@@ -31,7 +31,7 @@ def evaluate(checkpoint, data, scales, flip, crop, device, amp, json_path):
     from csst_train.checkpoints import model_from_checkpoint
     from csst_train.evaluate import evaluate as run
     from csst_train.metrics import iou_table
-    from csst_train.trainer import amp_dtype, setup_distributed
+    from csst_train.distributed import amp_dtype, setup_distributed
 
     scale_list = parse_floats(scales, "--scales")
     try:

@@ -5,28 +5,7 @@ import sys
 
 import click
 
-
-def _floats(text, name):
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint=name) from None
-    if not values or min(values) <= 0:
-        raise click.BadParameter(f"expected positive numbers, got {text!r}", param_hint=name)
-    return values
-
-
-def _size(text, name):
-    """'512' or '512,1024' -> (h, w)."""
-    if text is None:
-        return None
-    try:
-        parts = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise click.BadParameter(f"expected N or H,W, got {text!r}", param_hint=name) from None
-    if len(parts) not in (1, 2) or min(parts) < 1:
-        raise click.BadParameter(f"expected N or H,W of positive integers, got {text!r}", param_hint=name)
-    return (parts[0], parts[-1])
+from csst_cli.options import parse_floats, parse_size
 
 
 @click.command("label")
@@ -78,8 +57,8 @@ def label(checkpoint, inputs, cityscapes, split, out_dir, device, batch_size, wo
     try:
         items = list_inputs(inputs, cityscapes=cityscapes, split=split)
         summary = _run(checkpoint, items, out_dir, device=device, batch_size=batch_size, workers=workers,
-                       shard_size=shard_size, scales=_floats(scales, "--scales"), flip=flip,
-                       crop=_size(crop, "--crop"), stride=_size(stride, "--stride"), topk=topk,
+                       shard_size=shard_size, scales=parse_floats(scales, "--scales"), flip=flip,
+                       crop=parse_size(crop, "--crop"), stride=parse_size(stride, "--stride"), topk=topk,
                        min_confidence=min_confidence, amp=amp, rank=rank, world_size=world_size,
                        inputs=list(inputs) + ([cityscapes] if cityscapes else []))
     except (ValueError, OSError) as e:
@@ -103,7 +82,8 @@ def _run(checkpoint, items, out_dir, **kw):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
     from rich.text import Text
 
-    from csst_train.label import dist_env, label
+    from csst_train.distributed import dist_env
+    from csst_train.label import label
 
     class Rate(ProgressColumn):
         def render(self, task):

@@ -7,13 +7,7 @@ import click
 
 from csst_data.sampling import STRATEGIES
 from csst_data.schedules import SCHEDULES
-
-
-def parse_floats(text, name):
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint=name)
+from csst_cli.options import parse_floats
 
 
 @click.command("train")
@@ -71,7 +65,7 @@ def train(data, more_data, out, sizes, source_weights, no_progress, model, **kw)
     if ":" in model and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # let --model find the user's local module
     kw["sizes"] = [int(v) for v in parse_floats(sizes, "--sizes")] if sizes else None
-    kw["source_weights"] = dict(enumerate(parse_floats(source_weights, "--source-weights"))) if source_weights else None
+    kw["source_weights"] = dict(enumerate(parse_floats(source_weights, "--source-weights", positive=False))) if source_weights else None
     try:
         run(out=out, data=list(data) + list(more_data), model=model, progress=not no_progress,
             log=lambda s: click.echo(s, err=True), **kw)

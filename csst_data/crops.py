@@ -21,10 +21,13 @@ pixel takes the value of the source pixel containing that point, or ignore
 import dataclasses
 import math
 
+import cv2
 import numpy as np
-from PIL import Image, ImageFilter, ImageStat
+from PIL import Image, ImageStat
 
 from csst_data import IGNORE
+
+cv2.setNumThreads(1)  # one crop at a time per loader worker: no nested thread pools
 
 # ImageNet mean in uint8 RGB: padding that a normalised network sees as ~0.
 MEAN = (124, 116, 104)
@@ -186,11 +189,7 @@ def apply_crop(image, label, params, image_scale=None, mean=MEAN):
     if (p.brightness, p.contrast, p.saturation) != (1.0, 1.0, 1.0):
         crop = crop.convert("RGB", _jitter_matrix(crop, p.brightness, p.contrast, p.saturation))
     if p.blur_sigma > 0:
-        cv2 = _cv2()
-        if cv2 is not None:
-            out_image = cv2.GaussianBlur(np.asarray(crop), (0, 0), p.blur_sigma)
-        else:
-            out_image = np.asarray(crop.filter(ImageFilter.GaussianBlur(p.blur_sigma)))
+        out_image = cv2.GaussianBlur(np.asarray(crop), (0, 0), p.blur_sigma)  # ~20x faster than Pillow's
     else:
         out_image = np.asarray(crop)
     if out_label is not None:
@@ -211,22 +210,6 @@ def _jitter_matrix(crop, brightness, contrast, saturation):
     m = contrast * brightness * sat  # saturation keeps the luma, so the mean after brightness is brightness * mean
     offset = (1.0 - contrast) * brightness * mean
     return tuple(np.hstack([m, np.full((3, 1), offset)]).ravel().tolist())
-
-
-_cv2_module = []
-
-
-def _cv2():
-    """OpenCV if installed: its Gaussian blur is ~20x faster than Pillow's."""
-    if not _cv2_module:
-        try:
-            import cv2
-
-            cv2.setNumThreads(1)  # one crop per loader worker; no nested thread pools
-            _cv2_module.append(cv2)
-        except ImportError:
-            _cv2_module.append(None)
-    return _cv2_module[0]
 
 
 def random_crop(image, label, size, rng, center=None, mean=MEAN, **aug):

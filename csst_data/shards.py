@@ -31,7 +31,8 @@ class ShardError(Exception):
 
 
 def atomic_write_bytes(path, data):
-    """Write `data` to `path` through a temporary file and a rename."""
+    """Write `data` to `path` through a temporary file and a rename (creating its folder)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}{TMP_SUFFIX}"
     with open(tmp, "wb") as f:
         f.write(data)
@@ -355,7 +356,7 @@ class MemberReader:
 
 
 # -- verification ----------------------------------------------------------
-def _sha256_file(path, chunk=1 << 22):
+def file_sha256(path, chunk=1 << 22):
     sha = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -373,7 +374,7 @@ def verify_shard(path, entry, num_classes=None):
     size = os.path.getsize(path)
     if entry.get("bytes") is not None and size < entry["bytes"]:
         problems.append(f"truncated tar ({size} of {entry['bytes']} bytes)")
-    if _sha256_file(path) != entry.get("sha256"):
+    if file_sha256(path) != entry.get("sha256"):
         problems.append("checksum mismatch")
     try:
         members = member_offsets(path)

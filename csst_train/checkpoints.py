@@ -1,6 +1,5 @@
 """Checkpoints: atomic saves, and rebuilding a trained model from one."""
 
-import hashlib
 import os
 
 import torch
@@ -35,11 +34,3 @@ def model_from_checkpoint(path, device="cpu"):
     model = build_model(ckpt["args"]["model"], ckpt["num_classes"])
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
-
-
-def file_sha256(path, chunk=1 << 22):
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            sha.update(block)
-    return sha.hexdigest()

@@ -35,9 +35,11 @@ import torch
 from csst_data import IGNORE
 from csst_data.codecs import decode_image, encode_json, encode_label, encode_topk, is_jpeg
 from csst_data.shards import (
-    MANIFEST, MemberReader, ShardWriter, atomic_write_json, group_members, is_shard_set, merge_manifests,
+    MANIFEST, MemberReader, ShardWriter, atomic_write_json, file_sha256, group_members, is_shard_set, merge_manifests,
     read_manifest,
 )
+from csst_train.distributed import amp_dtype as to_amp_dtype
+from csst_train.distributed import dist_env, pick_device
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 # Test hook: SIGKILL this process after that many samples were written.
@@ -151,29 +153,6 @@ def ref_name(ref):
 def rank_of(key, world_size):
     """The rank that labels `key`: a hash of the key, so adding inputs never moves old keys."""
     return zlib.crc32(key.encode("utf-8")) % world_size
-
-
-def dist_env(rank=None, world_size=None):
-    """(rank, world_size) from the arguments, else torchrun's RANK / WORLD_SIZE, else (0, 1)."""
-    if world_size is None:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if rank is None:
-        rank = int(os.environ.get("RANK", "0")) if world_size > 1 else 0
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in 0..{world_size - 1} (world size {world_size})")
-    return rank, world_size
-
-
-def pick_device(device="auto"):
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for, but no CUDA device is available")
-        if dev.index is None:
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return dev
 
 
 # -- decoding in DataLoader workers ---------------------------------------------
@@ -524,14 +503,6 @@ def predict_labels(model, x, num_classes, *, scales=(1.0,), flip=False, crop=Non
 
 
 # -- the labelling loop ----------------------------------------------------------------
-def _amp_dtype(amp, device):
-    if amp in (None, "off"):
-        return None
-    if device.type != "cuda":
-        raise ValueError(f"--amp {amp} needs a CUDA device (this run is on {device})")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-
-
 def _as_list(size):
     # JSON has no tuples: store sizes as lists so a resumed run compares equal.
     if size is None:
@@ -556,7 +527,7 @@ def label(checkpoint, items, out_dir, *, device="auto", batch_size=4, workers=No
     (already stored), failed, total, seconds, rank, world_size, merged,
     manifest, shards.
     """
-    from csst_train.checkpoints import file_sha256, model_from_checkpoint
+    from csst_train.checkpoints import model_from_checkpoint
     from csst_train.inference import normalise
 
     out_dir = os.fspath(out_dir)
@@ -566,7 +537,7 @@ def label(checkpoint, items, out_dir, *, device="auto", batch_size=4, workers=No
     if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
     dev = pick_device(device)
-    amp_dtype = _amp_dtype(amp, dev)
+    amp_dtype = to_amp_dtype(amp, dev)
     model, ckpt = model_from_checkpoint(checkpoint, dev)
     num_classes = int(ckpt["num_classes"])
     class_names = ckpt.get("class_names")

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from csst_data.index import CentroidIndex
 from csst_data.loader import CropLoader
 from csst_train.checkpoints import load_checkpoint, save_checkpoint
+from csst_train.distributed import amp_dtype, setup_distributed
 from csst_train.evaluate import evaluate
 from csst_train.inference import normalise
 from csst_train.losses import segmentation_loss
@@ -34,32 +35,6 @@ _RESUME_FIXED = ("model", "epochs", "crop", "batch_size", "sampling", "schedule"
 def poly_lr(base_lr, iteration, total, power=0.9):
     """The poly policy: base_lr * (1 - iteration / total) ** power."""
     return base_lr * (1.0 - min(iteration, total) / max(total, 1)) ** power
-
-
-def setup_distributed(device="auto"):
-    """(rank, world_size, torch.device) from torchrun's environment, initialising the process group."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for, but no CUDA device is available")
-        dev = torch.device("cuda", local if dev.index is None else dev.index)
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return rank, world, dev
-
-
-def amp_dtype(amp, device):
-    if amp in (None, "off"):
-        return None
-    if device.type != "cuda":
-        raise ValueError(f"--amp {amp} needs a CUDA device (this run is on {device})")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def check_index_matches(index, data):

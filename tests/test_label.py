@@ -13,7 +13,8 @@ from PIL import Image
 
 from csst_cli.main import cli
 from csst_data import IGNORE, codecs, shards
-from csst_train.checkpoints import file_sha256, save_checkpoint
+from csst_data.shards import file_sha256
+from csst_train.checkpoints import save_checkpoint
 from csst_train.inference import normalise
 from csst_train.inference import predict_probs
 from csst_train.label import KILL_ENV, _from_probs, label, list_inputs, merge_ranks, path_key, predict_labels, rank_of
