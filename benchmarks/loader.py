@@ -191,6 +191,7 @@ def main(images, samples, coverage_samples, json_path, quick):
         "small_over_full": by_size[str(sizes[0])] / by_size[str(FULL_CROP)],
         "all": [{"crop": s, "workers": w, "csst_crops_per_s": c, "folder_crops_per_s": f} for s, w, c, f in rows],
         "min_class_coverage_centroid": min_c, "min_class_coverage_uniform": min_u,
+        "coverage_ratio": min_c / max(min_u, 1e-9),
         "class_coverage_centroid": dict(zip(synth.CLASS_NAMES, cov_c.tolist())),
         "class_coverage_uniform": dict(zip(synth.CLASS_NAMES, cov_u.tolist())),
     }

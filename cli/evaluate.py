@@ -5,12 +5,13 @@ import os
 
 import click
 
-from csst_cli.options import parse_floats
+from csst_cli.options import parse_floats, parse_source
 
 
 @click.command("eval")
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False), help="A csst checkpoint (best.pt / last.pt).")
-@click.option("--data", required=True, type=click.Path(exists=True), help="Labelled source: a shard set (or a source folder).")
+@click.option("--data", required=True,
+              help="Labelled source: a shard set, a mask folder, cityscapes:ROOT[:SPLIT], voc:ROOT[:SPLIT] or masks:MASKS:IMAGES.")
 @click.option("--scales", default="1.0", show_default=True, help="Test-time scales, comma-separated (e.g. 0.5,1.0,2.0).")
 @click.option("--flip", is_flag=True, help="Average with the horizontally flipped image.")
 @click.option("--crop", type=int, help="Sliding-window size for images larger than it (default: whole image).")
@@ -37,7 +38,7 @@ def evaluate(checkpoint, data, scales, flip, crop, device, amp, json_path):
     try:
         rank, world, dev = setup_distributed(device)
         model, ckpt = model_from_checkpoint(checkpoint, dev)
-        spec = resolve_source(data)
+        spec = resolve_source(parse_source(data))
         with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       transient=True, disable=rank != 0) as bar:
             task = bar.add_task("eval", total=None)
@@ -56,7 +57,7 @@ def evaluate(checkpoint, data, scales, flip, crop, device, amp, json_path):
     click.echo(f"mIoU {100 * result['miou']:.2f} over {result['images'] * world} images")
     if json_path:
         atomic_write_json(json_path, {
-            "checkpoint": os.path.abspath(checkpoint), "data": os.path.abspath(data), "miou": result["miou"],
+            "checkpoint": os.path.abspath(checkpoint), "data": spec, "miou": result["miou"],
             "iou": dict(zip(names, result["iou"])), "scales": list(scale_list), "flip": flip,
             "images": result["images"] * world, "confusion": result["confusion"].tolist(),
         })

@@ -25,3 +25,19 @@ def parse_size(text, name):
     if len(parts) not in (1, 2) or min(parts) < 1:
         raise click.BadParameter(f"expected N or H,W of positive integers, got {text!r}", param_hint=name)
     return (parts[0], parts[-1])
+
+
+def parse_source(text):
+    """A source argument -> a path, or a source dict for the file layouts:
+
+    PATH (a shard set, or a folder/glob of mask PNGs),
+    cityscapes:ROOT[:SPLIT] (default split val), voc:ROOT[:SPLIT] (default val),
+    masks:MASKS[:IMAGES] (mask PNGs paired by file stem with an image folder).
+    """
+    kind, sep, rest = text.partition(":")
+    if not sep or kind not in ("cityscapes", "voc", "masks") or not rest:
+        return text
+    path, _, extra = rest.partition(":")
+    if kind == "masks":
+        return {"kind": "masks", "path": path, "images": extra or None}
+    return {"kind": kind, "path": path, "split": extra or "val"}

@@ -7,16 +7,17 @@ import click
 
 from csst_data.sampling import STRATEGIES
 from csst_data.schedules import SCHEDULES
-from csst_cli.options import parse_floats
+from csst_cli.options import parse_floats, parse_source
 
 
 @click.command("train")
-@click.option("--data", "data", multiple=True, type=click.Path(exists=True),
-              help="Training sources (shard sets or sources the index was built from). Repeat, or list after one --data.")
-@click.argument("more_data", nargs=-1, type=click.Path(exists=True))
+@click.option("--data", "data", multiple=True,
+              help="Training sources: shard sets, mask folders, cityscapes:ROOT:SPLIT, voc:ROOT:SPLIT or "
+                   "masks:MASKS:IMAGES (checked against the index). Repeat, or list after one --data.")
+@click.argument("more_data", nargs=-1)
 @click.option("--index", type=click.Path(exists=True), help="Centroid index of the sources. Default: build one in RUN_DIR/index.zarr.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Run folder: checkpoints, metrics.jsonl.")
-@click.option("--val", type=click.Path(exists=True), help="Validation source (a shard set); mIoU decides best.pt.")
+@click.option("--val", help="Validation source (a shard set, cityscapes:ROOT:val, ...); its mIoU decides best.pt.")
 @click.option("--model", default="fastscnn", show_default=True,
               help="fastscnn, deeplabv3plus-r18, deeplabv3plus-r50, or package.module:factory taking num_classes.")
 @click.option("--init", type=click.Path(exists=True, dir_okay=False), help="Local state dict to start from (e.g. a torchvision ResNet).")
@@ -64,10 +65,12 @@ def train(data, more_data, out, sizes, source_weights, no_progress, model, **kw)
 
     if ":" in model and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # let --model find the user's local module
+    if kw["val"]:
+        kw["val"] = parse_source(kw["val"])
     kw["sizes"] = [int(v) for v in parse_floats(sizes, "--sizes")] if sizes else None
     kw["source_weights"] = dict(enumerate(parse_floats(source_weights, "--source-weights", positive=False))) if source_weights else None
     try:
-        run(out=out, data=list(data) + list(more_data), model=model, progress=not no_progress,
+        run(out=out, data=[parse_source(d) for d in data + more_data], model=model, progress=not no_progress,
             log=lambda s: click.echo(s, err=True), **kw)
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         raise click.ClickException(str(e))

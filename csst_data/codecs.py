@@ -157,7 +157,7 @@ def decode_image(data, min_height=None, min_width=None, key=None):
             return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True)
         from PIL import Image
 
-        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        return np.array(Image.open(io.BytesIO(data)).convert("RGB"))  # writable, unlike asarray
     except Exception as e:
         name = f"image {key!r}" if key is not None else "image"
         raise ValueError(f"{name}: cannot decode ({e})") from e

@@ -41,7 +41,7 @@ def check_index_matches(index, data):
     """Fail early when --data names other sources than those the index was built from."""
     if not data:
         return
-    want = sorted(os.path.realpath(d) for d in data)
+    want = sorted(os.path.realpath(d["path"] if isinstance(d, dict) else d) for d in data)
     have = sorted(os.path.realpath(s["path"]) for s in index.sources)
     if want != have:
         raise ValueError(
@@ -69,7 +69,7 @@ def train(*, out, data=(), index=None, val=None, model="fastscnn", init=None, ep
           trace=False, kill_after_epoch=None, log=print):
     """Train a segmentation model; returns the last epoch's metrics dict (rank 0) or None."""
     args = {k: v for k, v in locals().items() if k != "log"}
-    args["data"] = [str(d) for d in data]
+    args["data"] = [d if isinstance(d, dict) else str(d) for d in data]
     rank, world, dev = setup_distributed(device)
     main = rank == 0
     os.makedirs(out, exist_ok=True)

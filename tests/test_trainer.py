@@ -153,3 +153,21 @@ def test_two_process_gloo_run(data, tmp_path):
     plan = epoch_plan(CentroidIndex.open(data / "index.zarr"), 0, 0, strategy="centroid")
     assert sorted(rows[0] + rows[1]) == sorted(plan["image"].tolist())
     assert (out / "last.pt").exists() and len(_metrics(out)) == 1
+
+
+def test_cityscapes_layout_trains_and_evaluates(tmp_path):
+    from csst_data import synth
+
+    root = tmp_path / "cs"
+    synth.write_dataset(root, labeled=6, unlabeled=0, val=2, size=(64, 128), seed=0, layout="cityscapes", progress=False)
+    res = CliRunner().invoke(cli, ["index", "build", "--cityscapes", str(root), "--split", "train",
+                                   "-o", str(tmp_path / "cs.zarr"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    _run(["train", "--data", f"cityscapes:{root}:train", "--index", str(tmp_path / "cs.zarr"),
+          "--val", f"cityscapes:{root}:val", "-o", str(tmp_path / "run"), "--epochs", "1", "--crop", "64",
+          "--batch-size", "2", "--workers", "0", "--no-progress", "--loss", "ce"])
+    assert len(_metrics(tmp_path / "run")) == 1
+    res = CliRunner().invoke(cli, ["eval", "--checkpoint", str(tmp_path / "run" / "last.pt"),
+                                   "--data", f"cityscapes:{root}:val", "--json", str(tmp_path / "e.json")])
+    assert res.exit_code == 0, res.output
+    assert json.load(open(tmp_path / "e.json"))["images"] == 2
