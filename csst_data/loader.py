@@ -87,20 +87,21 @@ class CropDataset(IterableDataset):
         out["pos"] = np.asarray(pos)
         return out
 
-    def make_batch(self, plan, start, end, crop, epoch):
-        imgs = np.empty((end - start, crop, crop, 3), np.uint8)
-        labels = np.empty((end - start, crop, crop), np.uint8)
-        for i, j in enumerate(range(start, end)):
+    def make_batch(self, plan, positions, crop, epoch):
+        """One batch: the crops of `positions` in this rank's slice of the plan."""
+        imgs = np.empty((len(positions), crop, crop, 3), np.uint8)
+        labels = np.empty((len(positions), crop, crop), np.uint8)
+        for i, j in enumerate(positions):
             rng = np.random.default_rng([self.seed, epoch, int(plan["pos"][j])])
             imgs[i], labels[i] = load_crop(self.reader, self.index, int(plan["image"][j]), float(plan["cy"][j]),
                                            float(plan["cx"][j]), crop, rng, self.augment, self.scale_range)
-        rows = plan["image"][start:end]
+        rows = plan["image"][positions]
         source = self.index.images["source"][rows]
         return {
             "image": torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous(),
             "label": torch.from_numpy(labels),  # uint8 across processes; int64 in CropLoader
             "row": torch.from_numpy(rows.astype(np.int64)),
-            "cls": torch.from_numpy(plan["cls"][start:end].astype(np.int64)),
+            "cls": torch.from_numpy(plan["cls"][positions].astype(np.int64)),
             "source": torch.from_numpy(source.astype(np.int64)),
             "is_pseudo": torch.from_numpy(self.is_pseudo[source]),
         }
@@ -113,10 +114,11 @@ class CropDataset(IterableDataset):
             self.current = (epoch, self.plan(epoch))
         plan = self.current[1]
         crop, batch = self.crop_table[epoch]
-        n = len(plan["image"])
-        bounds = [(s, min(s + batch, n)) for s in range(0, n, batch)]
-        for b in range(self.start + wid, len(bounds), nw):
-            yield self.make_batch(plan, *bounds[b], crop, epoch)
+        # Skip the batches already consumed, then take this worker's whole batches.
+        first = self.start * batch
+        positions = first + sampling.worker_slice(len(plan["image"]) - first, wid, nw, batch)
+        for s in range(0, len(positions), batch):
+            yield self.make_batch(plan, positions[s:s + batch], crop, epoch)
 
 
 class CropLoader:

@@ -8,7 +8,6 @@ A source is a dict (`resolve_source` fills in the defaults and absolute paths):
 | `masks` | path, pattern, images | mask PNGs (mode L, or palette P whose indices are class ids) in a folder (recursively) or matching a glob; optionally paired by file stem with the images in `images` |
 | `cityscapes` | path, split | `leftImg8bit/{split}/{city}/*_leftImg8bit.png` with `gtFine/{split}/{city}/*_gtFine_labelIds.png`, label ids mapped to train ids |
 | `voc` | path, split | a VOC-style root: `ImageSets/Segmentation/{split}.txt`, `SegmentationClass/*.png` (palette), `JPEGImages/*.jpg` |
-| `images` | path, pattern | images only (no labels), e.g. for `csst label` |
 
 A plain path is a shard set if it holds manifest.json, else a mask folder/glob.
 
@@ -33,7 +32,7 @@ from csst_data.codecs import decode_label, decode_label_png
 from csst_data.shards import (MemberReader, ShardError, group_members, is_shard_set, read_manifest,
                              read_member)
 
-KINDS = ("shards", "masks", "cityscapes", "voc", "images")
+KINDS = ("shards", "masks", "cityscapes", "voc")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 # Cityscapes (cityscapesScripts labels.py): the 19 training classes.
@@ -82,7 +81,7 @@ def resolve_source(spec, images=None):
             spec["images"] = images
     path = os.fspath(spec["path"])
     out = {"kind": kind}
-    if kind in ("masks", "images"):
+    if kind == "masks":
         if _has_magic(path):
             # A glob: its root is the folder above the first wildcard.
             parts = path.split(os.sep)
@@ -91,13 +90,12 @@ def resolve_source(spec, images=None):
             pattern = os.sep.join(parts[i:])
         else:
             root = path
-            pattern = spec.get("pattern") or ("**/*.png" if kind == "masks" else "**/*")
+            pattern = spec.get("pattern") or "**/*.png"
         out["path"] = os.path.realpath(root)
         out["pattern"] = pattern
-        if kind == "masks":
-            out["images"] = os.path.realpath(spec["images"]) if spec.get("images") else None
-            if out["images"] is not None and not os.path.isdir(out["images"]):
-                raise ValueError(f"image folder {spec['images']} does not exist")
+        out["images"] = os.path.realpath(spec["images"]) if spec.get("images") else None
+        if out["images"] is not None and not os.path.isdir(out["images"]):
+            raise ValueError(f"image folder {spec['images']} does not exist")
     else:
         out["path"] = os.path.realpath(path)
         if kind in ("cityscapes", "voc"):
@@ -175,12 +173,6 @@ def _file_pairs(src):
                 raise ValueError(f"mask {m}: no image with stem {_stem(m)!r} in {src['images']}")
             out.append((_stem(m), m, img))
         return out
-    if kind == "images":
-        imgs = _walk(root, src["pattern"], IMAGE_EXTS)
-        if not imgs:
-            raise ValueError(f"source {root}: no images (.jpg/.jpeg/.png) match {src['pattern']!r}")
-        _by_stem(imgs, f"source {root}")
-        return [(_stem(p), None, p) for p in imgs]
     if kind == "cityscapes":
         gt = os.path.join(root, "gtFine", src["split"])
         if not os.path.isdir(gt):
@@ -286,8 +278,6 @@ def list_samples(src, labels=True):
                 cols[c].extend(p[c])
         return _int_columns(cols)
     cols = _new_columns()
-    if labels and src["kind"] == "images":
-        raise ValueError(f"source {src['path']}: an image folder has no labels")
     for key, lab, img in _file_pairs(src):
         cols["key"].append(key)
         cols["shard"].append(-1)
@@ -399,8 +389,6 @@ def iter_source(spec, images=True, labels=True):
             finally:
                 os.close(fd)
         return
-    if labels and src["kind"] == "images":
-        raise ValueError(f"source {src['path']}: an image folder has no labels (pass labels=False)")
     for key, lab, img in _file_pairs(src):
         yield {
             "key": key,

@@ -171,7 +171,7 @@ def train(*, out, data=(), index=None, val=None, model="fastscnn", init=None, ep
             result = evaluate(_unwrap(net), val_samples(), num_classes, dev, crop=val_crop, amp_dtype=dtype,
                               rank=rank, world_size=world)
             record.update(val_miou=result["miou"], val_iou=result["iou"])
-            if main:
+            if main and epoch + 1 == epochs:  # the full table once, at the end; a summary line each epoch
                 from rich.console import Console
 
                 from csst_train.metrics import iou_table

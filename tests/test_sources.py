@@ -163,14 +163,7 @@ def test_shard_iteration_and_reader(tmp_path):
         build_index([tmp_path / "u"], tmp_path / "j.zarr", progress=False)
 
 
-def test_image_folder_and_pseudo_flag(tmp_path):
-    write(str(tmp_path / "raw" / "x1.jpg"), b"\xff\xd8\xff1")
-    write(str(tmp_path / "raw" / "x0.png"), png_bytes(np.zeros((2, 2, 3), np.uint8)))
-    write(str(tmp_path / "raw" / "notes.txt"), b"not an image")
-    items = list(iter_source({"kind": "images", "path": str(tmp_path / "raw")}, labels=False))
-    assert [s["key"] for s in items] == ["x0", "x1"] and items[1]["image"] == b"\xff\xd8\xff1"
-    with pytest.raises(ValueError, match="no labels"):
-        list(iter_source({"kind": "images", "path": str(tmp_path / "raw")}))
+def test_pseudo_flag_and_bad_specs(tmp_path):
     assert is_pseudo({"fields": ["jpg", "label.npy.zst", "topk_idx.npy.zst"]})
     assert is_pseudo({"producer": {"checkpoint": "t.pt"}}) and not is_pseudo({"producer": "csst synth"})
     with pytest.raises(ValueError, match="no such folder"):
