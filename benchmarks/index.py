@@ -162,7 +162,7 @@ def main():
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (small masks, few repeats)")
     ap.add_argument("--masks", type=int, default=16, help="street masks")
-    ap.add_argument("--copies", type=int, default=64, help="copies of each mask in the build benchmark's shard set")
+    ap.add_argument("--copies", type=int, default=256, help="copies of each mask in the build benchmark's shard set (4096 masks)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     h, w = (256, 512) if args.quick else (1024, 2048)

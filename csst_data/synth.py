@@ -236,7 +236,7 @@ def _layout(rng):
         p["segs" + s] = _segments(rng, "suburb" if p["kind"] == "open" else p["kind"])
     if p["kind"] == "open":  # no buildings on one side: grass up to the skyline
         p["segs" + rng.choice(["l", "r"])] = []
-    p["rails"] = rng.random() < 0.12
+    p["rails"] = rng.random() < 0.06  # trams are the rarest class: in ~5 % of scenes
     p["rail_x"] = -lane * rng.integers(0, lanes_left + 1) if p["rails"] else 0.0
     p["zebra"] = rng.uniform(5, 25) if rng.random() < 0.3 else None
     return p
