@@ -35,7 +35,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/csst demo -o demo
+	$(VENV)/bin/csst demo -o demo --force
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest

@@ -138,9 +138,9 @@ def coverage(index, strategy, samples, num_classes):
 
 
 @click.command()
-@click.option("--images", default=32, show_default=True, help="Synthetic 1024x2048 images.")
+@click.option("--images", default=64, show_default=True, help="Synthetic 1024x2048 images.")
 @click.option("--samples", default=96, show_default=True, help="Crops per timed pass.")
-@click.option("--coverage-samples", default=380, show_default=True, help="Crops per epoch for class coverage.")
+@click.option("--coverage-samples", default=1900, show_default=True, help="Crops per epoch for class coverage (100 per class).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 @click.option("--quick", is_flag=True, help="Tiny smoke run (small images, few samples).")
 def main(images, samples, coverage_samples, json_path, quick):

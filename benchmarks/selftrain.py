@@ -57,7 +57,7 @@ def stats(values):
 
 @click.command()
 @click.option("--seeds", default=3, show_default=True)
-@click.option("--labeled", default=40, show_default=True)
+@click.option("--labeled", default=100, show_default=True)
 @click.option("--unlabeled", default=600, show_default=True)
 @click.option("--val", "n_val", default=100, show_default=True)
 @click.option("--size", default="256x512", show_default=True)

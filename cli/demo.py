@@ -8,7 +8,8 @@ import click
               help="Folder for every stage's output, commands.sh and report.md (must be empty or new).")
 @click.option("--quick", is_flag=True, help="A tiny run (about 2 minutes) for tests and a first look.")
 @click.option("--seed", default=0, show_default=True)
-def demo(out, quick, seed):
+@click.option("--force", is_flag=True, help="Replace an earlier demo in OUT (only a folder holding commands.sh).")
+def demo(out, quick, seed, force):
     """Run synth -> teacher -> label -> index -> student -> eval -> report.
 
     Each stage is the real `csst` command; they are printed as they run and
@@ -19,7 +20,7 @@ def demo(out, quick, seed):
     from csst_train.demo import run_demo
 
     try:
-        report = run_demo(out, quick=quick, seed=seed, log=lambda s: click.secho(s, fg="cyan", err=True))
+        report = run_demo(out, quick=quick, seed=seed, force=force, log=lambda s: click.secho(s, fg="cyan", err=True))
     except (FileExistsError, RuntimeError) as e:
         raise click.ClickException(str(e))
     click.echo(f"report: {report}")

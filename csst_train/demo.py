@@ -11,6 +11,7 @@ kept under the demo folder; the exact commands are printed and written to
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -56,13 +57,20 @@ def pipeline(out, s, seed=0):
     ]
 
 
-def run_demo(out, quick=False, seed=0, log=print):
-    """Run every stage into `out`; returns the path of the report."""
+def run_demo(out, quick=False, seed=0, force=False, log=print):
+    """Run every stage into `out`; returns the path of the report.
+
+    `force` replaces an earlier demo in `out` (a folder holding commands.sh);
+    any other non-empty folder is refused.
+    """
     from csst_train.report import make_report
 
     out = os.path.abspath(out)
     if os.path.exists(out) and os.listdir(out):
-        raise FileExistsError(f"{out} is not empty; choose another -o or remove it")
+        if not (force and os.path.isfile(os.path.join(out, "commands.sh"))):
+            raise FileExistsError(f"{out} is not empty; choose another -o or remove it"
+                                  + ("" if force else " (--force replaces an earlier demo)"))
+        shutil.rmtree(out)
     os.makedirs(os.path.join(out, "eval"), exist_ok=True)
     settings = SETTINGS["quick" if quick else "default"]
     stages = pipeline(out, settings, seed)

@@ -155,6 +155,9 @@ def test_demo_refuses_a_non_empty_folder(tmp_path):
     assert result.exit_code != 0
     assert "not empty" in result.output
     assert os.listdir(tmp_path) == ["keep.txt"]
+    # --force replaces only an earlier demo (a folder with commands.sh), never other files.
+    result = CliRunner().invoke(cli, ["demo", "--quick", "--force", "-o", str(tmp_path)])
+    assert result.exit_code != 0 and os.listdir(tmp_path) == ["keep.txt"]
 
 
 def _labels(root, labels, image=False):
