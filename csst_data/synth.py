@@ -65,6 +65,8 @@ _CITYSCAPES_SPLIT = {"labeled": "train", "unlabeled": "train_extra", "val": "val
 _CITIES = {"labeled": ("synthburg", "pixelstadt", "rendorf"), "unlabeled": ("noisheim", "texelfeld", "gridau"),
            "val": ("valbruck",)}
 JPEG_QUALITY = 90
+# 4:2:0 chroma, as camera JPEGs and the Pillow/OpenCV defaults have (simplejpeg defaults to 4:4:4).
+JPEG_SUBSAMPLING = "420"
 SHARD_MAXCOUNT = 100
 
 CAM = 1.0  # camera height; world units are camera heights (about 1.25 m)
@@ -937,7 +939,8 @@ def sample_key(split, index):
 def _encode_jpeg(image):
     import simplejpeg
 
-    return simplejpeg.encode_jpeg(image, quality=JPEG_QUALITY, colorspace="RGB")
+    return simplejpeg.encode_jpeg(image, quality=JPEG_QUALITY, colorspace="RGB",
+                                   colorsubsampling=JPEG_SUBSAMPLING)
 
 
 def _encode_png(array):
