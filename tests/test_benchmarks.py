@@ -1,0 +1,60 @@
+"""`make bench` smoke run: every benchmark runs (--quick) and writes the JSON fields its issue names."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+try:  # the index benchmark compares against cc3d, installed with the `bench` extra only
+    import cc3d  # noqa: F401
+    SKIP = []
+except ImportError:
+    SKIP = ["index"]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FIELDS = {
+    "io": ["size_ratio_png_over_csst", "decode_speedup"],
+    "index": ["speedup_vs_cc3d", "speedup_vs_scipy", "build_masks_per_s_1w", "build_masks_per_s_2w"],
+    "loader": ["speedup_vs_folder", "small_over_full", "min_class_coverage_centroid", "min_class_coverage_uniform"],
+    "schedule": ["device", "epoch_s", "speedup_coarse2fine_plus"],
+    "label": ["label_images_per_s", "forward_images_per_s", "overhead_fraction", "label_bytes_per_image", "device"],
+    "selftrain": ["teacher_uniform", "teacher_centroid", "student_uniform", "student_centroid", "rare_miou"],
+}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    skip = [a for name in SKIP for a in ("--skip", name)]
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "run_all.py"), "--quick", "--out", str(out),
+                           *skip], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+@pytest.mark.parametrize("name", sorted(FIELDS))
+def test_benchmark_writes_its_fields(results, name):
+    if name in SKIP:
+        pytest.skip(f"the {name} benchmark needs the bench extra")
+    out, _ = results
+    with open(os.path.join(out, f"{name}.json")) as f:
+        result = json.load(f)
+    missing = [k for k in FIELDS[name] if k not in result]
+    assert not missing, f"{name}.json lacks {missing}"
+
+
+def test_selftrain_rows_are_mean_and_std(results):
+    out, _ = results
+    with open(os.path.join(out, "selftrain.json")) as f:
+        result = json.load(f)
+    for row in ("teacher_uniform", "teacher_centroid", "student_uniform", "student_centroid"):
+        assert set(result[row]) >= {"mean", "std"} and 0.0 <= result[row]["mean"] <= 1.0
+        assert set(result["rare_miou"][row]) >= {"mean", "std"}
+
+
+def test_summary_table_printed(results):
+    _, stdout = results
+    assert "benchmark summary" in stdout
