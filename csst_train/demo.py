@@ -5,8 +5,10 @@ kept under the demo folder; the exact commands are printed and written to
 `commands.sh` so any stage can be rerun by hand:
 
   synth -> index (labelled) -> train teacher (centroid sampling) -> label the
-  unlabelled split -> index (real + pseudo) -> train student (centroid
-  sampling, coarse2fine+) -> eval teacher and student -> report.
+  unlabelled split (pixels below 70 % confidence left unlabelled) -> index
+  (real + pseudo) -> train student (centroid sampling, coarse2fine+, about
+  half of the samples from the real labels) -> eval teacher and student ->
+  report.
 """
 
 import os
@@ -19,9 +21,10 @@ import time
 # Stage sizes: the default run fits in ~10 minutes on 2 CPU cores, --quick in ~2.
 SETTINGS = {
     "default": dict(labeled=100, unlabeled=400, val=50, size="256x512", crop=256, batch=8,
-                    teacher_epochs=30, student_epochs=12, workers=1),
+                    teacher_epochs=30, student_epochs=12, workers=1, min_confidence=0.7),
     "quick": dict(labeled=12, unlabeled=12, val=6, size="128x256", crop=128, batch=4,
-                  teacher_epochs=2, student_epochs=2, workers=0),
+                  # A 2-epoch teacher is sure of almost nothing: keep every pixel.
+                  teacher_epochs=2, student_epochs=2, workers=0, min_confidence=0.0),
 }
 
 
@@ -44,11 +47,13 @@ def pipeline(out, s, seed=0):
                            "-o", d("runs", "teacher"), "--sampling", "centroid",
                            "--epochs", str(s["teacher_epochs"]), *train_common]),
         ("label", ["csst", "label", "--checkpoint", d("runs", "teacher", "best.pt"), "--input", d("data", "unlabeled"),
-                   "-o", d("pseudo"), "--workers", str(s["workers"])]),
+                   "-o", d("pseudo"), "--workers", str(s["workers"]), "--min-confidence", f"{s['min_confidence']:g}"]),
         ("index (real + pseudo)", ["csst", "index", "build", d("data", "labeled"), d("pseudo"), "-o", d("index.zarr"),
                                    "--no-progress"]),
         ("train student", ["csst", "train", "--data", d("data", "labeled"), d("pseudo"), "--index", d("index.zarr"),
                            "-o", d("runs", "student"), "--sampling", "centroid", "--schedule", "coarse2fine+",
+                           # About half of the student's samples from the real labels (source 0).
+                           "--source-weights", f"{s['unlabeled'] / s['labeled']:g},1",
                            "--epochs", str(s["student_epochs"]), *train_common]),
         ("eval teacher", ["csst", "eval", "--checkpoint", d("runs", "teacher", "best.pt"), "--data", d("data", "val"),
                           "--json", d("eval", "teacher.json")]),
