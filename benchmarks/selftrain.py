@@ -12,6 +12,13 @@ and is evaluated (last checkpoint, no model selection on val) on the
 validation split: mIoU and mIoU over the rarest third of the classes (by
 labelled pixel share). Rows are reported as mean +- std over the seeds.
 
+The student recipe is what a user would run with csst's own options: pseudo
+labels keep only pixels the teacher is at least 70 % sure of (`csst label
+--min-confidence 0.7`), and real images make up about half of the student's
+samples (`csst train --source-weights`), so the few real labels are not
+drowned by 24x as many pseudo labels. The default split (25 labelled, 600
+unlabelled) is the semi-supervised setting the method is for.
+
     python benchmarks/selftrain.py --seeds 3 --json benchmarks/results/selftrain.json
 """
 
@@ -38,9 +45,10 @@ from csst_train.trainer import train
 ROWS = ("teacher_uniform", "teacher_centroid", "student_uniform", "student_centroid")
 
 
-def run_row(out, data, index, sampling, seed, cfg):
+def run_row(out, data, index, sampling, seed, cfg, source_weights=None):
     train(out=out, data=data, index=index, sampling=sampling, seed=seed, epochs=cfg["epochs"], crop=cfg["crop"],
           batch_size=cfg["batch"], length=cfg["length"], workers=cfg["workers"], loss="ohem",
+          source_weights=source_weights,
           min_kept=cfg["min_kept"], progress=False, log=lambda s: None)
     model, ckpt = model_from_checkpoint(os.path.join(out, "last.pt"))
     result = evaluate(model, iter_source(cfg["val"], images=True, labels=True), ckpt["num_classes"])
@@ -57,7 +65,7 @@ def stats(values):
 
 @click.command()
 @click.option("--seeds", default=3, show_default=True)
-@click.option("--labeled", default=100, show_default=True)
+@click.option("--labeled", default=25, show_default=True)
 @click.option("--unlabeled", default=600, show_default=True)
 @click.option("--val", "n_val", default=100, show_default=True)
 @click.option("--size", default="256x512", show_default=True)
@@ -66,10 +74,17 @@ def stats(values):
 @click.option("--epochs", default=10, show_default=True)
 @click.option("--length", default=800, show_default=True, help="Samples per epoch, the same for every row.")
 @click.option("--workers", default=0, show_default=True, help="Loader workers (0 is fastest on 2 cores).")
+@click.option("--min-confidence", default=0.7, show_default=True,
+              help="Pseudo-label pixels the teacher is less sure of become ignore (csst label --min-confidence); "
+                   "0 keeps every pixel.")
+@click.option("--real-share", default=0.5, show_default=True,
+              help="About this share of the student's samples comes from the real labels (csst train "
+                   "--source-weights, by image count); 0 draws real and pseudo images alike.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the runs here (default: a temporary folder).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 @click.option("--quick", is_flag=True, help="Tiny smoke run.")
-def main(seeds, labeled, unlabeled, n_val, size, crop, batch, epochs, length, workers, workdir, json_path, quick):
+def main(seeds, labeled, unlabeled, n_val, size, crop, batch, epochs, length, workers, min_confidence, real_share,
+         workdir, json_path, quick):
     if quick:
         seeds, labeled, unlabeled, n_val, size, crop, batch, epochs, length = 1, 12, 12, 6, "128x256", 128, 4, 1, 12
     h, w = (int(v) for v in size.lower().split("x"))
@@ -90,18 +105,21 @@ def main(seeds, labeled, unlabeled, n_val, size, crop, batch, epochs, length, wo
         rare = np.argsort(share)[: synth.NUM_CLASSES // 3]
         cfg = {"epochs": epochs, "crop": crop, "batch": batch, "length": length, "workers": workers,
                "min_kept": batch * crop * crop // 16, "val": os.path.join(data, "val"), "rare": rare}
+        # Weight of the real source (index source 0) so that real images make up `real_share` of the draws.
+        weights = {0: real_share / (1 - real_share) * unlabeled / labeled} if 0 < real_share < 1 else None
         results = {r: [] for r in ROWS}
         for seed in range(seeds):
-            run = lambda name, *a: run_row(os.path.join(work, f"seed{seed}", name), *a, seed, cfg)  # noqa: E731
+            run = lambda name, *a, **k: run_row(os.path.join(work, f"seed{seed}", name), *a, seed, cfg, **k)  # noqa: E731
             results["teacher_uniform"].append(run("teacher_uniform", [lab], teacher_index, "uniform"))
             results["teacher_centroid"].append(run("teacher_centroid", [lab], teacher_index, "centroid"))
             pseudo = os.path.join(work, f"seed{seed}", "pseudo")
             label(os.path.join(work, f"seed{seed}", "teacher_centroid", "last.pt"),
-                  list_inputs([os.path.join(data, "unlabeled")]), pseudo, workers=workers)
+                  list_inputs([os.path.join(data, "unlabeled")]), pseudo, workers=workers,
+                  min_confidence=min_confidence or None)
             index = os.path.join(work, f"seed{seed}", "index.zarr")
             build_index([lab, pseudo], index, progress=False)
-            results["student_uniform"].append(run("student_uniform", [lab, pseudo], index, "uniform"))
-            results["student_centroid"].append(run("student_centroid", [lab, pseudo], index, "centroid"))
+            results["student_uniform"].append(run("student_uniform", [lab, pseudo], index, "uniform", source_weights=weights))
+            results["student_centroid"].append(run("student_centroid", [lab, pseudo], index, "centroid", source_weights=weights))
             console.print(f"seed {seed}: " + ", ".join(f"{r} {100 * results[r][-1]['miou']:.2f}" for r in ROWS)
                           + f"  ({time.perf_counter() - t0:.0f} s)")
     rare_names = [synth.CLASS_NAMES[c] for c in rare]
@@ -113,7 +131,8 @@ def main(seeds, labeled, unlabeled, n_val, size, crop, batch, epochs, length, wo
         "class_names": list(synth.CLASS_NAMES), "device": "cpu", "cpu_threads": torch.get_num_threads(),
         "config": {"labeled": labeled, "unlabeled": unlabeled, "val": n_val, "size": [h, w], "crop": crop,
                    "batch": batch, "epochs": epochs, "samples_per_epoch": length, "model": "fastscnn",
-                   "loss": "ohem", "schedule": "constant"},
+                   "loss": "ohem", "schedule": "constant", "pseudo_min_confidence": min_confidence,
+                   "student_real_share": real_share, "student_source_weights": weights},
         "seconds": time.perf_counter() - t0,
     })
     out["targets"] = {
