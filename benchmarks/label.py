@@ -47,7 +47,8 @@ def make_images(root, n, h, w, seed):
     for i in range(n):
         image, lab = synth.render_scene(h, w, np.random.default_rng([seed, i]))
         with open(os.path.join(root, f"scene{i:05d}.jpg"), "wb") as f:
-            f.write(simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality=synth.JPEG_QUALITY, colorspace="RGB"))
+            f.write(simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality=synth.JPEG_QUALITY, colorspace="RGB",
+                                         colorsubsampling=synth.JPEG_SUBSAMPLING))
         labels.append(lab)
     return labels
 
