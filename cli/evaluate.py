@@ -54,10 +54,12 @@ def evaluate(checkpoint, data, scales, flip, crop, device, amp, json_path):
 
     Console().print(iou_table([np.nan if v is None else v for v in result["iou"]], names,
                               title=f"{os.path.basename(checkpoint)} on {data}"))
-    click.echo(f"mIoU {100 * result['miou']:.2f} over {result['images'] * world} images")
+    miou = None if np.isnan(result["miou"]) else float(result["miou"])  # NaN: no labelled pixel at all
+    click.echo(f"mIoU {100 * miou:.2f} over {result['images'] * world} images" if miou is not None
+               else f"mIoU n/a: no labelled pixels in {result['images'] * world} images of {data}")
     if json_path:
         atomic_write_json(json_path, {
-            "checkpoint": os.path.abspath(checkpoint), "data": spec, "miou": result["miou"],
+            "checkpoint": os.path.abspath(checkpoint), "data": spec, "miou": miou,
             "iou": dict(zip(names, result["iou"])), "scales": list(scale_list), "flip": flip,
             "images": result["images"] * world, "confusion": result["confusion"].tolist(),
         })

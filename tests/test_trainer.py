@@ -171,3 +171,17 @@ def test_cityscapes_layout_trains_and_evaluates(tmp_path):
                                    "--data", f"cityscapes:{root}:val", "--json", str(tmp_path / "e.json")])
     assert res.exit_code == 0, res.output
     assert json.load(open(tmp_path / "e.json"))["images"] == 2
+
+
+def test_eval_of_data_without_labelled_pixels_reports_na(data, tmp_path):
+    _run(_args(data, tmp_path / "run", "--epochs", "1"))  # the last --epochs wins
+    with ShardWriter(tmp_path / "unlabelled", maxcount=4, num_classes=C, class_names=NAMES) as w:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((64, 96, 3), 120, np.uint8)).save(buf, format="JPEG")
+        w.write({"__key__": "blank", "jpg": buf.getvalue(),
+                 "label.npy.zst": codecs.encode_label(np.full((64, 96), 255, np.uint8), C)})
+    res = _run(["eval", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--data", str(tmp_path / "unlabelled"),
+                "--json", str(tmp_path / "e.json")])
+    assert "mIoU n/a: no labelled pixels" in res.output
+    with open(tmp_path / "e.json") as f:
+        assert json.loads(f.read(), parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))["miou"] is None
