@@ -99,6 +99,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = pick_device(args.device)
+    threads = torch.get_num_threads()  # read now: numba's OpenMP kernels in the label path may reset it
     workers = default_workers() if args.workers is None else args.workers
     tmp = tempfile.mkdtemp(prefix="csst-bench-label-")
     try:
@@ -133,7 +134,7 @@ def main():
             "gt_label_bytes_per_image": float(np.mean([len(codecs.encode_label(g)) for g in gt])),
             "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
             "model": meta["args"]["model"], "images": args.images, "height": args.height, "width": args.width,
-            "batch_size": args.batch_size, "workers": workers, "torch_threads": torch.get_num_threads(),
+            "batch_size": args.batch_size, "workers": workers, "torch_threads": threads,
             "repeats": {"label_images_per_s": lab, "forward_images_per_s": fwd},
         }
     finally:
