@@ -54,7 +54,7 @@ def evaluate(checkpoint, data, scales, flip, crop, device, amp, json_path):
 
     Console().print(iou_table([np.nan if v is None else v for v in result["iou"]], names,
                               title=f"{os.path.basename(checkpoint)} on {data}"))
-    miou = None if np.isnan(result["miou"]) else float(result["miou"])  # NaN: no labelled pixel at all
+    miou = result["miou"]  # None: no labelled pixel at all
     click.echo(f"mIoU {100 * miou:.2f} over {result['images'] * world} images" if miou is not None
                else f"mIoU n/a: no labelled pixels in {result['images'] * world} images of {data}")
     if json_path:

@@ -20,7 +20,8 @@ def evaluate(model, samples, num_classes, device="cpu", scales=(1.0,), flip=Fals
 
     `crop` switches to sliding-window inference for images larger than it.
     `progress()` is called once per image this rank evaluates.
-    Returns {"miou", "iou" (list, NaN for absent classes), "confusion", "images"}.
+    Returns {"miou", "iou" (list), "confusion", "images"}; miou and iou entries are None where
+    undefined (no labelled pixel, absent class).
     """
     was_training = model.training
     model.eval()
@@ -47,5 +48,6 @@ def evaluate(model, samples, num_classes, device="cpu", scales=(1.0,), flip=Fals
     if was_training:
         model.train()
     iou, miou = iou_from_confusion(cm)
-    return {"miou": miou, "iou": [None if np.isnan(v) else float(v) for v in iou],
+    # None, not NaN, where undefined (no labelled pixel): results go to strict JSON.
+    return {"miou": None if np.isnan(miou) else float(miou), "iou": [None if np.isnan(v) else float(v) for v in iou],
             "confusion": cm.cpu().numpy(), "images": n}

@@ -9,7 +9,6 @@ metrics, and exact resumption.
 
 import hashlib
 import json
-import math
 import os
 import signal
 import time
@@ -184,7 +183,7 @@ def train(*, out, data=(), index=None, val=None, model="fastscnn", init=None, ep
                      "loader": loader.state_dict(), "args": args, "num_classes": num_classes,
                      "class_names": class_names, "index_hash": idx.content_hash(), "rng": torch.get_rng_state(),
                      "best_miou": best_miou, "metrics": record}
-            improved = "val_miou" in record and not math.isnan(record["val_miou"]) and record["val_miou"] > best_miou
+            improved = record.get("val_miou") is not None and record["val_miou"] > best_miou
             if improved:
                 best_miou = state["best_miou"] = record["val_miou"]
             save_checkpoint(state, last_path)
@@ -241,7 +240,7 @@ def _summary(r):
     text = (f"epoch {r['epoch']}: loss {r['loss']:.4f}, crop {r['crop']} x batch {r['batch']}, "
             f"{r['crops_per_s']:.1f} crops/s, {r['epoch_s']:.1f} s")
     if "val_miou" in r:
-        text += f", val mIoU {100 * r['val_miou']:.2f}"
+        text += ", val mIoU " + ("n/a" if r["val_miou"] is None else f"{100 * r['val_miou']:.2f}")
     return text
 
 
