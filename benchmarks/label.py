@@ -26,7 +26,6 @@ import tempfile
 import time
 
 import numpy as np
-import simplejpeg
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -47,8 +46,7 @@ def make_images(root, n, h, w, seed):
     for i in range(n):
         image, lab = synth.render_scene(h, w, np.random.default_rng([seed, i]))
         with open(os.path.join(root, f"scene{i:05d}.jpg"), "wb") as f:
-            f.write(simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality=synth.JPEG_QUALITY, colorspace="RGB",
-                                         colorsubsampling=synth.JPEG_SUBSAMPLING))
+            f.write(synth.encode_jpeg(np.ascontiguousarray(image)))
         labels.append(lab)
     return labels
 

@@ -936,7 +936,8 @@ def sample_key(split, index):
     return f"{split}_{index:06d}"
 
 
-def _encode_jpeg(image):
+def encode_jpeg(image):
+    """RGB uint8 array -> JPEG bytes as the synthetic dataset stores them."""
     import simplejpeg
 
     return simplejpeg.encode_jpeg(image, quality=JPEG_QUALITY, colorspace="RGB",
@@ -964,7 +965,7 @@ def _make_sample(task):
     counts = np.bincount(label.ravel(), minlength=256)
     meta = {"source": "csst-synth", "split": split, "index": index, "seed": seed, "height": h, "width": w,
             "class_pixels": counts[:NUM_CLASSES].tolist(), "ignore_pixels": int(counts[IGNORE])}
-    return _encode_jpeg(image), encode_label(label, NUM_CLASSES), encode_json(meta)
+    return encode_jpeg(image), encode_label(label, NUM_CLASSES), encode_json(meta)
 
 
 def cityscapes_name(split, index):
