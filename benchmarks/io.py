@@ -84,7 +84,7 @@ def read_shards_sequential(root):
 
 def read_shards_pread(root):
     """A tight loop: member offsets per shard, os.pread, csst's decoders."""
-    reader, n = shards.MemberReader(), 0
+    reader, n = shards.RangeReader(), 0
     try:
         for path in shards.shard_paths(root):
             for members in shards.group_members(path).values():

@@ -22,7 +22,6 @@ unlabelled) is the semi-supervised setting the method is for.
     python benchmarks/selftrain.py --seeds 3 --json benchmarks/results/selftrain.json
 """
 
-import json
 import os
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from rich.table import Table
 
 from csst_data import synth
 from csst_data.index import CentroidIndex, build_index
-from csst_data.sources import iter_source
+from csst_data.datasets import as_dataset
 from csst_train.checkpoints import model_from_checkpoint
 from csst_train.evaluate import evaluate
 from csst_train.label import label, list_inputs
@@ -51,7 +50,7 @@ def run_row(out, data, index, sampling, seed, cfg, source_weights=None):
           source_weights=source_weights,
           min_kept=cfg["min_kept"], progress=False, log=lambda s: None)
     model, ckpt = model_from_checkpoint(os.path.join(out, "last.pt"))
-    result = evaluate(model, iter_source(cfg["val"], images=True, labels=True), ckpt["num_classes"])
+    result = evaluate(model, as_dataset(cfg["val"]).iter(images=True, labels=True), ckpt["num_classes"])
     iou = np.array([np.nan if v is None else v for v in result["iou"]])
     return {"miou": result["miou"], "iou": iou.tolist(), "rare_miou": float(np.nanmean(iou[cfg["rare"]])),
             "iterations": ckpt["iteration"]}

@@ -4,7 +4,7 @@ import click
 
 
 @click.command("demo")
-@click.option("-o", "--out", default="demo", show_default=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", "out", default="demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for every stage's output, commands.sh and report.md (must be empty or new).")
 @click.option("--quick", is_flag=True, help="A tiny run (about 2 minutes) for tests and a first look.")
 @click.option("--seed", default=0, show_default=True)

@@ -5,15 +5,16 @@ import sys
 
 import click
 
-from csst_cli.options import parse_floats, parse_size
+from csst_cli.options import (folder_options, parse_floats, parse_size, parse_sources, pop_folder_options, progress_bar,
+                              progress_option)
 
 
 @click.command("label")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="Teacher checkpoint (a `csst train` best.pt / last.pt).")
-@click.option("--input", "inputs", multiple=True, help="Images to label: a csst shard set, a folder (searched recursively), an image file or a glob ('**' allowed). Repeatable.")
-@click.option("--cityscapes", type=click.Path(exists=True, file_okay=False), help="Cityscapes root: label leftImg8bit/SPLIT.")
-@click.option("--split", default="train_extra", show_default=True, help="Cityscapes split for --cityscapes.")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Output shard set folder (a rerun resumes it).")
+@click.option("--input", "inputs", multiple=True,
+              help="SOURCE of images to label (repeatable); a bare folder, glob ('**' allowed) or file holds images.")
+@folder_options
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Output shard set folder (a rerun resumes it).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK).")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Images per forward pass (images of different sizes go in separate passes).")
 @click.option("--workers", type=click.IntRange(min=0), help="DataLoader workers that read and decode images [default: half the CPU cores, at most 8].")
@@ -29,9 +30,14 @@ from csst_cli.options import parse_floats, parse_size
 @click.option("--world-size", type=click.IntRange(min=1), help="Number of processes (default: torchrun's WORLD_SIZE, else 1).")
 @click.option("--max-failures", default=0, show_default=True, type=click.IntRange(min=0), help="Unreadable images allowed before the exit status is non-zero.")
 @click.option("--merge", "merge_dir", type=click.Path(exists=True, file_okay=False), help="Only merge the per-rank manifests of a finished multi-rank run in this folder into manifest.json.")
-def label(checkpoint, inputs, cityscapes, split, out_dir, device, batch_size, workers, shard_size, scales, flip,
-          crop, stride, topk, min_confidence, amp, rank, world_size, max_failures, merge_dir):
+@progress_option
+def label(checkpoint, inputs, out_dir, device, batch_size, workers, shard_size, scales, flip,
+          crop, stride, topk, min_confidence, amp, rank, world_size, max_failures, merge_dir, progress, **kw):
     """Label unlabelled images with a teacher and write a pseudo-label shard set.
+
+    Each --input is a SOURCE as for the other commands (a shard set, a spec
+    file, PRESET:ROOT[:SPLIT], e.g. cityscapes:/data/cs:train_extra), and a bare
+    folder, glob or image file is a folder of images (keys: their paths below it).
 
     Each sample stores the original image bytes, the hard label (argmax,
     label.npy.zst), optional top-k soft labels and a JSON summary. Rerunning
@@ -41,6 +47,7 @@ def label(checkpoint, inputs, cityscapes, split, out_dir, device, batch_size, wo
 
     \b
     csst label --checkpoint runs/teacher/best.pt --input DATA/unlabeled -o PSEUDO
+    csst label --checkpoint best.pt --input cityscapes:/data/cs:train_extra -o PSEUDO
     csst label --merge PSEUDO
     """
     from csst_train.label import list_inputs, merge_ranks
@@ -52,15 +59,16 @@ def label(checkpoint, inputs, cityscapes, split, out_dir, device, batch_size, wo
             raise click.ClickException(str(e))
         click.echo(f"merged: {path}")
         return
-    if not checkpoint or not out_dir or not (inputs or cityscapes):
-        raise click.UsageError("give --checkpoint, -o/--out and at least one --input or --cityscapes (or --merge DIR)")
+    if not checkpoint or not out_dir or not inputs:
+        raise click.UsageError("give --checkpoint, -o/--output and at least one --input (or --merge DIR)")
+    datasets = parse_sources(inputs, pop_folder_options(kw), role="images", param="--input")
     try:
-        items = list_inputs(inputs, cityscapes=cityscapes, split=split)
+        items = list_inputs(datasets)
         summary = _run(checkpoint, items, out_dir, device=device, batch_size=batch_size, workers=workers,
                        shard_size=shard_size, scales=parse_floats(scales, "--scales"), flip=flip,
                        crop=parse_size(crop, "--crop"), stride=parse_size(stride, "--stride"), topk=topk,
                        min_confidence=min_confidence, amp=amp, rank=rank, world_size=world_size,
-                       inputs=list(inputs) + ([cityscapes] if cityscapes else []))
+                       inputs=list(inputs), progress=progress)
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e))
     s = summary
@@ -77,34 +85,10 @@ def label(checkpoint, inputs, cityscapes, split, out_dir, device, batch_size, wo
             sys.exit(1)
 
 
-def _run(checkpoint, items, out_dir, **kw):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-    from rich.text import Text
-
+def _run(checkpoint, items, out_dir, progress=True, **kw):
     from csst_train.distributed import dist_env
     from csst_train.label import label
 
-    class Rate(ProgressColumn):
-        def render(self, task):
-            return Text(f"{task.speed or 0:.1f} img/s")
-
     rank, _ = dist_env(kw.get("rank"), kw.get("world_size"))
-    bar = Progress(TextColumn("labelling"), BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=True, disable=rank != 0)
-    task = bar.add_task("label", total=None)
-
-    def progress(done, total):
-        if bar.tasks[0].total is None:
-            # Started only once the run is set up, so setup errors print cleanly; the
-            # images already stored count as done but not in the rate.
-            bar.reset(task, total=total, completed=done)
-            bar.start()
-        else:
-            bar.update(task, completed=done)
-
-    try:
-        return label(checkpoint, items, out_dir, progress=progress, **kw)
-    finally:
-        if bar.live.is_started:
-            bar.stop()
+    with progress_bar("labelling", "img", progress and rank == 0) as bar:
+        return label(checkpoint, items, out_dir, progress=bar, **kw)

@@ -1,4 +1,8 @@
-"""Parsing of the list-valued options shared by several commands."""
+"""Options shared by several commands: list values, the source grammar, progress bars."""
+
+import contextlib
+import json
+import os
 
 import click
 
@@ -27,17 +31,113 @@ def parse_size(text, name):
     return (parts[0], parts[-1])
 
 
-def parse_source(text):
-    """A source argument -> a path, or a source dict for the file layouts:
+# -- the one source grammar ----------------------------------------------------
+SOURCE_HELP = ("a csst shard set, a dataset spec file (.json/.toml), a mask folder (with --images), "
+               "or PRESET:ROOT[:SPLIT] (cityscapes, voc, ade20k, coco-stuff, loveda)")
 
-    PATH (a shard set, or a folder/glob of mask PNGs),
-    cityscapes:ROOT[:SPLIT] (default split val), voc:ROOT[:SPLIT] (default val),
-    masks:MASKS[:IMAGES] (mask PNGs paired by file stem with an image folder).
-    """
-    kind, sep, rest = text.partition(":")
-    if not sep or kind not in ("cityscapes", "voc", "masks") or not rest:
-        return text
-    path, _, extra = rest.partition(":")
-    if kind == "masks":
-        return {"kind": "masks", "path": path, "images": extra or None}
-    return {"kind": kind, "path": path, "split": extra or "val"}
+
+def _class_names(path):
+    """Class names from a file: a JSON list, or one name per line."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise click.BadParameter(f"{path}: {e.strerror}", param_hint="--class-names") from None
+    if text.lstrip().startswith("["):
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise click.BadParameter(f"{path}: not a valid JSON list ({e})", param_hint="--class-names") from None
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names or not all(isinstance(n, str) for n in names):
+        raise click.BadParameter(f"{path}: expected a list of class names", param_hint="--class-names")
+    return tuple(names)
+
+
+FOLDER_OPTIONS = ("images", "img_suffix", "seg_map_suffix", "reduce_zero_label", "num_classes", "class_names")
+
+
+def folder_options(f):
+    """The options that describe a bare mask-folder SOURCE (a spec file's fields on the command line)."""
+    decorators = [
+        click.option("--images", type=click.Path(file_okay=False),
+                     help="Image folder paired with each mask-folder SOURCE by file stem."),
+        click.option("--img-suffix", help="Image file ending, e.g. _img.jpg (default: any of .jpg .jpeg .png)."),
+        click.option("--seg-map-suffix", help="Mask file ending, e.g. _gt.png [default: .png]."),
+        click.option("--reduce-zero-label", is_flag=True,
+                     help="Mask value 0 is 'no label' and classes start at 1 (mmseg's reduce_zero_label)."),
+        click.option("--num-classes", type=click.IntRange(1, 255),
+                     help="Number of classes of mask folders (shard sets, presets and spec files declare theirs)."),
+        click.option("--class-names", type=click.Path(dir_okay=False),
+                     help="File of class names: a JSON list or one name per line."),
+    ]
+    for d in reversed(decorators):
+        f = d(f)
+    return f
+
+
+def pop_folder_options(kw):
+    """Remove the folder options from a command's keyword arguments -> FolderOptions."""
+    from csst_data.datasets import FolderOptions
+
+    o = {k: kw.pop(k) for k in FOLDER_OPTIONS}
+    return FolderOptions(images=o["images"], img_suffix=o["img_suffix"], seg_map_suffix=o["seg_map_suffix"],
+                         reduce_zero_label=o["reduce_zero_label"], num_classes=o["num_classes"],
+                         classes=_class_names(o["class_names"]))
+
+
+def parse_sources(texts, options, role="labels", param="SOURCE"):
+    """SOURCE strings -> datasets; a bad one is a usage error naming it."""
+    from csst_data.datasets import parse_source
+
+    out = []
+    for text in texts:
+        try:
+            out.append(parse_source(text, options, role=role))
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint=param) from None
+    if options.images is not None and role == "labels" and not any(
+            getattr(d, "spec", None) is not None and d.spec.img_dir == os.path.realpath(options.images) for d in out):
+        raise click.BadParameter("--images pairs mask folders with images, but no SOURCE is a mask folder",
+                                 param_hint="--images")
+    return out
+
+
+def progress_option(f):
+    return click.option("--progress/--no-progress", default=True, show_default=True,
+                        help="Show a progress bar (on stderr).")(f)
+
+
+@contextlib.contextmanager
+def progress_bar(label, unit, enabled=True):
+    """A rich progress bar on stderr; yields a `progress(done, total)` callback."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task):
+            return Text(f"{task.speed:.1f} {unit}/s" if task.speed else f"- {unit}/s")
+
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), Rate(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), console=Console(stderr=True), transient=False, disable=not enabled)
+    task = bar.add_task(label, total=None)
+
+    def progress(done, total):
+        if not bar.live.is_started:
+            # Only once work begins, so set-up errors print cleanly; work done
+            # before (a resumed run's) counts as done but not in the rate.
+            bar.reset(task, total=total, completed=done)
+            bar.start()
+        else:
+            bar.update(task, completed=done, total=total)
+
+    try:
+        yield progress
+    finally:
+        if bar.live.is_started:
+            bar.stop()

@@ -5,6 +5,7 @@ import time
 
 import click
 
+from csst_cli.options import progress_bar, progress_option
 from csst_data.synth import write_dataset
 
 
@@ -19,11 +20,11 @@ def _size(ctx, param, value):
 
 
 @click.command("synth")
-@click.argument("out", type=click.Path(file_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="Folder to write the dataset into.")
 @click.option("--labeled", default=100, show_default=True, type=click.IntRange(min=0),
               help="Number of labelled training images.")
 @click.option("--unlabeled", default=400, show_default=True, type=click.IntRange(min=0),
-              help="Number of unlabelled images (their true labels go to OUT/unlabeled-gt).")
+              help="Number of unlabelled images (their true labels go to OUTPUT/unlabeled-gt).")
 @click.option("--val", default=50, show_default=True, type=click.IntRange(min=0),
               help="Number of labelled validation images.")
 @click.option("--size", default="256x512", show_default=True, callback=_size,
@@ -34,21 +35,23 @@ def _size(ctx, param, value):
               help="shards: csst shard sets; cityscapes: leftImg8bit/ and gtFine/ folders with Cityscapes label ids.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Rendering processes (the output does not depend on it).")
-@click.option("--force", is_flag=True, help="Write into a non-empty OUT, replacing what an earlier run wrote there.")
-def synth(out, labeled, unlabeled, val, size, seed, layout, workers, force):
-    """Render the synthetic street-scene dataset into OUT.
+@click.option("--force", is_flag=True, help="Write into a non-empty OUTPUT, replacing what an earlier run wrote there.")
+@progress_option
+def synth(out, labeled, unlabeled, val, size, seed, layout, workers, force, progress):
+    """Render the synthetic street-scene dataset into OUTPUT.
 
     19 classes named like the Cityscapes train ids, with a long-tailed pixel
-    distribution. With --layout shards (default) OUT gets labeled/,
+    distribution. With --layout shards (default) OUTPUT gets labeled/,
     unlabeled/ (images only), unlabeled-gt/ (their true labels) and val/, each
-    a shard set with manifest.json. With --layout cityscapes OUT gets the
+    a shard set with manifest.json. With --layout cityscapes OUTPUT gets the
     Cityscapes folder layout: train (labeled), train_extra (unlabeled, images
     only) and val.
     """
     start = time.perf_counter()
     try:
-        counts = write_dataset(out, labeled, unlabeled, val, size=size, seed=seed, layout=layout,
-                               workers=workers, progress=True, force=force)
+        with progress_bar("rendering", "img", progress) as bar:
+            counts = write_dataset(out, labeled, unlabeled, val, size=size, seed=seed, layout=layout,
+                                   workers=workers, progress=bar, force=force)
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e))
     parts = ", ".join(f"{n} {split}" for split, n in counts.items())

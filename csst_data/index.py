@@ -5,7 +5,7 @@ stored as a zarr v3 group (layout in DESIGN.md) that any zarr reader opens.
     index = CentroidIndex.open("index.zarr")   # fails if a source changed
     index.components(13)                        # every car: image, y, x, area, bbox
 
-A build lists the samples of each source (sources.py), splits them into chunks
+A build lists the samples of each source (datasets.py), splits them into chunks
 that a process pool decodes and runs through the numba kernel
 (components.py), then sorts the components by class and writes the group
 through a temporary folder that is renamed into place. `rank`/`world_size`
@@ -13,10 +13,9 @@ build a contiguous slice of the samples into a part; `merge_indexes` joins
 parts into exactly the index a single build writes, and `append=True` adds
 sources to an index without recomputing the old ones.
 
-Besides the DESIGN.md arrays the group holds `images/label_path` and
-`images/image_path` (file sources: paths relative to the source folder and to
-its image folder). Source paths in `attrs.sources` are relative to the folder
-that holds the index, so data and index move together.
+The layout is documented in docs/formats.md. Source paths in
+`attrs.sources` are relative to the folder that holds the index, so data and
+index move together.
 """
 
 import hashlib
@@ -25,18 +24,18 @@ import math
 import os
 import shutil
 from collections import deque
-from functools import cached_property, partial
+from functools import cached_property
 
 import numpy as np
 
 from csst_data import IGNORE
 from csst_data.components import components as find_components
-from csst_data.shards import read_manifest
-from csst_data.sources import (CITYSCAPES_CLASS_NAMES, fingerprint, is_pseudo, label_decoder, list_samples,
-                               resolve_source, shard_columns, source_name)
+from csst_data.datasets import as_dataset, from_attrs, label_decoder
+from csst_data.shards import RangeReader
 
 FORMAT = "csst-centroid-index"
-VERSION = 1
+# 2: sources are stored as datasets (datasets.py `to_attrs`).
+VERSION = 2
 ZSTD_LEVEL = 5
 # Masks per pool task: small tasks keep the pipeline and the tail short.
 TASK_MASKS = 32
@@ -49,7 +48,8 @@ IMAGE_COLUMNS = {
 }
 COMPONENT_COLUMNS = {"image": np.int32, "class": np.int16, "y": np.float32, "x": np.float32,
                      "area": np.int64, "bbox": np.int32}
-_SOURCE_FIELDS = ("kind", "path", "images", "pattern", "split", "sha256", "samples", "pseudo")
+# Source attributes that are paths: left out of the content hash, so a moved index keeps its hash.
+_PATH_FIELDS = ("path", "data_root", "img_dir", "ann_dir", "split")
 
 
 class StaleIndexError(ValueError):
@@ -71,36 +71,23 @@ def _process(task):
     global _decode
     if _decode is None:
         _decode = label_decoder()  # one buffer per process, reused across tasks
-    kind, paths, keys, offsets, sizes, num_classes, connectivity, min_area = task
-    n = len(keys)
+    dataset, shards, offsets, sizes, paths, names, num_classes, connectivity, min_area = task
+    n = len(names)
     heights = np.empty(n, np.int32)
     widths = np.empty(n, np.int32)
     pixels = np.empty((n, num_classes), np.int64)
     parts = []
-    fds = {}
+    reader = RangeReader()
     try:
         for i in range(n):
-            path = paths[i]
-            if kind == "shards":
-                fd = fds.get(path)
-                if fd is None:
-                    fd = fds[path] = os.open(path, os.O_RDONLY)
-                data = os.pread(fd, int(sizes[i]), int(offsets[i]))
-                if len(data) != sizes[i]:
-                    raise ValueError(f"{path}: short read of sample {keys[i]!r}; truncated shard?")
-                name = f"{path}:{keys[i]}"
-            else:
-                with open(path, "rb") as f:
-                    data = f.read()
-                name = path
-            mask = _decode(data, name, kind)
-            r = find_components(mask, num_classes, connectivity, min_area, key=name)
+            data = dataset.read(reader, shards[i], offsets[i], sizes[i], paths[i])
+            mask = dataset.decode_label(data, names[i], decode=_decode)
+            r = find_components(mask, num_classes, connectivity, min_area, key=names[i])
             heights[i], widths[i] = mask.shape
             pixels[i] = r["class_pixels"]
             parts.append((i, r))
     finally:
-        for fd in fds.values():
-            os.close(fd)
+        reader.close()
     comps = {
         "image": np.concatenate([np.full(len(r["class"]), i, np.int32) for i, r in parts] or [np.empty(0, np.int32)]),
         **{c: np.concatenate([r[c] for _, r in parts] or [np.empty(0)]).astype(COMPONENT_COLUMNS[c])
@@ -110,16 +97,13 @@ def _process(task):
     return heights, widths, pixels, comps
 
 
-def _tasks(src, cols, lo, hi, chunk, params, shard_file=None):
-    """Tasks for rows lo:hi of one block of a source's samples (a shard's, or a file source's)."""
-    if src["kind"] == "shards":
-        paths = [shard_file] * (hi - lo)
-    else:
-        paths = [os.path.join(src["path"], p) for p in cols["label_path"][lo:hi]]
-    for a in range(0, hi - lo, chunk):
-        b = min(a + chunk, hi - lo)
-        yield (src["kind"], paths[a:b], cols["key"][lo + a:lo + b], cols["label_offset"][lo + a:lo + b],
-               cols["label_size"][lo + a:lo + b], *params)
+def _tasks(dataset, cols, lo, hi, chunk, params):
+    """Tasks for rows lo:hi of one block of a dataset's samples (a shard's, or a folder dataset's)."""
+    names = [dataset.describe(cols, i) for i in range(lo, hi)]
+    for a in range(lo, hi, chunk):
+        b = min(a + chunk, hi)
+        yield (dataset, cols["shard"][a:b], cols["label_offset"][a:b], cols["label_size"][a:b],
+               cols["label_path"][a:b], names[a - lo:b - lo], *params)
 
 
 # -- in-memory tables --------------------------------------------------------
@@ -154,23 +138,19 @@ def _empty_components():
 
 
 # -- writing -----------------------------------------------------------------
-def _relpath(path, out):
-    return os.path.relpath(path, os.path.realpath(os.path.dirname(os.path.abspath(out))))
+def _index_base(out):
+    return os.path.realpath(os.path.dirname(os.path.abspath(out)))
 
 
-def _source_attrs(src, out):
-    attrs = {k: src.get(k) for k in _SOURCE_FIELDS}
-    attrs["path"] = _relpath(src["path"], out)
-    if src.get("images"):
-        attrs["images"] = _relpath(src["images"], out)
-    return {k: v for k, v in attrs.items() if v is not None}
+def _source_attrs(dataset, out, **extra):
+    return {**dataset.to_attrs(_index_base(out)), **extra}
 
 
 def _hash(attrs, images, comps, offsets):
     """sha256 of an index's content: everything but paths and the hash itself."""
     sha = hashlib.sha256()
     meta = {k: v for k, v in attrs.items() if k not in ("content_hash",)}
-    meta["sources"] = [{k: v for k, v in s.items() if k not in ("path", "images")} for s in attrs["sources"]]
+    meta["sources"] = [{k: v for k, v in s.items() if k not in _PATH_FIELDS} for s in attrs["sources"]]
     sha.update(json.dumps(meta, sort_keys=True).encode("utf-8"))
     arrays = [(f"images/{c}", images[c]) for c in IMAGE_COLUMNS]
     arrays += [(f"components/{c}", comps[c]) for c in COMPONENT_COLUMNS] + [("class_offsets", offsets)]
@@ -290,30 +270,33 @@ class CentroidIndex:
         """{rank, world_size, start, stop, total} for a rank's part, else None."""
         return self.attrs.get("part")
 
-    @cached_property
+    @property
     def sources(self):
-        """The sources, with absolute paths: kind, path, images, pattern, split, sha256, samples, pseudo."""
-        base = os.path.realpath(os.path.dirname(os.path.abspath(self.path)))
-        out = []
-        for s in self.attrs["sources"]:
-            s = dict(s)
-            s["path"] = os.path.normpath(os.path.join(base, s["path"]))
-            s["images"] = os.path.normpath(os.path.join(base, s["images"])) if s.get("images") else None
-            s["pseudo"] = bool(s.get("pseudo"))
-            out.append(s)
-        return out
+        """The stored attributes of each source: kind, its dataset's fields, sha256, samples, pseudo."""
+        return [dict(s, pseudo=bool(s.get("pseudo"))) for s in self.attrs["sources"]]
+
+    @cached_property
+    def datasets(self):
+        """The sources as datasets (datasets.py), with absolute paths."""
+        base = _index_base(self.path)
+        return [from_attrs({k: v for k, v in s.items() if k not in ("sha256", "samples", "pseudo")}, base)
+                for s in self.attrs["sources"]]
 
     def check_stale(self):
         """Raise StaleIndexError if a source changed or is gone."""
-        for s in self.sources:
-            name = source_name(s)
+        try:
+            datasets = self.datasets
+        except (OSError, ValueError) as e:
+            raise StaleIndexError(f"index {self.path} is stale: a source is missing or unreadable ({e}); "
+                                  "rebuild it with --force") from e
+        for ds, s in zip(datasets, self.attrs["sources"]):
             try:
-                current = fingerprint(s)
+                current = ds.fingerprint()
             except (OSError, ValueError) as e:
-                raise StaleIndexError(f"index is stale: {name} is missing or unreadable ({e}); "
-                                      "rebuild with --rebuild") from e
+                raise StaleIndexError(f"index is stale: {ds.name} is missing or unreadable ({e}); "
+                                      "rebuild it with --force") from e
             if current != s["sha256"]:
-                raise StaleIndexError(f"index is stale: {name} changed; rebuild with --rebuild")
+                raise StaleIndexError(f"index is stale: {ds.name} changed; rebuild it with --force")
 
     # -- tables --
     @property
@@ -384,7 +367,8 @@ class CentroidIndex:
         return {
             "path": self.path, "num_images": self.num_images, "num_components": self.num_components,
             "num_classes": self.num_classes, "connectivity": self.connectivity, "min_area": self.min_area,
-            "sources": [{k: s.get(k) for k in ("kind", "path", "split", "samples", "pseudo")} for s in self.sources],
+            "sources": [{"kind": s["kind"], "name": _source_name(s), "samples": s.get("samples"), "pseudo": s["pseudo"]}
+                        for s in self.sources],
             "part": self.part, "classes": classes,
             "absent_classes": [self.class_names[c] for c in self.absent_classes()],
             "content_hash": self.content_hash(),
@@ -396,54 +380,39 @@ class CentroidIndex:
         return images, comps
 
 
+def _source_name(attrs):
+    """A stored source's name (paths relative to the index folder), without opening it."""
+    if attrs.get("preset"):
+        return f"{attrs['preset']}:{attrs['data_root']}" + (f":{attrs['split_name']}" if attrs.get("split_name") else "")
+    return attrs.get("path") or attrs.get("ann_dir") or attrs.get("img_dir")
+
+
 # -- building ----------------------------------------------------------------
-def _resolve_classes(srcs, num_classes, class_names):
-    manifests = [read_manifest(s["path"]) for s in srcs if s["kind"] == "shards"]
-    given_names = class_names
-    for s, m in zip([s for s in srcs if s["kind"] == "shards"], manifests):
-        c = m.get("num_classes")
+def _resolve_classes(datasets, num_classes, class_names):
+    """The index's class count and names: given, or declared by the datasets (which must agree)."""
+    for ds in datasets:
+        c, names = ds.num_classes, ds.classes
         if c is not None and num_classes is not None and c != num_classes:
-            raise ValueError(f"{s['path']}/manifest.json: num_classes is {c}, expected {num_classes}")
-        if num_classes is None:
-            num_classes = c
-        names = m.get("class_names")
-        if names and given_names is None:
-            if class_names is not None and list(names) != class_names:
-                raise ValueError(f"{s['path']}/manifest.json: class names differ from those of the other sources")
+            raise ValueError(f"{ds.name} has {c} classes, but {num_classes} were asked for"
+                             if class_names is None else f"{ds.name} has {c} classes, not {num_classes}")
+        num_classes = c if num_classes is None else num_classes
+        if names is not None:
+            if class_names is not None and list(names) != list(class_names):
+                raise ValueError(f"{ds.name}: its class names differ from those of the other sources or options "
+                                 f"({list(names)[:3]}... vs {list(class_names)[:3]}...)")
             class_names = list(names)
+    if num_classes is None and class_names is not None:
+        num_classes = len(class_names)
     if num_classes is None:
-        if srcs and all(s["kind"] == "cityscapes" for s in srcs):
-            num_classes = 19
-        else:
-            raise ValueError("num_classes is required for file sources (--num-classes)")
+        raise ValueError("the number of classes is unknown: give --num-classes (or class names) for "
+                         f"{datasets[0].name}, or a spec file with \"classes\"")
     if not 1 <= num_classes <= IGNORE:
         raise ValueError(f"num_classes must be in 1..{IGNORE}, got {num_classes}")
     if class_names is None:
-        if num_classes == 19 and any(s["kind"] == "cityscapes" for s in srcs):
-            class_names = list(CITYSCAPES_CLASS_NAMES)
-        else:
-            class_names = [str(c) for c in range(num_classes)]
+        class_names = [str(c) for c in range(num_classes)]
     if len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names given for {num_classes} classes")
     return num_classes, [str(n) for n in class_names]
-
-
-def _progress_bar(enabled, total, label):
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-    from rich.text import Text
-
-    class Rate(ProgressColumn):
-        def render(self, task):
-            return Text(f"{task.speed:.0f} masks/s" if task.speed else "- masks/s")
-
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), Rate(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), console=Console(stderr=True), transient=False)
-    bar.start()
-    return bar, bar.add_task(label, total=total)
 
 
 class _Done:
@@ -459,72 +428,55 @@ class _Done:
         return self.value
 
 
-def _run(tasks, workers, total, progress, label):
+def _run(tasks, workers, total, progress):
     """Results of `_process` over the task iterator, in order.
 
     `workers` processes work: a pool of workers - 1 plus this one, which also
     lists the shards (the task iterator) and collects results. On a machine
     with exactly `workers` cores a third busy process would slow the others.
+    `progress(done, total)` is called after each task.
     """
-    bar, task = _progress_bar(progress and total > 0, total, label) or (None, None)
     results = []
+    count = 0
 
     def done(t, r):
+        nonlocal count
         results.append(r)
-        if bar:
-            bar.advance(task, len(t[2]))
+        count += len(t[5])
+        if callable(progress):
+            progress(count, total)
 
-    try:
-        if workers <= 1:
+
+    if workers <= 1:
+        for t in tasks:
+            done(t, _process(t))
+    else:
+        import multiprocessing as mp
+
+        # Compile (or load) the kernel before forking so workers inherit it.
+        warm = np.zeros((1, 8), np.uint8)
+        find_components(warm, 1)
+        warm.flags.writeable = False  # decoded masks are read-only views
+        find_components(warm, 1)
+        method = "fork" if "fork" in mp.get_all_start_methods() else None
+        ahead = 2 * (workers - 1)  # tasks queued per pool worker: enough to never starve
+        with mp.get_context(method).Pool(workers - 1) as pool:
+            pending = deque()
             for t in tasks:
-                done(t, _process(t))
-        else:
-            import multiprocessing as mp
-
-            # Compile (or load) the kernel before forking so workers inherit it.
-            warm = np.zeros((1, 8), np.uint8)
-            find_components(warm, 1)
-            warm.flags.writeable = False  # decoded masks are read-only views
-            find_components(warm, 1)
-            method = "fork" if "fork" in mp.get_all_start_methods() else None
-            ahead = 2 * (workers - 1)  # tasks queued per pool worker: enough to never starve
-            with mp.get_context(method).Pool(workers - 1) as pool:
-                pending = deque()
-                for t in tasks:
-                    if sum(not r.ready() for _, r in pending) < ahead:
-                        pending.append((t, pool.apply_async(_process, (t,))))
-                    else:
-                        pending.append((t, _Done(_process(t))))
-                    while pending and pending[0][1].ready():
-                        t0, r = pending.popleft()
-                        done(t0, r.get())
-                while pending:
+                if sum(not r.ready() for _, r in pending) < ahead:
+                    pending.append((t, pool.apply_async(_process, (t,))))
+                else:
+                    pending.append((t, _Done(_process(t))))
+                while pending and pending[0][1].ready():
                     t0, r = pending.popleft()
                     done(t0, r.get())
-    finally:
-        if bar:
-            bar.stop()
+            while pending:
+                t0, r = pending.popleft()
+                done(t0, r.get())
     return results
 
 
-def _blocks(src):
-    """A source's samples as blocks in order: [(count, function returning the
-    block's columns, shard file or None)].
-
-    A shard set has one block per shard, counted from its manifest and listed
-    only when needed (a rank lists only its own shards).
-    """
-    if src["kind"] == "shards":
-        out = []
-        for number, shard in enumerate(read_manifest(src["path"])["shards"]):
-            path = os.path.join(src["path"], shard["name"])
-            out.append((int(shard["samples"]), partial(shard_columns, path, number), path))
-        return out
-    cols = list_samples(src)
-    return [(len(cols["key"]), lambda: cols, None)]
-
-
-def _build_table(srcs, blocks, source_base, lo, hi, num_classes, connectivity, min_area, workers, progress, label):
+def _build_table(datasets, blocks, source_base, lo, hi, num_classes, connectivity, min_area, workers, progress):
     """Images table and components of global sample rows lo:hi."""
     params = (num_classes, connectivity, min_area)
     n = hi - lo
@@ -533,22 +485,22 @@ def _build_table(srcs, blocks, source_base, lo, hi, num_classes, connectivity, m
 
     def tasks():
         start = 0
-        for s, src in enumerate(srcs):
-            for count, columns, shard_file in blocks[s]:
+        for s, ds in enumerate(datasets):
+            for count, columns, _ in blocks[s]:
                 a, b = max(lo - start, 0), min(hi - start, count)
                 if a < b:
                     cols = columns()
                     if len(cols["key"]) != count:
-                        raise ValueError(f"{source_name(src)}: the manifest lists {count} samples in a shard "
+                        raise ValueError(f"{ds.name}: the manifest lists {count} samples in a shard "
                                          f"that holds {len(cols['key'])}")
                     piece = {c: (np.asarray(cols[c][a:b], dtype=object) if t is str else cols[c][a:b])
                              for c, t in IMAGE_COLUMNS.items() if c in cols}
                     piece["source"] = np.full(b - a, source_base + s, np.int32)
                     pieces.append(piece)
-                    yield from _tasks(src, cols, a, b, chunk, params, shard_file)
+                    yield from _tasks(ds, cols, a, b, chunk, params)
                 start += count
 
-    results = _run(tasks(), workers, n, progress, label)
+    results = _run(tasks(), workers, n, progress)
     images = _empty_images(num_classes)
     if pieces:
         images.update({c: np.concatenate([p[c] for p in pieces]) for c in pieces[0]})
@@ -569,25 +521,25 @@ def _build_table(srcs, blocks, source_base, lo, hi, num_classes, connectivity, m
 
 
 def build_index(sources, out, num_classes=None, class_names=None, connectivity=None, min_area=None, workers=1,
-                rank=None, world_size=None, append=False, rebuild=False, progress=True):
-    """Build the centroid index of `sources` (paths or source dicts) into `out`.
+                rank=None, world_size=None, append=False, force=False, progress=None):
+    """Build the centroid index of `sources` (Datasets or SOURCE strings) into `out`.
 
     connectivity: 4 or 8 (default 8); min_area: drop smaller components
     (default 1). With `rank`/`world_size` this writes the part
     `part_path(out, rank, world_size)` holding a contiguous slice of the
-    samples. With `append`, `sources` are added to the existing index `out`.
-    Returns the path written.
+    samples. With `append`, `sources` are added to the existing index `out`;
+    `force` replaces an existing one. `progress(done, total)` is called as
+    masks are indexed. Returns the path written.
     """
     out = os.fspath(out).rstrip(os.sep)
-    srcs = [resolve_source(s) for s in sources]
-    if not srcs:
+    datasets = [as_dataset(s) for s in sources]
+    if not datasets:
         raise ValueError("no sources given")
     seen = set()
-    for s in srcs:
-        ident = (s["kind"], s["path"], s.get("split"), s.get("pattern"))
-        if ident in seen:
-            raise ValueError(f"source {source_name(s)} is given twice")
-        seen.add(ident)
+    for ds in datasets:
+        if ds.ident() in seen:
+            raise ValueError(f"source {ds.name} is given twice")
+        seen.add(ds.ident())
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if (rank is None) != (world_size is None):
@@ -599,20 +551,20 @@ def build_index(sources, out, num_classes=None, class_names=None, connectivity=N
     old = None
     if append:
         if parted:
-            raise ValueError("--append cannot be combined with --rank/--world-size")
+            raise ValueError("append cannot be combined with rank/world_size")
         if not os.path.exists(out):
             raise ValueError(f"{out}: no index to append to")
         old = CentroidIndex.open(out, check_stale=True)
         if old.part is not None:
             raise ValueError(f"{out} is a rank's part; merge the parts first")
-        old_ids = {(o["kind"], o["path"], o.get("split"), o.get("pattern")) for o in old.sources}
         for name, given, have in (("connectivity", connectivity, old.connectivity),
                                   ("min_area", min_area, old.min_area), ("num_classes", num_classes, old.num_classes)):
             if given is not None and given != have:
                 raise ValueError(f"{out} was built with {name}={have}, not {given}")
-        for s in srcs:
-            if (s["kind"], s["path"], s.get("split"), s.get("pattern")) in old_ids:
-                raise ValueError(f"source {source_name(s)} is already in {out}")
+        old_ids = {ds.ident() for ds in old.datasets}
+        for ds in datasets:
+            if ds.ident() in old_ids:
+                raise ValueError(f"source {ds.name} is already in {out}")
         connectivity, min_area, num_classes = old.connectivity, old.min_area, old.num_classes
         class_names = old.class_names if class_names is None else class_names
     connectivity = 8 if connectivity is None else int(connectivity)
@@ -622,27 +574,26 @@ def build_index(sources, out, num_classes=None, class_names=None, connectivity=N
     if min_area < 1:
         raise ValueError(f"min_area must be >= 1, got {min_area}")
     target = part_path(out, rank, world_size) if parted else out
-    if not append and os.path.exists(target) and not rebuild:
-        raise ValueError(f"{target} exists; pass --rebuild to overwrite it (or --append to add sources)")
-    num_classes, class_names = _resolve_classes(srcs, num_classes, class_names)
+    if not append and os.path.exists(target) and not force:
+        raise ValueError(f"{target} exists; pass --force to overwrite it (or --append to add sources)")
+    num_classes, class_names = _resolve_classes(datasets, num_classes, class_names)
     if old is not None and class_names != old.class_names:
         raise ValueError(f"class names differ from those of {out}")
 
     # Fingerprint first: a source changing during the build then reads as stale.
-    prints = [fingerprint(s) for s in srcs]
-    blocks = [_blocks(s) for s in srcs]
+    prints = [ds.fingerprint() for ds in datasets]
+    blocks = [ds.blocks() for ds in datasets]
     counts = [sum(block[0] for block in b) for b in blocks]
-    for s in srcs:
-        s["pseudo"] = s["kind"] == "shards" and is_pseudo(read_manifest(s["path"]))
     total = sum(counts)
     lo, hi = (total * rank // world_size, total * (rank + 1) // world_size) if parted else (0, total)
     base = len(old.sources) if old is not None else 0
-    label = f"indexing {os.path.basename(target)}"
-    images, comps = _build_table(srcs, blocks, base, lo, hi, num_classes, connectivity, min_area, workers,
-                                 progress, label)
-    src_attrs = [dict(_source_attrs(s, target), sha256=p, samples=c) for s, p, c in zip(srcs, prints, counts)]
+    images, comps = _build_table(datasets, blocks, base, lo, hi, num_classes, connectivity, min_area, workers,
+                                 progress)
+    src_attrs = [_source_attrs(ds, target, sha256=p, samples=c, pseudo=ds.pseudo)
+                 for ds, p, c in zip(datasets, prints, counts)]
     if old is not None:
-        old_attrs = [_source_attrs(s, target) for s in old.sources]
+        old_attrs = [_source_attrs(ds, target, sha256=s["sha256"], samples=s["samples"], pseudo=s["pseudo"])
+                     for ds, s in zip(old.datasets, old.sources)]
         images, comps, offsets = _concat([old._table(), (images, comps)], num_classes)
         src_attrs = old_attrs + src_attrs
     else:
@@ -656,14 +607,14 @@ def build_index(sources, out, num_classes=None, class_names=None, connectivity=N
     return _write(target, attrs, images, comps, offsets)
 
 
-def merge_indexes(parts, out, rebuild=False):
+def merge_indexes(parts, out, force=False):
     """Join the parts of a `--rank/--world-size` build into one index at `out`,
     identical to the index a single build writes."""
     if not parts:
         raise ValueError("no parts given")
     out = os.fspath(out).rstrip(os.sep)
-    if os.path.exists(out) and not rebuild:
-        raise ValueError(f"{out} exists; pass --rebuild to overwrite it")
+    if os.path.exists(out) and not force:
+        raise ValueError(f"{out} exists; pass --force to overwrite it")
     idx = [CentroidIndex.open(p, check_stale=True) for p in parts]
     for p, i in zip(parts, idx):
         if i.part is None:
@@ -678,8 +629,7 @@ def merge_indexes(parts, out, rebuild=False):
                          + (f", missing {missing}" if missing else ""))
 
     def ident(i):
-        return ([(s["kind"], s["path"], s.get("split"), s.get("pattern"), s["sha256"], s["samples"])
-                 for s in i.sources], i.num_classes, i.class_names, i.connectivity, i.min_area,
+        return ([(ds.ident(), s["sha256"], s["samples"]) for ds, s in zip(i.datasets, i.sources)], i.num_classes, i.class_names, i.connectivity, i.min_area,
                 i.part["world_size"], i.part["total"])
 
     for i in idx[1:]:
@@ -695,6 +645,7 @@ def merge_indexes(parts, out, rebuild=False):
         raise ValueError(f"parts hold {stop} of {first.part['total']} samples")
     images, comps, offsets = _concat([i._table() for i in idx], first.num_classes)
     attrs = {k: v for k, v in first.attrs.items() if k not in ("part", "content_hash")}
-    attrs["sources"] = [_source_attrs(s, out) for s in first.sources]
+    attrs["sources"] = [_source_attrs(ds, out, sha256=s["sha256"], samples=s["samples"], pseudo=s["pseudo"])
+                        for ds, s in zip(first.datasets, first.sources)]
     return _write(out, attrs, images, comps, offsets)
 

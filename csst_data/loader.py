@@ -22,14 +22,12 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from csst_data import crops, sampling, schedules
 from csst_data.codecs import decode_image, is_jpeg
-from csst_data.shards import read_manifest
-from csst_data.sources import SampleReader, is_pseudo
+from csst_data.datasets import SampleReader
 
 
 def pseudo_sources(index):
     """Boolean per index source: True when its labels come from `csst label`."""
-    return np.array([s["kind"] == "shards" and is_pseudo(read_manifest(s["path"])) for s in index.sources],
-                    dtype=bool)
+    return np.array([ds.pseudo for ds in index.datasets], dtype=bool)
 
 
 def load_crop(reader, index, row, cy, cx, size, rng, augment=True, scale_range=(0.5, 2.0)):

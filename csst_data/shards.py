@@ -327,16 +327,22 @@ def read_member(fd, offset, size, path="<fd>"):
     return data
 
 
-class MemberReader:
-    """Random access to members, keeping one open descriptor per shard file."""
+class RangeReader:
+    """Positional reads (`os.pread`) of tar members and whole files, keeping
+    one open descriptor per file: the one reader of every csst module."""
 
     def __init__(self):
         self.fds = {}
 
-    def read(self, path, offset, size):
+    def read(self, path, offset=0, size=None):
+        """`size` bytes at `offset` of `path`; the whole file when size is None."""
         fd = self.fds.get(path)
         if fd is None:
+            if len(self.fds) >= 256:  # bound the open descriptors of folder datasets
+                self.close()
             fd = self.fds[path] = os.open(path, os.O_RDONLY)
+        if size is None:
+            size = os.fstat(fd).st_size - offset
         return read_member(fd, offset, size, path)
 
     def close(self):

@@ -982,7 +982,7 @@ def _written_paths(out, layout):
 
 
 def write_dataset(out, labeled, unlabeled, val, size=(256, 512), seed=0, layout="shards", workers=1,
-                  progress=True, force=False):
+                  progress=None, force=False):
     """Render and write the three splits to `out`; returns {split: number of samples}.
 
     layout="shards": shard sets `labeled/`, `unlabeled/` (images only),
@@ -990,7 +990,7 @@ def write_dataset(out, labeled, unlabeled, val, size=(256, 512), seed=0, layout=
     layout="cityscapes": `leftImg8bit/{train,train_extra,val}/{city}/*_leftImg8bit.png`
     and `gtFine/{train,val}/{city}/*_gtFine_labelIds.png` with Cityscapes label ids.
     `out` must be empty or missing unless `force`, which replaces what an
-    earlier run wrote there.
+    earlier run wrote there. `progress(done, total)` is called per sample written.
     """
     h, w = (int(v) for v in size)
     if h < 16 or w < 16:
@@ -1014,15 +1014,13 @@ def write_dataset(out, labeled, unlabeled, val, size=(256, 512), seed=0, layout=
     tasks = [(split, i, int(seed), h, w, layout) for split in SPLITS for i in range(counts[split])]
     results = _map(_make_sample, tasks, workers)
     total = len(tasks)
-    bar = _progress(progress, total)
+    bar = _Counter(progress, total)
     try:
         if layout == "cityscapes":
             _write_cityscapes(out, tasks, results, bar)
         else:
             _write_shards(out, tasks, results, counts, seed, (h, w), bar)
     finally:
-        if bar is not None:
-            bar[0].stop()
         if hasattr(results, "close"):  # stops the worker pool if writing failed
             results.close()
     return counts
@@ -1047,20 +1045,17 @@ def _map(fn, tasks, workers):
     return gen()
 
 
-def _progress(enabled, total):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+class _Counter:
+    """Counts written samples for a `progress(done, total)` callback."""
 
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    task = bar.add_task("rendering", total=total)
-    bar.start()
-    return bar, task
+    def __init__(self, progress, total):
+        self.progress, self.total, self.done = progress if callable(progress) else None, total, 0
 
 
 def _advance(bar, split):
-    if bar is not None:
-        bar[0].update(bar[1], advance=1, description=f"rendering {split}")
+    bar.done += 1
+    if bar.progress:
+        bar.progress(bar.done, bar.total)
 
 
 def _write_shards(out, tasks, results, counts, seed, size, bar):

@@ -39,7 +39,7 @@ def pipeline(out, s, seed=0):
     train_common = ["--crop", str(s["crop"]), "--batch-size", str(s["batch"]), "--workers", str(s["workers"]),
                     "--seed", str(seed), "--val", d("data", "val"), "--no-progress"]
     return [
-        ("synth", ["csst", "synth", d("data"), "--labeled", str(s["labeled"]), "--unlabeled", str(s["unlabeled"]),
+        ("synth", ["csst", "synth", "-o", d("data"), "--labeled", str(s["labeled"]), "--unlabeled", str(s["unlabeled"]),
                    "--val", str(s["val"]), "--size", s["size"], "--seed", str(seed)]),
         ("index (labelled)", ["csst", "index", "build", d("data", "labeled"), "-o", d("teacher-index.zarr"),
                               "--no-progress"]),
@@ -47,7 +47,8 @@ def pipeline(out, s, seed=0):
                            "-o", d("runs", "teacher"), "--sampling", "centroid",
                            "--epochs", str(s["teacher_epochs"]), *train_common]),
         ("label", ["csst", "label", "--checkpoint", d("runs", "teacher", "best.pt"), "--input", d("data", "unlabeled"),
-                   "-o", d("pseudo"), "--workers", str(s["workers"]), "--min-confidence", f"{s['min_confidence']:g}"]),
+                   "-o", d("pseudo"), "--workers", str(s["workers"]), "--min-confidence", f"{s['min_confidence']:g}",
+                   "--no-progress"]),
         ("index (real + pseudo)", ["csst", "index", "build", d("data", "labeled"), d("pseudo"), "-o", d("index.zarr"),
                                    "--no-progress"]),
         ("train student", ["csst", "train", "--data", d("data", "labeled"), d("pseudo"), "--index", d("index.zarr"),

@@ -51,3 +51,14 @@ def evaluate(model, samples, num_classes, device="cpu", scales=(1.0,), flip=Fals
     # None, not NaN, where undefined (no labelled pixel): results go to strict JSON.
     return {"miou": None if np.isnan(miou) else float(miou), "iou": [None if np.isnan(v) else float(v) for v in iou],
             "confusion": cm.cpu().numpy(), "images": n}
+
+
+def check_classes(dataset, num_classes, class_names, what):
+    """Refuse to evaluate `what` (a checkpoint or index, with these classes) on a dataset that declares others."""
+    if dataset.num_classes is not None and dataset.num_classes != num_classes:
+        raise ValueError(f"{dataset.name} has {dataset.num_classes} classes, {what} has {num_classes}")
+    if dataset.classes is not None and list(dataset.classes) != list(class_names):
+        diff = next((i for i, (a, b) in enumerate(zip(dataset.classes, class_names)) if a != b),
+                    min(len(dataset.classes), len(class_names)) - 1)
+        raise ValueError(f"{dataset.name} and {what} name their classes differently "
+                         f"(class {diff}: {dataset.classes[diff]!r} vs {class_names[diff]!r})")

@@ -19,10 +19,8 @@ import functools
 import glob
 import hashlib
 import json
-import math
 import os
 import queue
-import re
 import signal
 import threading
 import time
@@ -33,15 +31,15 @@ import numpy as np
 import torch
 
 from csst_data import IGNORE
+from csst_data.datasets import as_dataset, sanitise_key
 from csst_data.codecs import decode_image, encode_json, encode_label, encode_topk, is_jpeg
 from csst_data.shards import (
-    MANIFEST, MemberReader, ShardWriter, atomic_write_json, file_sha256, group_members, is_shard_set, merge_manifests,
+    MANIFEST, RangeReader, ShardWriter, atomic_write_json, file_sha256, merge_manifests,
     read_manifest,
 )
 from csst_train.distributed import amp_dtype as to_amp_dtype
 from csst_train.distributed import dist_env, pick_device
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 # Test hook: SIGKILL this process after that many samples were written.
 KILL_ENV = "CSST_LABEL_KILL_AFTER"
 FAILED = "failed.jsonl"
@@ -49,94 +47,28 @@ FAILED = "failed.jsonl"
 BACKGROUND_NICE = 10
 # Options that change what is stored: a resumed run must use the same ones.
 _CONTENT_OPTIONS = ("scales", "flip", "crop", "stride", "topk", "min_confidence", "amp")
-_KEY_SUB = re.compile(r"[.\s/\\]+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 # -- inputs --------------------------------------------------------------------
 def path_key(relpath):
-    """Sample key of an image from its path relative to its input root.
-
-    The extension is dropped and dots, whitespace and path separators become
-    '_': `aachen/aachen_000000_000019_leftImg8bit.png` ->
-    `aachen_aachen_000000_000019_leftImg8bit`.
-    """
-    stem = os.path.splitext(relpath)[0]
-    key = _KEY_SUB.sub("_", stem).strip("_")
-    if not key:
-        raise ValueError(f"image {relpath!r}: cannot make a sample key from its path")
-    return key
+    """Sample key of an image from its path relative to its input folder: the
+    extension is dropped and dots, whitespace and path separators become '_'
+    (`aachen/aachen_000000_000019_leftImg8bit.png` -> `aachen_aachen_000000_000019_leftImg8bit`)."""
+    return sanitise_key(os.path.splitext(relpath)[0])
 
 
-def _is_image(path):
-    return os.path.isfile(path) and path.lower().endswith(IMAGE_EXTS)
-
-
-def _glob_root(pattern):
-    """The folder part of a glob before its first wildcard (keys are relative to it)."""
-    parts = []
-    for part in os.path.normpath(pattern).split(os.sep):
-        if glob.has_magic(part):
-            break
-        parts.append(part)
-    return os.sep.join(parts) or "."
-
-
-def _file_refs(paths, root):
-    return [(path_key(os.path.relpath(p, root)), os.path.abspath(p)) for p in sorted(paths)]
-
-
-def _shard_refs(root):
-    refs = []
-    for entry in read_manifest(root)["shards"]:
-        tar = os.path.abspath(os.path.join(root, entry["name"]))
-        for key, members in group_members(tar).items():
-            suffix = next((s for s in ("jpg", "jpeg", "png") if s in members), None)
-            if suffix is None:
-                raise ValueError(f"{tar}: sample {key!r} has no image member (.jpg/.jpeg/.png)")
-            offset, size = members[suffix]
-            refs.append((key, (tar, offset, size, f"{key}.{suffix}")))
-    return refs
-
-
-def list_inputs(inputs=(), cityscapes=None, split="train_extra"):
+def list_inputs(inputs=()):
     """Sorted [(key, ref)] of every image to label.
 
-    `inputs` are csst shard sets (keys kept), folders (searched recursively),
-    image files or globs (`**` allowed) of JPEG/PNG images; `cityscapes` is a
-    Cityscapes root whose `leftImg8bit/{split}` is added. A ref is a file path,
-    or (tar path, offset, size, member name) for an image inside a shard. Two
-    images with the same key are an error naming both.
+    `inputs` are datasets or SOURCE strings (a bare folder, glob or file is an
+    image folder here: keys are paths below it, '/' and '.' -> '_'). A ref is a
+    file path, or (tar path, offset, size, member name) for an image inside a
+    shard. Two images with the same key are an error naming both.
     """
     refs = []
-    for spec in inputs:
-        spec = os.fspath(spec)
-        if glob.has_magic(spec):
-            paths = [p for p in glob.glob(spec, recursive=True) if _is_image(p)]
-            if not paths:
-                raise ValueError(f"input {spec}: no .jpg/.jpeg/.png images match")
-            refs += _file_refs(paths, _glob_root(spec))
-        elif is_shard_set(spec):
-            refs += _shard_refs(spec)
-        elif os.path.isdir(spec):
-            paths = [p for p in glob.glob(os.path.join(spec, "**", "*"), recursive=True) if _is_image(p)]
-            if not paths:
-                raise ValueError(f"input {spec}: folder holds no .jpg/.jpeg/.png images")
-            refs += _file_refs(paths, spec)
-        elif _is_image(spec):
-            refs += _file_refs([spec], os.path.dirname(spec))
-        elif os.path.exists(spec):
-            raise ValueError(f"input {spec}: not a shard set, folder or .jpg/.jpeg/.png image")
-        else:
-            raise ValueError(f"input {spec}: no such file or folder")
-    if cityscapes is not None:
-        root = os.path.join(cityscapes, "leftImg8bit", split)
-        if not os.path.isdir(root):
-            raise ValueError(f"cityscapes {cityscapes}: no folder leftImg8bit/{split}")
-        paths = glob.glob(os.path.join(root, "*", "*_leftImg8bit.png"))
-        if not paths:
-            raise ValueError(f"cityscapes {root}: no */*_leftImg8bit.png images")
-        refs += _file_refs(paths, root)
+    for source in inputs:
+        refs += as_dataset(source, role="images").image_refs()
     seen = {}
     for key, ref in refs:
         if key in seen:
@@ -164,7 +96,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __init__(self, items):
         self.items = items
-        self.reader = MemberReader()
+        self.reader = RangeReader()
 
     def __len__(self):
         return len(self.items)
@@ -172,11 +104,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         key, ref = self.items[i]
         try:
-            if isinstance(ref, str):
-                with open(ref, "rb") as f:
-                    data = f.read()
-            else:
-                data = self.reader.read(ref[0], ref[1], ref[2])
+            data = self.reader.read(ref) if isinstance(ref, str) else self.reader.read(ref[0], ref[1], ref[2])
             if is_jpeg(data):
                 suffix = "jpg"
             elif data[:8] == _PNG_MAGIC:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from csst_data import IGNORE
-from csst_data.shards import ShardError, atomic_write_bytes, atomic_write_json, read_manifest
+from csst_data.shards import atomic_write_bytes, atomic_write_json
 
 FIGURES = {
     "class_distribution": "figures/class_distribution.png",
@@ -91,20 +91,17 @@ def pseudo_accuracy(pseudo, truth, keep=4):
     that got a pseudo label. Returns (result dict in the shape of the eval
     JSONs, the first `keep` samples as (key, image bytes, pseudo, truth)).
     """
-    from csst_data.sources import iter_source
+    from csst_data.datasets import ShardSet
     from csst_train.metrics import confusion_matrix, iou_from_confusion, pixel_accuracy
 
-    try:
-        manifest = read_manifest(pseudo)
-    except ShardError as e:
-        raise ValueError(str(e)) from e
-    names = manifest["class_names"]
-    num_classes = int(manifest["num_classes"])
-    gt = {s["key"]: s["label"] for s in iter_source(truth, images=False, labels=True)}
+    pseudo_set = ShardSet(pseudo)
+    names = pseudo_set.classes
+    num_classes = int(pseudo_set.num_classes)
+    gt = {s["key"]: s["label"] for s in ShardSet(truth).iter(images=False, labels=True)}
     cm = torch.zeros((num_classes, num_classes), dtype=torch.int64)
     covered = total = 0
     confidence, samples, n = [], [], 0
-    for s in iter_source(pseudo, images=True, labels=True):
+    for s in pseudo_set.iter(images=True, labels=True):
         n += 1
         key, lab = s["key"], s["label"]
         true = gt.get(key)
@@ -237,7 +234,7 @@ def centroid_crops(index, size, seed=0, per_class=4):
     (without augmentation)."""
     from csst_data.loader import load_crop
     from csst_data.sampling import epoch_plan
-    from csst_data.sources import SampleReader
+    from csst_data.datasets import SampleReader
 
     # An epoch long enough that every class with components gets per_class centroids.
     plan = epoch_plan(index, 0, seed, strategy="centroid", length=per_class * index.num_classes)

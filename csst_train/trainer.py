@@ -12,16 +12,18 @@ import json
 import os
 import signal
 import time
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from csst_data.datasets import as_dataset
 from csst_data.index import CentroidIndex
 from csst_data.loader import CropLoader
 from csst_train.checkpoints import load_checkpoint, save_checkpoint
 from csst_train.distributed import amp_dtype, setup_distributed
-from csst_train.evaluate import evaluate
+from csst_train.evaluate import check_classes, evaluate
 from csst_train.inference import normalise
 from csst_train.losses import segmentation_loss
 from csst_train.models import build_model, load_init
@@ -40,11 +42,11 @@ def check_index_matches(index, data):
     """Fail early when --data names other sources than those the index was built from."""
     if not data:
         return
-    want = sorted(os.path.realpath(d["path"] if isinstance(d, dict) else d) for d in data)
-    have = sorted(os.path.realpath(s["path"]) for s in index.sources)
-    if want != have:
+    want = {as_dataset(d).ident(): as_dataset(d).name for d in data}
+    have = {d.ident(): d.name for d in index.datasets}
+    if set(want) != set(have):
         raise ValueError(
-            f"index {index.path} was built from {have}, but --data is {want}; "
+            f"index {index.path} was built from {sorted(have.values())}, but --data is {sorted(want.values())}; "
             "rebuild it with `csst index build` over the same sources (or drop --index to build one in the run folder)"
         )
 
@@ -60,15 +62,66 @@ def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
-def train(*, out, data=(), index=None, val=None, model="fastscnn", init=None, epochs=10, crop=768,
-          batch_size=8, lr=None, momentum=0.9, weight_decay=1e-4, power=0.9, sampling="centroid",
-          schedule="constant", sizes=None, length=None, p=0.5, temperature=0.01, source_weights=None,
-          loss="ohem", min_kept=100_000, pseudo_loss="hard", mr_weight=0.1, workers=2, seed=0,
-          device="auto", amp="off", val_every=1, val_crop=None, resume=False, progress=True,
-          trace=False, kill_after_epoch=None, log=print):
-    """Train a segmentation model; returns the last epoch's metrics dict (rank 0) or None."""
+@dataclass
+class TrainConfig:
+    """Every option of a training run, with its default: the one place they are declared."""
+
+    out: str = None                 # run folder: last.pt, best.pt, metrics.jsonl, args.json
+    data: tuple = ()                # training sources (Datasets or SOURCE strings)
+    index: str = None               # centroid index of `data`; None: build one in OUT/index.zarr
+    val: tuple = ()                 # validation sources; their mIoU picks best.pt
+    model: str = "fastscnn"         # fastscnn, deeplabv3plus-r18/-r50, or package.module:factory
+    init: str = None                # state dict to start from (e.g. a torchvision ResNet)
+    epochs: int = 30
+    crop: int = 768                 # full crop size; a fast schedule's smaller crops get larger batches
+    batch_size: int = 8             # crops per process at the full crop
+    lr: float = None                # None: 0.02 from scratch, 0.002 with `init`
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    power: float = 0.9              # poly learning-rate exponent
+    sampling: str = "centroid"      # centroid (CSST), uniform, class-uniform, rare-class (DAFormer)
+    schedule: str = "constant"      # crop-size schedule; coarse2fine+ is the paper's fastest
+    sizes: tuple = None             # crop sizes of the schedule; None: 1/2, 3/4, 1 x crop
+    length: int = None              # samples per epoch over all ranks; None: number of images
+    p: float = 0.5                  # class-uniform: share of centroid-sampled crops
+    temperature: float = 0.01       # rare-class sampling temperature
+    source_weights: dict = None     # index source -> relative sampling weight
+    loss: str = "ohem"              # ohem or ce
+    min_kept: int = 100_000         # OHEM: pixels kept at least, per batch
+    pseudo_loss: str = "hard"       # hard, soft-topk or hard+mr on pseudo-labelled samples (paper Table 2)
+    mr_weight: float = 0.1          # weight of the model regulariser for hard+mr
+    workers: int = 2                # DataLoader workers per process
+    seed: int = 0
+    device: str = "auto"            # auto, cpu, cuda or cuda:N
+    amp: str = "off"                # off, bf16 or fp16 autocast on CUDA
+    val_every: int = 1              # validate every N epochs, and after the last
+    val_crop: int = None            # sliding-window size for validation; None: whole images
+    resume: bool = False            # continue OUT from last.pt
+    progress: bool = True           # progress bar on rank 0
+    trace: bool = False             # tests: per-step sample rows and parameter hashes
+    kill_after_epoch: int = None    # tests: SIGKILL after this epoch's checkpoint
+
+
+def train(config=None, log=print, **overrides):
+    """Train a segmentation model; returns the last epoch's metrics dict (rank 0) or None.
+
+    `config` is a TrainConfig; keyword arguments override its fields.
+    """
+    cfg = replace(config or TrainConfig(), **overrides)
+    if cfg.out is None:
+        raise ValueError("no run folder given (out)")
+    return _train(log=log, **{f.name: getattr(cfg, f.name) for f in fields(cfg)})
+
+
+def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, momentum, weight_decay, power,
+           sampling, schedule, sizes, length, p, temperature, source_weights, loss, min_kept, pseudo_loss,
+           mr_weight, workers, seed, device, amp, val_every, val_crop, resume, progress, trace,
+           kill_after_epoch, log):
+    data = [as_dataset(d) for d in data]
+    val = [as_dataset(v) for v in ([val] if isinstance(val, (str, os.PathLike)) else val or ())]
     args = {k: v for k, v in locals().items() if k != "log"}
-    args["data"] = [d if isinstance(d, dict) else str(d) for d in data]
+    args["data"] = [d.name for d in data]
+    args["val"] = [v.name for v in val]
     rank, world, dev = setup_distributed(device)
     main = rank == 0
     os.makedirs(out, exist_ok=True)
@@ -124,6 +177,8 @@ def train(*, out, data=(), index=None, val=None, model="fastscnn", init=None, ep
             log(f"resumed {last_path} at epoch {loader.epoch}, iteration {iteration}")
 
     val_samples = _val_samples(val) if val else None
+    for v in val:
+        check_classes(v, num_classes, class_names, f"the index {idx.path}")
     metrics_path = os.path.join(out, "metrics.jsonl")
     trace_file = open(os.path.join(out, f"trace-rank{rank}.jsonl"), "a") if trace else None
     if main and not resume:
@@ -215,17 +270,15 @@ def _open_index(index, data, out, main):
         if main and not os.path.exists(index):
             from csst_data.index import build_index
 
-            build_index(list(data), index, progress=False)
+            build_index(list(data), index)
         if dist.is_initialized():
             dist.barrier()
     return CentroidIndex.open(index)
 
 
 def _val_samples(val):
-    from csst_data.sources import iter_source, resolve_source
-
-    spec = resolve_source(val)
-    return lambda: iter_source(spec, images=True, labels=True)
+    """A function that iterates every validation sample (images and labels), source after source."""
+    return lambda: (s for v in val for s in v.iter(images=True, labels=True))
 
 
 def _mean_over_ranks(value, dev, world):

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image, ImageEnhance
 from scipy import ndimage
 
-from csst_data import IGNORE, crops
+from csst_data import IGNORE
 from csst_data.crops import MEAN, CropParams, apply_crop, crop_params, decode_min_size, random_crop
 
 # Well separated colours: class c <-> LUT[c], so the image encodes the label.

@@ -118,7 +118,8 @@ def test_report_numbers_come_from_the_json_files(demo):
 def _outputs(argv):
     """The paths a command writes: values of -o / --json, or synth's folder."""
     if argv[1] == "synth":
-        return [os.path.join(argv[2], split) for split in ("labeled", "unlabeled", "unlabeled-gt", "val")]
+        out = argv[argv.index("-o") + 1]
+        return [os.path.join(out, split) for split in ("labeled", "unlabeled", "unlabeled-gt", "val")]
     return [argv[i + 1] for i, a in enumerate(argv) if a in ("-o", "--json")]
 
 

@@ -13,7 +13,7 @@ from csst_cli.main import cli
 from csst_data import IGNORE, codecs, shards
 from csst_data.components import components
 from csst_data.index import CentroidIndex, StaleIndexError, build_index, merge_indexes, part_path
-from csst_data.sources import SampleReader
+from csst_data.datasets import SampleReader
 
 C = 5
 NAMES = [f"c{i}" for i in range(C)]
@@ -88,7 +88,7 @@ def test_index_matches_kernel_and_opens_with_plain_zarr(data):
     tmp, masks = data
     out = build_index([tmp / "data"], tmp / "index.zarr", progress=False)
     g = zarr.open_group(out, mode="r")
-    assert g.attrs["format"] == "csst-centroid-index" and g.attrs["version"] == 1
+    assert g.attrs["format"] == "csst-centroid-index" and g.attrs["version"] == 2
     assert g.attrs["num_classes"] == C and g.attrs["class_names"] == NAMES and g.attrs["connectivity"] == 8
     assert g.attrs["sources"][0]["path"] == "data"  # relative to the index's folder
     assert g["components/y"].dtype == np.float32 and g["components/class"].dtype == np.int16
@@ -140,7 +140,7 @@ def test_merge_of_rank_parts_equals_single_build(data):
     tmp, _ = data
     single = build_index([tmp / "data"], tmp / "index.zarr", progress=False)
     parts = [build_index([tmp / "data"], tmp / "index.zarr", rank=r, world_size=3, progress=False,
-                         rebuild=False) for r in (2, 0, 1)]
+                         force=False) for r in (2, 0, 1)]
     assert parts[1] == part_path(str(tmp / "index.zarr"), 0, 3) and os.path.isdir(parts[1])
     assert CentroidIndex.open(parts[0]).num_images == 11 - 11 * 2 // 3
     merged = merge_indexes(parts, tmp / "merged.zarr")
@@ -160,7 +160,7 @@ def test_workers_give_the_same_index(data):
 def test_append_equals_full_build(data):
     tmp, _ = data
     write_pngs(tmp / "pngs", 4, seed=5)
-    new = {"kind": "masks", "path": str(tmp / "pngs")}
+    new = str(tmp / "pngs")  # a mask folder SOURCE
     full = build_index([tmp / "data", new], tmp / "full.zarr", progress=False)
     out = build_index([tmp / "data"], tmp / "app.zarr", progress=False)
     build_index([new], out, num_classes=C, append=True, progress=False)
@@ -177,14 +177,14 @@ def test_stale_index_is_detected(data):
     CentroidIndex.open(out)
     with shards.ShardWriter(tmp / "data", resume=True) as w:  # the manifest changes
         w.write({"__key__": "extra", "label.npy.zst": codecs.encode_label(np.zeros((4, 4), np.uint8))})
-    with pytest.raises(StaleIndexError, match=r"index is stale: .*data changed; rebuild with --rebuild"):
+    with pytest.raises(StaleIndexError, match=r"index is stale: .*data changed; rebuild it with --force"):
         CentroidIndex.open(out)
     assert CentroidIndex.open(out, check_stale=False).num_images == 11
     result = CliRunner().invoke(cli, ["index", "stats", str(out)])
     assert result.exit_code != 0 and "index is stale" in result.output
-    with pytest.raises(ValueError, match="--rebuild"):
+    with pytest.raises(ValueError, match="--force"):
         build_index([tmp / "data"], out, progress=False)
-    assert CentroidIndex.open(build_index([tmp / "data"], out, rebuild=True, progress=False)).num_images == 12
+    assert CentroidIndex.open(build_index([tmp / "data"], out, force=True, progress=False)).num_images == 12
 
 
 def test_stale_file_source_and_relative_paths(tmp_path):
@@ -193,7 +193,7 @@ def test_stale_file_source_and_relative_paths(tmp_path):
     # Data and index move together: relative paths still resolve.
     shutil.move(tmp_path / "ds", tmp_path / "moved")
     idx = CentroidIndex.open(tmp_path / "moved" / "index.zarr")
-    assert idx.sources[0]["path"] == os.path.realpath(tmp_path / "moved" / "masks")
+    assert idx.datasets[0].spec.ann_dir == os.path.realpath(tmp_path / "moved" / "masks")
     assert np.array_equal(SampleReader(idx).label(2), masks["m0_002"])
     png = tmp_path / "moved" / "masks" / "m0_001.png"
     st = os.stat(png)
@@ -239,7 +239,7 @@ def test_cli_build_merge_stats(data):
                   "--workers", "2"], env={"RANK": None, "WORLD_SIZE": None})
     assert r.exit_code == 0, r.output
     assert_same_index(out, tmp / "single.zarr")
-    r = run(cli, ["index", "stats", out, "--json", "--plot", str(tmp / "classes.png")])
+    r = run(cli, ["index", "stats", out, "--json", "-", "--plot", str(tmp / "classes.png")])
     assert r.exit_code == 0, r.output
     summary = json.loads(r.output)
     assert summary["num_images"] == 11 and [c["name"] for c in summary["classes"]] == NAMES

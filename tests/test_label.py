@@ -267,8 +267,9 @@ def test_cityscapes_and_shard_set_inputs(tmp_path, teacher):
     ckpt, _ = teacher
     root = tmp_path / "cs" / "leftImg8bit" / "train_extra"
     write_images(root, ["aachen/aachen_000000_000019_leftImg8bit.png", "bonn/bonn_000001_000002_leftImg8bit.png"])
-    items = list_inputs([], cityscapes=str(tmp_path / "cs"), split="train_extra")
-    assert [k for k, _ in items] == ["aachen_aachen_000000_000019_leftImg8bit", "bonn_bonn_000001_000002_leftImg8bit"]
+    # The Cityscapes preset keys images by name less suffix, as its index does.
+    items = list_inputs([f"cityscapes:{tmp_path / 'cs'}:train_extra"])
+    assert [k for k, _ in items] == ["aachen_000000_000019", "bonn_000001_000002"]
     label(ckpt, items, tmp_path / "p1", device="cpu", workers=0)
     # A shard set as input: keys kept, image bytes passed through again.
     items2 = list_inputs([str(tmp_path / "p1")])
@@ -280,7 +281,7 @@ def test_cityscapes_and_shard_set_inputs(tmp_path, teacher):
     for k in a:
         assert a[k]["png"] == b[k]["png"] and a[k]["label.npy.zst"] == b[k]["label.npy.zst"]
     with pytest.raises(ValueError, match="leftImg8bit/val"):
-        list_inputs([], cityscapes=str(tmp_path / "cs"), split="val")
+        list_inputs([f"cityscapes:{tmp_path / 'cs'}:val"])
 
 
 def test_resume_refuses_other_options(tmp_path, teacher):

@@ -95,7 +95,7 @@ def test_maxsize_rotation(tmp_path):
 
 def test_member_offsets_allow_random_access(tmp_path):
     written = write_set(tmp_path, 7)
-    reader = shards.MemberReader()
+    reader = shards.RangeReader()
     seen = 0
     for path in shards.shard_paths(tmp_path):
         for key, members in shards.group_members(path).items():

@@ -168,13 +168,13 @@ def test_cityscapes_layout(tmp_path):
 def test_cli(tmp_path):
     runner = CliRunner()
     out = tmp_path / "data"
-    r = runner.invoke(cli, ["synth", str(out), "--labeled", "2", "--unlabeled", "1", "--val", "1", "--size", "32x64"])
+    r = runner.invoke(cli, ["synth", "-o", str(out), "--labeled", "2", "--unlabeled", "1", "--val", "1", "--size", "32x64"])
     assert r.exit_code == 0, r.output
     assert shards.read_manifest(out / "val")["shards"][0]["samples"] == 1
-    r = runner.invoke(cli, ["synth", str(out), "--labeled", "1", "--size", "32x64"])
+    r = runner.invoke(cli, ["synth", "-o", str(out), "--labeled", "1", "--size", "32x64"])
     assert r.exit_code != 0 and "not empty" in r.output
-    r = runner.invoke(cli, ["synth", str(out), "--labeled", "1", "--unlabeled", "0", "--val", "0", "--size", "32x64",
+    r = runner.invoke(cli, ["synth", "-o", str(out), "--labeled", "1", "--unlabeled", "0", "--val", "0", "--size", "32x64",
                             "--force"])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(cli, ["synth", str(tmp_path / "x"), "--size", "big"])
+    r = runner.invoke(cli, ["synth", "-o", str(tmp_path / "x"), "--size", "big"])
     assert r.exit_code != 0 and "HEIGHTxWIDTH" in r.output

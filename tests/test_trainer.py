@@ -160,7 +160,7 @@ def test_cityscapes_layout_trains_and_evaluates(tmp_path):
 
     root = tmp_path / "cs"
     synth.write_dataset(root, labeled=6, unlabeled=0, val=2, size=(64, 128), seed=0, layout="cityscapes", progress=False)
-    res = CliRunner().invoke(cli, ["index", "build", "--cityscapes", str(root), "--split", "train",
+    res = CliRunner().invoke(cli, ["index", "build", f"cityscapes:{root}:train",
                                    "-o", str(tmp_path / "cs.zarr"), "--no-progress"])
     assert res.exit_code == 0, res.output
     _run(["train", "--data", f"cityscapes:{root}:train", "--index", str(tmp_path / "cs.zarr"),
