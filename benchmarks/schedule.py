@@ -36,7 +36,7 @@ def device_name(device):
 
 def run(data, index, out, schedule, epochs, crop, batch, samples, workers, device, amp):
     train(out=out, data=[data], index=index, epochs=epochs, crop=crop, batch_size=batch, schedule=schedule,
-          length=samples, workers=workers, device=device, amp=amp, progress=False, loss="ohem", log=lambda s: None)
+          length=samples, workers=workers, device=device, amp=amp, loss="ohem", log=lambda s: None)
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     return rows
 

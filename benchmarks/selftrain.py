@@ -48,7 +48,7 @@ def run_row(out, data, index, sampling, seed, cfg, source_weights=None):
     train(out=out, data=data, index=index, sampling=sampling, seed=seed, epochs=cfg["epochs"], crop=cfg["crop"],
           batch_size=cfg["batch"], length=cfg["length"], workers=cfg["workers"], loss="ohem",
           source_weights=source_weights,
-          min_kept=cfg["min_kept"], progress=False, log=lambda s: None)
+          min_kept=cfg["min_kept"], log=lambda s: None)
     model, ckpt = model_from_checkpoint(os.path.join(out, "last.pt"))
     result = evaluate(model, as_dataset(cfg["val"]).iter(images=True, labels=True), ckpt["num_classes"])
     iou = np.array([np.nan if v is None else v for v in result["iou"]])

@@ -38,7 +38,7 @@ def evaluate(checkpoint, data, scales, flip, crop, device, amp, json_path, progr
     from csst_train.distributed import amp_dtype, setup_distributed
     from csst_train.evaluate import check_classes
     from csst_train.evaluate import evaluate as run
-    from csst_train.metrics import iou_table
+    from csst_cli.tables import iou_table
 
     scale_list = parse_floats(scales, "--scales")
     datasets = parse_sources(data, pop_folder_options(kw), param="--data")

@@ -65,7 +65,8 @@ def folder_options(f):
     decorators = [
         click.option("--images", type=click.Path(file_okay=False),
                      help="Image folder paired with each mask-folder SOURCE by file stem."),
-        click.option("--img-suffix", help="Image file ending, e.g. _img.jpg (default: any of .jpg .jpeg .png)."),
+        click.option("--img-suffix", help="Image file ending, e.g. _img.jpg (default: any of .jpg .jpeg .png); "
+                     "without --images the images are looked for next to the masks."),
         click.option("--seg-map-suffix", help="Mask file ending, e.g. _gt.png [default: .png]."),
         click.option("--reduce-zero-label", is_flag=True,
                      help="Mask value 0 is 'no label' and classes start at 1 (mmseg's reduce_zero_label)."),

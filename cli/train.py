@@ -67,7 +67,7 @@ D = TrainConfig  # the defaults, declared once in the library
 @progress_option
 @click.option("--trace", is_flag=True, hidden=True, help="Write per-step sample rows and parameter hashes (tests).")
 @click.option("--kill-after-epoch", type=int, hidden=True, help="SIGKILL after this epoch's checkpoint (tests).")
-def train(data, more_data, val, output, sizes, source_weights, model, **kw):
+def train(data, more_data, val, output, sizes, source_weights, model, progress, **kw):
     from csst_train.trainer import train as run
 
     if ":" in model and os.getcwd() not in sys.path:
@@ -77,7 +77,56 @@ def train(data, more_data, val, output, sizes, source_weights, model, **kw):
     val_sets = parse_sources(val, options, param="--val") if val else []
     kw["sizes"] = [int(v) for v in parse_floats(sizes, "--sizes")] if sizes else None
     kw["source_weights"] = dict(enumerate(parse_floats(source_weights, "--source-weights", positive=False))) if source_weights else None
+    bar = _EpochBar() if progress else None
     try:
-        run(out=output, data=datasets, val=val_sets, model=model, log=lambda s: click.echo(s, err=True), **kw)
+        run(out=output, data=datasets, val=val_sets, model=model, log=lambda s: bar.log(s) if bar else click.echo(s, err=True),
+            progress=bar, on_validation=_print_table, **kw)
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         raise click.ClickException(str(e))
+    finally:
+        if bar:
+            bar.close()
+
+
+class _EpochBar:
+    """A rich progress bar per epoch: steps, loss, learning rate, crops/s."""
+
+    def __init__(self):
+        self.bar, self.epoch = None, None
+
+    def __call__(self, epoch, epochs, step, steps, info):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        if self.epoch != epoch:
+            self.close()
+            self.bar = Progress(TextColumn(f"epoch {epoch + 1}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True,
+                                console=Console(stderr=True))
+            self.task = self.bar.add_task("train", total=steps, info="")
+            self.bar.start()
+            self.epoch = epoch
+        self.bar.update(self.task, completed=step,
+                        info=f"loss {info['loss']:.4f}  lr {info['lr']:.2e}  {info['crops_per_s']:.1f} crops/s")
+
+    def log(self, line):
+        self.close()  # the epoch is over: its summary line replaces the bar
+        click.echo(line, err=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar, self.epoch = None, None
+
+
+def _print_table(epoch, result, class_names, last):
+    """The full per-class table once, after the last validation (a summary line is logged every epoch)."""
+    if not last:
+        return
+    import numpy as np
+    from rich.console import Console
+
+    from csst_cli.tables import iou_table
+
+    Console().print(iou_table([np.nan if v is None else v for v in result["iou"]], class_names,
+                              title=f"validation, epoch {epoch + 1}"))

@@ -912,6 +912,8 @@ def parse_source(text, options=FolderOptions(), role="labels"):
             if not os.path.isdir(o.images):
                 raise ValueError(f"--images {o.images}: no such folder")
             images = os.path.realpath(o.images)
+        elif o.img_suffix is not None:
+            images = os.path.realpath(root)  # images named by a suffix live next to their masks
     # Stored paths are relative to the deepest folder holding both, as a spec file's data_root.
     base = os.path.commonpath([os.path.realpath(root)] + ([images] if images and role != "images" else []))
     spec = FolderSpec(data_root=base, img_dir=images, ann_dir=masks, img_suffix=o.img_suffix,

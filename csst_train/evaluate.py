@@ -40,6 +40,7 @@ def evaluate(model, samples, num_classes, device="cpu", scales=(1.0,), flip=Fals
         x = normalise(torch.from_numpy(np.ascontiguousarray(image))[None].to(device))
         probs = predict_probs(model, x, num_classes, scales=scales, flip=flip, crop=crop, amp_dtype=amp_dtype)
         pred = probs.argmax(1)[0]
+        label = label if label.flags.writeable else label.copy()  # torch wants writable memory
         cm += confusion_matrix(pred, torch.from_numpy(label).to(device), num_classes)
         n += 1
         if progress:

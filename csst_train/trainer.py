@@ -97,29 +97,32 @@ class TrainConfig:
     val_every: int = 1              # validate every N epochs, and after the last
     val_crop: int = None            # sliding-window size for validation; None: whole images
     resume: bool = False            # continue OUT from last.pt
-    progress: bool = True           # progress bar on rank 0
     trace: bool = False             # tests: per-step sample rows and parameter hashes
     kill_after_epoch: int = None    # tests: SIGKILL after this epoch's checkpoint
 
 
-def train(config=None, log=print, **overrides):
+def train(config=None, log=print, progress=None, on_validation=None, **overrides):
     """Train a segmentation model; returns the last epoch's metrics dict (rank 0) or None.
 
-    `config` is a TrainConfig; keyword arguments override its fields.
+    `config` is a TrainConfig; keyword arguments override its fields. On rank 0,
+    `log(line)` gets a summary per epoch, `progress(epoch, epochs, step, steps,
+    info)` is called after every step (info: loss, lr, crops_per_s), and
+    `on_validation(epoch, result, class_names, last)` after every validation.
     """
     cfg = replace(config or TrainConfig(), **overrides)
     if cfg.out is None:
         raise ValueError("no run folder given (out)")
-    return _train(log=log, **{f.name: getattr(cfg, f.name) for f in fields(cfg)})
+    return _train(log=log, progress=progress, on_validation=on_validation,
+                  **{f.name: getattr(cfg, f.name) for f in fields(cfg)})
 
 
 def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, momentum, weight_decay, power,
            sampling, schedule, sizes, length, p, temperature, source_weights, loss, min_kept, pseudo_loss,
-           mr_weight, workers, seed, device, amp, val_every, val_crop, resume, progress, trace,
-           kill_after_epoch, log):
+           mr_weight, workers, seed, device, amp, val_every, val_crop, resume, trace,
+           kill_after_epoch, log, progress, on_validation):
     data = [as_dataset(d) for d in data]
     val = [as_dataset(v) for v in ([val] if isinstance(val, (str, os.PathLike)) else val or ())]
-    args = {k: v for k, v in locals().items() if k != "log"}
+    args = {k: v for k, v in locals().items() if k not in ("log", "progress", "on_validation")}
     args["data"] = [d.name for d in data]
     args["val"] = [v.name for v in val]
     rank, world, dev = setup_distributed(device)
@@ -190,7 +193,7 @@ def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, 
         size, bsz = loader.crop_and_batch(epoch)
         net.train()
         t0, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
-        bar = _progress(progress and main, epoch, epochs, len(loader))
+        steps_total = len(loader)
         for batch in loader:
             lr_now = poly_lr(base_lr, iteration, total_iters, power)
             for group in optimizer.param_groups:
@@ -213,10 +216,9 @@ def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, 
                 trace_file.write(json.dumps({"epoch": epoch, "iteration": iteration,
                                              "rows": batch["row"].tolist(), "params": _param_hash(net)}) + "\n")
                 trace_file.flush()
-            if bar:
-                bar.update(loss_sum / steps, lr_now, seen * world / (time.perf_counter() - t0))
-        if bar:
-            bar.close()
+            if progress and main:
+                progress(epoch, epochs, steps, steps_total, {"loss": loss_sum / steps, "lr": lr_now,
+                                                             "crops_per_s": seen * world / (time.perf_counter() - t0)})
         elapsed = time.perf_counter() - t0
         record = {"epoch": epoch + 1, "iteration": iteration, "crop": size, "batch": bsz,
                   "loss": _mean_over_ranks(loss_sum / max(steps, 1), dev, world), "lr": lr_now if steps else None,
@@ -225,13 +227,8 @@ def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, 
             result = evaluate(_unwrap(net), val_samples(), num_classes, dev, crop=val_crop, amp_dtype=dtype,
                               rank=rank, world_size=world)
             record.update(val_miou=result["miou"], val_iou=result["iou"])
-            if main and epoch + 1 == epochs:  # the full table once, at the end; a summary line each epoch
-                from rich.console import Console
-
-                from csst_train.metrics import iou_table
-
-                Console().print(iou_table([np.nan if v is None else v for v in result["iou"]], class_names,
-                                          title=f"validation, epoch {epoch + 1}"))
+            if main and on_validation:
+                on_validation(epoch, result, class_names, epoch + 1 == epochs)
         if main:
             state = {"model": _unwrap(net).state_dict(), "optimizer": optimizer.state_dict(),
                      "scaler": scaler.state_dict(), "epoch": epoch + 1, "iteration": iteration,
@@ -295,23 +292,3 @@ def _summary(r):
     if "val_miou" in r:
         text += ", val mIoU " + ("n/a" if r["val_miou"] is None else f"{100 * r['val_miou']:.2f}")
     return text
-
-
-class _Bar:
-    def __init__(self, epoch, epochs, total):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(TextColumn(f"epoch {epoch + 1}/{epochs}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
-        self.task = self.progress.add_task("train", total=total, info="")
-        self.progress.start()
-
-    def update(self, loss, lr, crops_per_s):
-        self.progress.update(self.task, advance=1, info=f"loss {loss:.4f}  lr {lr:.2e}  {crops_per_s:.1f} crops/s")
-
-    def close(self):
-        self.progress.stop()
-
-
-def _progress(enabled, epoch, epochs, total):
-    return _Bar(epoch, epochs, total) if enabled else None

@@ -472,3 +472,35 @@ def test_label_decoder_reuses_its_buffer():
     assert cityscapes.decode_label(codecs.encode_label(ids), decode=decode).tolist() == [[0, 13], [IGNORE, 18]]
     with pytest.raises(ValueError, match="'bad'.*2-D uint8"):
         decode(codecs.encode_npy_zst(np.zeros((2, 2, 2), np.uint8)), "bad")
+
+
+# -- every command on every layout ------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["cityscapes", "voc", "ade20k", "loveda", "suffix", "palette"])
+def test_index_train_eval_label_on_each_layout(tmp_path, kind):
+    """What a user runs on their dataset in its official layout: index build, train, eval, label."""
+    import webdataset as wds
+
+    from layouts import write_layout
+
+    d = write_layout(kind, tmp_path / "data", train=4, val=2, size=(48, 96))
+    opts = d["options"]
+    run = CliRunner().invoke
+    r = run(cli, ["index", "build", d["train"], "-o", str(tmp_path / "i.zarr"), "--no-progress", *opts])
+    assert r.exit_code == 0, r.output
+    idx = CentroidIndex.open(tmp_path / "i.zarr")
+    assert idx.num_classes == d["num_classes"] and idx.num_images == 4 and idx.class_pixels.sum() > 0
+    r = run(cli, ["train", "--data", d["train"], "--index", str(tmp_path / "i.zarr"), "--val", d["val"],
+                  "-o", str(tmp_path / "run"), "--epochs", "1", "--crop", "32", "--batch-size", "4", "--workers", "0",
+                  "--loss", "ce", "--no-progress", *opts])
+    assert r.exit_code == 0, r.output
+    r = run(cli, ["eval", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--data", d["val"],
+                  "--json", str(tmp_path / "e.json"), "--no-progress", *opts])
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["images"] == 2 and result["miou"] is not None and len(result["iou"]) == d["num_classes"]
+    r = run(cli, ["label", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--input", d["images"],
+                  "-o", str(tmp_path / "pseudo"), "--workers", "0", "--device", "cpu", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    keys = [s["__key__"] for s in wds.WebDataset(shards.shard_paths(tmp_path / "pseudo"), shardshuffle=False)]
+    assert len(keys) == len(set(keys)) == d["count"]
+    assert shards.read_manifest(tmp_path / "pseudo")["num_classes"] == d["num_classes"]

@@ -7,7 +7,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from rich.console import Console
 
-from csst_train.metrics import all_reduce_confusion, confusion_matrix, iou_from_confusion, iou_table, pixel_accuracy
+from csst_cli.tables import iou_table
+from csst_train.metrics import all_reduce_confusion, confusion_matrix, iou_from_confusion, pixel_accuracy
 
 
 def test_hand_computed_case():

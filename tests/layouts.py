@@ -1,0 +1,108 @@
+"""Tiny datasets in the official layouts of public datasets, rendered from the synthetic street scenes.
+
+`write_layout(kind, root, ...)` writes train and val splits whose images and
+labels are learnable (the synthetic scenes), stored as each dataset stores
+them, and returns the SOURCE strings a user would type plus extra options.
+"""
+
+import io
+import json
+import os
+
+import numpy as np
+from PIL import Image
+
+from csst_data import IGNORE, dataset_tables as tables, synth
+
+KINDS = ("cityscapes", "voc", "ade20k", "loveda", "suffix", "palette")
+# 19 synthetic classes -> LoveDA's 7 (raw values 1..7; 0 = no data).
+_LOVEDA = np.zeros(256, np.uint8)
+_LOVEDA[:19] = 1 + (np.arange(19) * 7) // 19
+# A colour per synthetic class for the colour-coded layout.
+PALETTE = [[(37 * c) % 256, (91 * c + 40) % 256, (151 * c + 80) % 256] for c in range(19)]
+
+
+def _png(array, mode=None, palette=None):
+    img = Image.fromarray(array, mode=mode)
+    if palette is not None:
+        img.putpalette(palette)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _scenes(n, size, seed, split):
+    for i in range(n):
+        image, label = synth.render_scene(size[0], size[1], synth.sample_rng(seed, {"train": "labeled"}.get(split, split), i))
+        label = label.copy()
+        label[label >= 19] = IGNORE
+        yield i, image, label
+
+
+def write_layout(kind, root, train=6, val=3, size=(64, 128), seed=0):
+    """-> {"train": SOURCE, "val": SOURCE, "images": SOURCE to label, "options": [...], "num_classes": C}."""
+    root = str(root)
+    if kind == "cityscapes":
+        synth.write_dataset(root, train, val, val, size=size, seed=seed, layout="cityscapes")
+        return {"train": f"cityscapes:{root}:train", "val": f"cityscapes:{root}:val",
+                "images": f"cityscapes:{root}:train_extra", "options": [], "num_classes": 19, "count": val}
+    splits = {"train": train, "val": val}
+    if kind == "voc":
+        voc = os.path.join(root, "VOCdevkit", "VOC2012")
+        palette = [v for c in tables.VOC_PALETTE for v in c] + [224, 224, 192] * 235
+        for split, n in splits.items():
+            stems = []
+            for i, image, label in _scenes(n, size, seed, split):
+                stem = f"2007_{split}{i:04d}"
+                stems.append(stem)
+                _write(os.path.join(voc, "JPEGImages", f"{stem}.jpg"), synth.encode_jpeg(image))
+                _write(os.path.join(voc, "SegmentationClass", f"{stem}.png"), _png(label, "P", palette))
+            _write(os.path.join(voc, "ImageSets", "Segmentation", f"{split}.txt"), ("\n".join(stems) + "\n").encode())
+        return {"train": f"voc:{os.path.join(root, 'VOCdevkit')}:train", "val": f"voc:{voc}:val",
+                "images": os.path.join(voc, "JPEGImages"), "options": [], "num_classes": 21, "count": train + val}
+    if kind == "ade20k":
+        ade = os.path.join(root, "ADEChallengeData2016")
+        for split, n in splits.items():
+            folder = {"train": "training", "val": "validation"}[split]
+            for i, image, label in _scenes(n, size, seed, split):
+                stem = f"ADE_{split}_{i + 1:08d}"
+                raw = np.where(label == IGNORE, 0, label + 1).astype(np.uint8)  # 0 = "other"
+                _write(os.path.join(ade, "images", folder, f"{stem}.jpg"), synth.encode_jpeg(image))
+                _write(os.path.join(ade, "annotations", folder, f"{stem}.png"), _png(raw, "L"))
+        return {"train": f"ade20k:{ade}", "val": f"ade20k:{ade}:validation",
+                "images": os.path.join(ade, "images", "validation"), "options": [], "num_classes": 150, "count": val}
+    if kind == "loveda":
+        for split, n in splits.items():
+            for i, image, label in _scenes(n, size, seed, split):
+                name = f"{(0 if split == 'train' else 2522) + i}.png"
+                _write(os.path.join(root, "img_dir", split, name), _png(image))
+                _write(os.path.join(root, "ann_dir", split, name), _png(_LOVEDA[label], "L"))
+        return {"train": f"loveda:{root}", "val": f"loveda:{root}:val",
+                "images": f"loveda:{root}:val", "options": [], "num_classes": 7, "count": val}
+    if kind == "suffix":
+        for split, n in splits.items():
+            for i, image, label in _scenes(n, size, seed, split):
+                _write(os.path.join(root, split, f"{i:05d}_img.jpg"), synth.encode_jpeg(image))
+                _write(os.path.join(root, split, f"{i:05d}_gt.png"), _png(label, "L"))
+        opts = ["--img-suffix", "_img.jpg", "--seg-map-suffix", "_gt.png", "--num-classes", "19"]
+        return {"train": os.path.join(root, "train"), "val": os.path.join(root, "val"),
+                "images": os.path.join(root, "val", "*_img.jpg"), "options": opts, "num_classes": 19, "count": val}
+    if kind == "palette":
+        colours = np.array(PALETTE + [[0, 0, 0]] * (256 - 19), np.uint8)
+        for split, n in splits.items():
+            for i, image, label in _scenes(n, size, seed, split):
+                _write(os.path.join(root, "images", split, f"f{i:03d}.jpg"), synth.encode_jpeg(image))
+                _write(os.path.join(root, "labels", split, f"f{i:03d}.png"), _png(colours[label]))
+            spec = {"img_dir": f"images/{split}", "ann_dir": f"labels/{split}", "palette": PALETTE,
+                    "unknown_color": "ignore", "classes": [f"class{c}" for c in range(19)]}
+            with open(os.path.join(root, f"{split}.json"), "w") as f:
+                json.dump(spec, f)
+        return {"train": os.path.join(root, "train.json"), "val": os.path.join(root, "val.json"),
+                "images": os.path.join(root, "val.json"), "options": [], "num_classes": 19, "count": val}
+    raise ValueError(kind)
