@@ -5,8 +5,11 @@ import sys
 
 import click
 
-from csst_cli.options import (folder_options, parse_floats, parse_size, parse_sources, pop_folder_options, progress_bar,
-                              progress_option)
+from csst_cli.options import (folder_options, library_defaults, parse_floats, parse_size, parse_sources,
+                              pop_folder_options, progress_bar, progress_option)
+
+# The library's defaults, declared once in csst_train.label.label (imported lazily: torch is slow to load).
+L = library_defaults("csst_train.label", "label")
 
 
 @click.command("label")
@@ -15,17 +18,17 @@ from csst_cli.options import (folder_options, parse_floats, parse_size, parse_so
               help="SOURCE of images to label (repeatable); a bare folder, glob ('**' allowed) or file holds images.")
 @folder_options
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Output shard set folder (a rerun resumes it).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK).")
-@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Images per forward pass (images of different sizes go in separate passes).")
+@click.option("--device", default=L["device"], show_default=True, help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK).")
+@click.option("--batch-size", default=L["batch_size"], show_default=True, type=click.IntRange(min=1), help="Images per forward pass (images of different sizes go in separate passes).")
 @click.option("--workers", type=click.IntRange(min=0), help="DataLoader workers that read and decode images [default: half the CPU cores, at most 8].")
-@click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(min=1), help="Samples per shard.")
+@click.option("--shard-size", default=L["shard_size"], show_default=True, type=click.IntRange(min=1), help="Samples per shard.")
 @click.option("--scales", default="1.0", show_default=True, help="Test-time scales, comma-separated (probabilities are averaged).")
 @click.option("--flip", is_flag=True, help="Also average the horizontally flipped image.")
 @click.option("--crop", help="Sliding-window size N or H,W for images larger than it (default: whole image).")
 @click.option("--stride", help="Sliding-window stride N or H,W (default: 2/3 of --crop).")
-@click.option("--topk", default=0, show_default=True, type=click.IntRange(min=0), help="Also store the top-K classes and probabilities per pixel (soft labels); 0 = off.")
+@click.option("--topk", default=L["topk"], show_default=True, type=click.IntRange(min=0), help="Also store the top-K classes and probabilities per pixel (soft labels); 0 = off.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), help="Pixels whose top probability is below this become 255 (ignore).")
-@click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default="off", show_default=True, help="Autocast dtype on CUDA.")
+@click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default=L["amp"], show_default=True, help="Autocast dtype on CUDA.")
 @click.option("--rank", type=click.IntRange(min=0), help="This process's rank (default: torchrun's RANK, else 0).")
 @click.option("--world-size", type=click.IntRange(min=1), help="Number of processes (default: torchrun's WORLD_SIZE, else 1).")
 @click.option("--max-failures", default=0, show_default=True, type=click.IntRange(min=0), help="Unreadable images allowed before the exit status is non-zero.")

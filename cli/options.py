@@ -31,6 +31,23 @@ def parse_size(text, name):
     return (parts[0], parts[-1])
 
 
+def library_defaults(module, function):
+    """{parameter: default} of a library function, so a command shows the library's defaults.
+
+    Read from the source without importing the module (torch takes seconds to import)."""
+    import ast
+    import importlib.util
+
+    path = importlib.util.find_spec(module).origin
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
+    a = fn.args
+    names = [x.arg for x in a.args][len(a.args) - len(a.defaults):] + [x.arg for x in a.kwonlyargs]
+    values = list(a.defaults) + list(a.kw_defaults)
+    return {n: ast.literal_eval(v) for n, v in zip(names, values) if v is not None}
+
+
 # -- the one source grammar ----------------------------------------------------
 SOURCE_HELP = ("a csst shard set, a dataset spec file (.json/.toml), a mask folder (with --images), "
                "or PRESET:ROOT[:SPLIT] (cityscapes, voc, ade20k, coco-stuff, loveda)")

@@ -9,7 +9,7 @@ from csst_data.sampling import STRATEGIES
 from csst_data.schedules import SCHEDULES
 from csst_cli.options import (SOURCE_HELP, folder_options, parse_floats, parse_sources, pop_folder_options,
                               progress_option)
-from csst_train.trainer import TrainConfig
+from csst_train.config import TrainConfig
 
 D = TrainConfig  # the defaults, declared once in the library
 

@@ -4,28 +4,27 @@ import sys
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from csst_cli.options import progress_bar, progress_option
 from csst_data.shards import ShardError, read_manifest, verify_shards
 
 
 @click.command("verify")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
-def verify(directory):
+@progress_option
+def verify(directory, progress):
     """Verify the shard set in DIRECTORY.
 
     Recomputes each shard's sha256 and sample count against manifest.json,
     decodes every label, and reports missing or unlisted shards. Exits with
     status 1 if any shard fails.
     """
-    console = Console(stderr=True)
     try:
         total = len(read_manifest(directory)["shards"])
-        with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console, transient=True) as bar:
-            task = bar.add_task("verify", total=total)
-            rows = verify_shards(directory, progress=lambda name: bar.advance(task))
+        done = []
+        with progress_bar("verifying", "shards", progress) as bar:
+            rows = verify_shards(directory, progress=lambda name: (done.append(name), bar(len(done), total)))
     except (ShardError, OSError) as e:
         raise click.ClickException(str(e))
     table = Table(title=f"shard set {directory}")
