@@ -128,15 +128,46 @@ def _axis(start, side, size, extent):
     return np.floor(centres[j0:j1]).astype(np.intp), j0, j1, step
 
 
-def apply_crop(image, label, params, image_scale=None, mean=MEAN):
+def source_box(params, image_scale, shape):
+    """The pixels [ya, yb) x [xa, xb) of a decode (of size `shape`, at `image_scale`
+    of the original) that `apply_crop` reads, or None when the window misses the image.
+
+    A loader that decodes only part of an image (jpeg.window_decode) must decode at least these.
+    """
+    return _source(params, image_scale, image_scale, shape)[0]
+
+
+def _source(p, sy, sx, shape):
+    """(box, resize box, output range) of the inside part of the window; box None when empty."""
+    rows, j0, j1, step = _axis(p.y0, p.side, p.size, p.height)
+    cols, i0, i1, _ = _axis(p.x0, p.side, p.size, p.width)
+    if not (j1 > j0 and i1 > i0):
+        return None, None, (rows, cols, j0, j1, i0, i1)
+    # Source box of the inside part, in the decoded image's pixels.
+    h, w = shape
+    by0 = max(0.0, (p.y0 + j0 * step) * sy)
+    by1 = min(float(h), (p.y0 + j1 * step) * sy)
+    bx0 = max(0.0, (p.x0 + i0 * step) * sx)
+    bx1 = min(float(w), (p.x0 + i1 * step) * sx)
+    # Hand Pillow only the window plus the resampling support, not the
+    # whole image (fromarray copies).
+    pad = int(math.ceil(max(step * max(sy, sx), 1.0))) + 1
+    ya, yb = max(0, int(by0) - pad), min(h, int(math.ceil(by1)) + pad)
+    xa, xb = max(0, int(bx0) - pad), min(w, int(math.ceil(bx1)) + pad)
+    return (ya, yb, xa, xb), (by0, by1, bx0, bx1), (rows, cols, j0, j1, i0, i1)
+
+
+def apply_crop(image, label, params, image_scale=None, mean=MEAN, origin=(0, 0), shape=None):
     """Cut, resize and augment one crop -> (image size x size x 3 uint8,
     label size x size uint8, or None when `label` is None).
 
     image: H' x W' x 3 uint8, the original or a reduced decode of it;
     image_scale is its size over the original size (default: measured from
-    image.shape against params.height / width). label: params.height x
-    params.width uint8, or None. The returned image may be read-only (a view
-    of Pillow's buffer); the loader copies it into its batch anyway.
+    image.shape against params.height / width). A part of such a decode is
+    given by `origin` (its top-left pixel in the decode) and `shape` (the
+    whole decode's height and width); it must hold `source_box`. label:
+    params.height x params.width uint8, or None. The returned image may be
+    read-only (a view of Pillow's buffer); the loader copies it into its batch anyway.
     """
     p = params
     S = p.size
@@ -144,13 +175,12 @@ def apply_crop(image, label, params, image_scale=None, mean=MEAN):
         raise ValueError(f"image: expected H x W x 3 uint8, got shape {image.shape} dtype {image.dtype}")
     if label is not None and label.shape != (p.height, p.width):
         raise ValueError(f"label: shape {label.shape} does not match the image size {p.height}x{p.width}")
+    shape = tuple(shape) if shape is not None else image.shape[:2]
     if image_scale is None:
-        sy, sx = image.shape[0] / p.height, image.shape[1] / p.width
+        sy, sx = shape[0] / p.height, shape[1] / p.width
     else:
         sy = sx = float(image_scale)
-
-    rows, j0, j1, step = _axis(p.y0, p.side, S, p.height)
-    cols, i0, i1, _ = _axis(p.x0, p.side, S, p.width)
+    box, resize_box, (rows, cols, j0, j1, i0, i1) = _source(p, sy, sx, shape)
 
     out_label = None
     if label is not None:
@@ -158,19 +188,11 @@ def apply_crop(image, label, params, image_scale=None, mean=MEAN):
         # Rows, then columns: two cheap gathers (much faster than np.ix_).
         out_label[j0:j1, i0:i1] = label.take(rows, axis=0).take(cols, axis=1)
 
-    if j1 > j0 and i1 > i0:
-        # Source box of the inside part, in the decoded image's pixels.
-        h, w = image.shape[:2]
-        by0 = max(0.0, (p.y0 + j0 * step) * sy)
-        by1 = min(float(h), (p.y0 + j1 * step) * sy)
-        bx0 = max(0.0, (p.x0 + i0 * step) * sx)
-        bx1 = min(float(w), (p.x0 + i1 * step) * sx)
-        # Hand Pillow only the window plus the resampling support, not the
-        # whole image (fromarray copies).
-        pad = int(math.ceil(max(step * max(sy, sx), 1.0))) + 1
-        ya, yb = max(0, int(by0) - pad), min(h, int(math.ceil(by1)) + pad)
-        xa, xb = max(0, int(bx0) - pad), min(w, int(math.ceil(bx1)) + pad)
-        region = Image.fromarray(np.ascontiguousarray(image[ya:yb, xa:xb]))
+    if box is not None:
+        (ya, yb, xa, xb), (by0, by1, bx0, bx1), (oy, ox) = box, resize_box, origin
+        if ya < oy or xa < ox or yb > oy + image.shape[0] or xb > ox + image.shape[1]:
+            raise ValueError(f"image part at {origin} of {image.shape[:2]} does not hold the source box {box}")
+        region = Image.fromarray(np.ascontiguousarray(image[ya - oy:yb - oy, xa - ox:xb - ox]))
         inside = region.resize((i1 - i0, j1 - j0), Image.BILINEAR,
                                box=(bx0 - xa, by0 - ya, bx1 - xa, by1 - ya))
     else:

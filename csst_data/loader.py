@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from csst_data import crops, sampling, schedules
+from csst_data import crops, jpeg, sampling, schedules
 from csst_data.codecs import decode_image, is_jpeg
 from csst_data.datasets import SampleReader
 
@@ -30,10 +30,12 @@ def pseudo_sources(index):
     return np.array([ds.pseudo for ds in index.datasets], dtype=bool)
 
 
-def load_crop(reader, index, row, cy, cx, size, rng, augment=True, scale_range=(0.5, 2.0)):
+def load_crop(reader, index, row, cy, cx, size, rng, augment=True, scale_range=(0.5, 2.0), decode=None):
     """One (image uint8 S x S x 3, label uint8 S x S) crop of index image `row`.
 
     The crop is centred on (cy, cx) at a random position (NaN: anywhere).
+    `decode(data, params, key)` -> (pixels, image_scale, origin, decoded shape)
+    replaces the image decoding (default: `decode_window`).
     """
     images = index.images
     h, w = int(images["height"][row]), int(images["width"][row])
@@ -47,16 +49,49 @@ def load_crop(reader, index, row, cy, cx, size, rng, augment=True, scale_range=(
     if label.shape != (h, w):
         raise ValueError(f"sample {key!r}: label is {label.shape}, the index says {(h, w)}; "
                          "the index does not match its data (rebuild it)")
-    side = max(params.side, 1.0)
-    if is_jpeg(data) and side >= 2 * size:
-        # DCT-domain downscaling: decode only as many pixels as the crop needs.
-        image = decode_image(data, min_height=math.ceil(h * size / side), min_width=math.ceil(w * size / side), key=key)
-    else:
+    image, scale, origin, shape = (decode or decode_window)(data, params, key)
+    if abs(shape[1] / w - scale) > 0.05 or (scale == 1.0 and tuple(shape) != (h, w)):
+        raise ValueError(f"sample {key!r}: image is {tuple(shape)} but its label is {(h, w)}")
+    return crops.apply_crop(image, label, params, image_scale=scale, origin=origin, shape=shape)
+
+
+def decode_window(data, params, key=None):
+    """Decode what a crop needs of an image -> (pixels, image_scale, origin, decoded shape).
+
+    JPEGs are decoded at the smallest DCT scale that still holds the window at
+    output resolution (when the window is at least twice the crop); of a JPEG
+    with restart markers only the intervals covering the window are decoded
+    (jpeg.window_decode); anything else is decoded whole.
+    """
+    h, w = params.height, params.width
+    if not is_jpeg(data):
         image = decode_image(data, key=key)
-    scale = image.shape[0] / h
-    if abs(image.shape[1] / w - scale) > 0.05 or (scale == 1.0 and image.shape[:2] != (h, w)):
-        raise ValueError(f"sample {key!r}: image is {image.shape[:2]} but its label is {(h, w)}")
-    return crops.apply_crop(image, label, params, image_scale=scale)
+        return image, image.shape[0] / h, (0, 0), image.shape[:2]
+    try:
+        info = jpeg.parse(data)
+    except jpeg.UnsupportedJpeg:
+        info = None  # progressive, arithmetic...: libjpeg-turbo decodes it whole
+    except ValueError as e:
+        raise ValueError(f"image {key!r}: cannot decode ({e})") from e
+    if info is not None and (info.height, info.width) != (h, w):
+        raise ValueError(f"sample {key!r}: image is {(info.height, info.width)} but its label is {(h, w)}")
+    m = 8
+    if max(params.side, 1.0) >= 2 * params.size:
+        # DCT-domain downscaling: decode only as many pixels as the crop needs.
+        m = jpeg.dct_scale(h, w, *crops.decode_min_size(params))
+    shape = (jpeg.scaled_size(h, m), jpeg.scaled_size(w, m))
+    scale = shape[0] / h
+    box = crops.source_box(params, scale, shape)
+    if box is None or info is None or not jpeg.can_splice(info):
+        image = decode_image(data, min_height=shape[0] if m < 8 else None, min_width=shape[1] if m < 8 else None,
+                             key=key)
+        return image, image.shape[0] / h, (0, 0), image.shape[:2]
+    ya, yb, xa, xb = box
+    try:
+        image, origin = jpeg.window_decode(data, ya, yb, xa, xb, m, info)
+    except ValueError as e:
+        raise ValueError(f"image {key!r}: cannot decode ({e})") from e
+    return image, scale, origin, shape
 
 
 class CropDataset(IterableDataset):

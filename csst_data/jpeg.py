@@ -1,0 +1,224 @@
+"""Baseline JPEG structure, restart markers and spliced window decoding.
+
+A restart marker (RST0-7) ends a byte-aligned interval of K MCUs and resets
+the DC predictors, so each interval decodes on its own. When K divides the
+MCUs of a row, the intervals that cover a window (a rectangle of whole
+intervals) copied into a new JPEG - same tables, frame size patched, markers
+renumbered 0..7 in order - form an ordinary small JPEG whose pixels equal that
+region of the full decode: every block is decoded from the same coefficients,
+and without fancy upsampling (csst decodes with `fastupsample`) no pixel
+depends on a neighbouring MCU. See ../docs/formats.md (images in shards).
+
+    info = parse(data)                           # frame, MCU grid, restart interval
+    window_decode(data, y0, y1, x0, x1, scale)   # -> (pixels, (top, left) of them in the decode)
+
+No library exposes this (libjpeg-turbo's own crop decodes every row above a
+window, and skips no entropy decoding), so it is written here.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+_SOF_BASELINE = (0xC0, 0xC1)  # baseline and extended sequential, Huffman coded
+_SOF_OTHER = (0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
+# Segments a spliced window needs: tables, restart interval, frame, Adobe colour transform, JFIF.
+_KEEP = (0xDB, 0xC4, 0xDD, 0xE0, 0xEE)
+
+
+class UnsupportedJpeg(ValueError):
+    """A JPEG that the restart machinery cannot handle (progressive, arithmetic, several scans...)."""
+
+
+@dataclass(frozen=True)
+class JpegInfo:
+    height: int
+    width: int
+    components: tuple           # ((id, h, v, quant table), ...) in frame order
+    mcu_height: int             # pixels
+    mcu_width: int
+    mcus_y: int
+    mcus_x: int
+    restart_interval: int       # MCUs per interval; 0: no restart markers
+    sof: int                    # byte offset of the SOF marker
+    sos: int                    # byte offset of the SOS marker
+    scan: int                   # first byte of entropy-coded data
+    segments: tuple             # ((marker, start, end), ...) between SOI and SOS, end exclusive
+    baseline: bool              # sequential Huffman with one interleaved scan of every component
+
+
+def parse(data):
+    """The structure of a JPEG up to its first scan; UnsupportedJpeg for what is not sequential Huffman."""
+    buf = memoryview(data)
+    n = len(buf)
+    if n < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
+        raise ValueError("not a JPEG (no SOI marker)")
+    pos, segments = 2, []
+    sof = frame = None
+    restart = 0
+    while True:
+        while pos < n and buf[pos] == 0xFF and pos + 1 < n and buf[pos + 1] == 0xFF:
+            pos += 1  # fill bytes
+        if pos + 4 > n or buf[pos] != 0xFF:
+            raise ValueError(f"JPEG: bad marker at byte {pos}")
+        marker = buf[pos + 1]
+        length = (buf[pos + 2] << 8) | buf[pos + 3]
+        end = pos + 2 + length
+        if end > n:
+            raise ValueError(f"JPEG: segment 0x{marker:02X} at byte {pos} runs past the end")
+        if marker in _SOF_OTHER:
+            raise UnsupportedJpeg(f"SOF 0x{marker:02X}: not a baseline (sequential Huffman) JPEG")
+        if marker in _SOF_BASELINE:
+            sof = pos
+            if buf[pos + 4] != 8:
+                raise UnsupportedJpeg(f"{buf[pos + 4]}-bit samples")
+            height = (buf[pos + 5] << 8) | buf[pos + 6]
+            width = (buf[pos + 7] << 8) | buf[pos + 8]
+            comps = tuple((buf[pos + 10 + 3 * i], buf[pos + 11 + 3 * i] >> 4, buf[pos + 11 + 3 * i] & 15,
+                           buf[pos + 12 + 3 * i]) for i in range(buf[pos + 9]))
+            frame = (height, width, comps)
+        elif marker == 0xDD:
+            restart = (buf[pos + 4] << 8) | buf[pos + 5]
+        elif marker == 0xDA:
+            if frame is None:
+                raise ValueError("JPEG: scan before frame header")
+            height, width, comps = frame
+            if height == 0:
+                raise UnsupportedJpeg("height defined by a DNL marker")
+            hmax = max(c[1] for c in comps)
+            vmax = max(c[2] for c in comps)
+            in_scan = buf[pos + 4]
+            return JpegInfo(
+                height=height, width=width, components=comps, mcu_height=8 * vmax, mcu_width=8 * hmax,
+                mcus_y=math.ceil(height / (8 * vmax)), mcus_x=math.ceil(width / (8 * hmax)),
+                restart_interval=restart, sof=sof, sos=pos, scan=end, segments=tuple(segments),
+                baseline=in_scan == len(comps) and (len(comps) > 1 or (hmax, vmax) == (1, 1)))
+        segments.append((marker, pos, end))
+        pos = end
+
+
+def restart_offsets(data, info):
+    """Byte offsets of the RST markers of the first scan, in order (int64 array)."""
+    buf = np.frombuffer(data, np.uint8, offset=info.scan)
+    ff = np.flatnonzero(buf[:-1] == 0xFF)
+    nxt = buf[ff + 1]
+    # Entropy-coded bytes never hold FF followed by D0-D7 (FF is stuffed as FF00): these are markers.
+    return ff[(nxt >= 0xD0) & (nxt <= 0xD7)].astype(np.int64) + info.scan
+
+
+def scan_end(data, info):
+    """Offset of the marker that ends the first scan (EOI, or a next scan's)."""
+    buf = np.frombuffer(data, np.uint8, offset=info.scan)
+    ff = np.flatnonzero(buf[:-1] == 0xFF)
+    nxt = buf[ff + 1]
+    ends = ff[(nxt != 0) & ((nxt < 0xD0) | (nxt > 0xD7))]
+    if not len(ends):
+        raise ValueError("JPEG: the scan has no end marker (truncated?)")
+    return int(ends[0]) + info.scan
+
+
+def can_splice(info):
+    """Whether windows of this JPEG can be spliced from restart intervals."""
+    k = info.restart_interval
+    return info.baseline and k > 0 and info.mcus_x % k == 0
+
+
+def choose_restart_interval(width, mcu_width, most=4):
+    """The largest interval <= `most` MCUs that divides the MCUs of a row (splicing needs it)."""
+    mcus = math.ceil(width / mcu_width)
+    return next(k for k in range(min(most, mcus), 0, -1) if mcus % k == 0)
+
+
+def scaled_size(n, m):
+    """Pixels of a decode at scale m/8 (libjpeg: ceil(n * m / 8))."""
+    return -(-n * m // 8)
+
+
+def dct_scale(height, width, min_height=0, min_width=0):
+    """The m/8 (m = 1..8) that simplejpeg's min_height/min_width pick: the smallest still as large."""
+    for m in range(1, 9):
+        if scaled_size(height, m) >= min_height and scaled_size(width, m) >= min_width:
+            return m
+    return 8
+
+
+def splice(data, info, row0, row1, col0, col1, offsets=None, end=None):
+    """A JPEG of MCU rows [row0, row1) and restart intervals [col0, col1) of each row.
+
+    Returns (jpeg bytes, (top, left) pixel offset of the piece in the image).
+    """
+    k = info.restart_interval
+    per_row = info.mcus_x // k
+    if offsets is None:
+        offsets = restart_offsets(data, info)
+    if end is None:
+        end = scan_end(data, info)
+    count = info.mcus_y * per_row
+    if len(offsets) != count - 1:
+        raise ValueError(f"JPEG: {len(offsets)} restart markers, expected {count - 1}")
+    top, left = row0 * info.mcu_height, col0 * k * info.mcu_width
+    height = min(info.height, row1 * info.mcu_height) - top
+    width = min(info.width, col1 * k * info.mcu_width) - left
+    buf = memoryview(data)
+    sof = bytearray(buf[info.sof:info.sof + 2 + ((buf[info.sof + 2] << 8) | buf[info.sof + 3])])
+    sof[5:9] = bytes((height >> 8, height & 255, width >> 8, width & 255))
+    parts = [b"\xff\xd8"]
+    for marker, a, b in info.segments:  # in their order, the frame header patched
+        if a == info.sof:
+            parts.append(bytes(sof))
+        elif marker in _KEEP:
+            parts.append(buf[a:b])
+    parts.append(buf[info.sos:info.scan])
+    starts = np.concatenate([[info.scan], offsets + 2])
+    stops = np.concatenate([offsets, [end]])
+    n = 0
+    rst = [bytes((0xFF, 0xD0 + i)) for i in range(8)]
+    for r in range(row0, row1):
+        base = r * per_row
+        for c in range(col0, col1):
+            if n:
+                parts.append(rst[(n - 1) & 7])
+            i = base + c
+            parts.append(buf[int(starts[i]):int(stops[i])])
+            n += 1
+    parts.append(b"\xff\xd9")
+    return b"".join(parts), (top, left)
+
+
+def window_decode(data, y0, y1, x0, x1, m=8, info=None, decode=None):
+    """Decode (at scale m/8) the smallest spliced piece holding decoded pixels [y0, y1) x [x0, x1).
+
+    Returns (pixels, (top, left)): `pixels` equal rows top.. and columns left..
+    of the full decode at the same scale. Falls back to the full decode (top =
+    left = 0) for JPEGs whose intervals cannot be spliced. `decode(jpeg, m)`
+    decodes a JPEG at scale m/8 (default: simplejpeg, RGB, fast DCT and upsampling).
+    """
+    decode = decode or _decode
+    info = info or parse(data)
+    if not can_splice(info):
+        return decode(data, m), (0, 0)
+    k = info.restart_interval
+    # Decoded pixels -> original pixels (one block of 8 decodes to m pixels).
+    mh, mw = info.mcu_height * m // 8, info.mcu_width * m // 8
+    row0, row1 = max(0, y0 // mh), min(info.mcus_y, -(-y1 // mh))
+    col0, col1 = max(0, x0 // (mw * k)), min(info.mcus_x // k, -(-x1 // (mw * k)))
+    # A piece of fewer than 8 rows or columns could decode at another scale: widen it.
+    while (min(info.height, row1 * info.mcu_height) - row0 * info.mcu_height) < 8 and row0 > 0:
+        row0 -= 1
+    while (min(info.width, col1 * k * info.mcu_width) - col0 * k * info.mcu_width) < 8 and col0 > 0:
+        col0 -= 1
+    if (row0, row1, col0, col1) == (0, info.mcus_y, 0, info.mcus_x // k):
+        return decode(data, m), (0, 0)
+    piece, (top, left) = splice(data, info, row0, row1, col0, col1)
+    return decode(piece, m), (top * m // 8, left * m // 8)
+
+
+def _decode(data, m):
+    import simplejpeg
+
+    if m == 8:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True)
+    h, w = simplejpeg.decode_jpeg_header(data)[:2]
+    return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True,
+                                  min_height=scaled_size(h, m), min_width=scaled_size(w, m))

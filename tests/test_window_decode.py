@@ -1,0 +1,117 @@
+"""Spliced window decoding: pixel-identical to decoding the whole JPEG and cropping."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from PIL import Image
+
+from csst_data import crops, jpeg, synth
+from csst_data.codecs import decode_image
+from csst_data.loader import decode_window
+
+
+def encode(image, subsampling=2, quality=90, restart=4):
+    buf = io.BytesIO()
+    kw = {"restart_marker_blocks": restart} if restart else {}
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality, subsampling=subsampling, **kw)
+    return buf.getvalue()
+
+
+def scene(h, w, seed=0):
+    return synth.render_scene(h, w, np.random.default_rng(seed))[0]
+
+
+# Sizes that are not multiples of the MCU, with restart intervals that divide the MCUs of a row.
+KINDS = [((120, 200), 2), ((121, 203), 2), ((64, 96), 0), ((77, 45), 0), ((96, 160), 1)]
+
+
+@pytest.fixture(scope="module")
+def jpegs():
+    out = []
+    for (h, w), sub in KINDS:
+        mcu = 8 if sub == 0 else 16
+        k = jpeg.choose_restart_interval(w, mcu if sub != 1 else 16)
+        out.append(encode(scene(h, w, h), subsampling=sub, restart=k))
+    grey = scene(90, 131, 7)[..., 1].copy()
+    buf = io.BytesIO()
+    Image.fromarray(grey).convert("L").save(buf, format="JPEG", quality=85,
+                                              restart_marker_blocks=jpeg.choose_restart_interval(131, 8))
+    out.append(buf.getvalue())
+    return out
+
+
+def test_restart_jpegs_are_ordinary_jpegs(jpegs):
+    import cv2
+    import simplejpeg
+
+    for data in jpegs:
+        info = jpeg.parse(data)
+        assert info.restart_interval > 0 and jpeg.can_splice(info)
+        assert len(jpeg.restart_offsets(data, info)) == info.mcus_y * info.mcus_x // info.restart_interval - 1
+        pil = np.asarray(Image.open(io.BytesIO(data)))
+        assert pil.shape[:2] == (info.height, info.width)
+        assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED).shape[:2] == pil.shape[:2]
+        assert simplejpeg.decode_jpeg(data).shape[:2] == pil.shape[:2]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_window_decode_equals_full_decode_then_crop(jpegs, data):
+    src = data.draw(st.sampled_from(jpegs))
+    m = data.draw(st.sampled_from([8, 7, 6, 5, 4, 3, 2, 1]))
+    info = jpeg.parse(src)
+    full = jpeg._decode(src, m)
+    H, W = full.shape[:2]
+    y0 = data.draw(st.integers(0, H - 1))
+    y1 = data.draw(st.integers(y0 + 1, H))
+    x0 = data.draw(st.integers(0, W - 1))
+    x1 = data.draw(st.integers(x0 + 1, W))
+    px, (top, left) = jpeg.window_decode(src, y0, y1, x0, x1, m, info)
+    assert top <= y0 and left <= x0 and top + px.shape[0] >= y1 and left + px.shape[1] >= x1
+    assert np.array_equal(px, full[top:top + px.shape[0], left:left + px.shape[1]])
+
+
+def full_decode(data, params, key=None):
+    """The pre-splicing loader: the whole JPEG, at the DCT scale the window allows."""
+    if max(params.side, 1.0) >= 2 * params.size:
+        mh, mw = crops.decode_min_size(params)
+        image = decode_image(data, min_height=mh, min_width=mw)
+    else:
+        image = decode_image(data)
+    return image, image.shape[0] / params.height, (0, 0), image.shape[:2]
+
+
+def test_loader_crops_equal_full_decode_crops(jpegs):
+    rng = np.random.default_rng(0)
+    for src in jpegs[:-1]:
+        info = jpeg.parse(src)
+        label = np.zeros((info.height, info.width), np.uint8)
+        for _ in range(60):
+            size = int(rng.choice([16, 32, 48, 64]))
+            params = crops.crop_params(info.height, info.width, size, rng, scale_range=(0.25, 2.0))
+            img, scale, origin, shape = decode_window(src, params)
+            a = crops.apply_crop(img, label, params, image_scale=scale, origin=origin, shape=shape)
+            img, scale, origin, shape = full_decode(src, params)
+            b = crops.apply_crop(img, label, params, image_scale=scale, origin=origin, shape=shape)
+            assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_jpegs_without_markers_and_pngs_fall_back_to_whole_decodes():
+    image = scene(64, 96)
+    plain = encode(image, restart=0)
+    assert not jpeg.can_splice(jpeg.parse(plain))
+    params = crops.crop_params(64, 96, 32, np.random.default_rng(1))
+    px, scale, origin, shape = decode_window(plain, params)
+    assert origin == (0, 0) and px.shape[:2] == (64, 96) == tuple(shape)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    px, scale, origin, shape = decode_window(buf.getvalue(), params)
+    assert np.array_equal(px, image) and scale == 1.0
+    with pytest.raises(jpeg.UnsupportedJpeg):
+        prog = io.BytesIO()
+        Image.fromarray(image).save(prog, format="JPEG", progressive=True)
+        jpeg.parse(prog.getvalue())
+    assert math.isclose(decode_window(prog.getvalue(), params)[1], 1.0)  # progressive: decoded whole
