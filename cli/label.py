@@ -31,19 +31,28 @@ L = library_defaults("csst_train.label", "label")
 @click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default=L["amp"], show_default=True, help="Autocast dtype on CUDA.")
 @click.option("--rank", type=click.IntRange(min=0), help="This process's rank (default: torchrun's RANK, else 0).")
 @click.option("--world-size", type=click.IntRange(min=1), help="Number of processes (default: torchrun's WORLD_SIZE, else 1).")
+@click.option("--keep-bytes", is_flag=True, help="Store the original image bytes (no restart-marker JPEGs).")
+@click.option("--quality", default=L["quality"], show_default=True, type=click.IntRange(1, 100),
+              help="JPEG quality for PNG inputs.")
+@click.option("--lossless", is_flag=True, help="Keep PNG inputs as PNG.")
 @click.option("--max-failures", default=0, show_default=True, type=click.IntRange(min=0), help="Unreadable images allowed before the exit status is non-zero.")
 @click.option("--merge", "merge_dir", type=click.Path(exists=True, file_okay=False), help="Only merge the per-rank manifests of a finished multi-rank run in this folder into manifest.json.")
 @progress_option
 def label(checkpoint, inputs, out_dir, device, batch_size, workers, shard_size, scales, flip,
-          crop, stride, topk, min_confidence, amp, rank, world_size, max_failures, merge_dir, progress, **kw):
+          crop, stride, topk, min_confidence, amp, rank, world_size, keep_bytes, quality, lossless, max_failures,
+          merge_dir, progress, **kw):
     """Label unlabelled images with a teacher and write a pseudo-label shard set.
 
     Each --input is a SOURCE as for the other commands (a shard set, a spec
     file, PRESET:ROOT[:SPLIT], e.g. cityscapes:/data/cs:train_extra), and a bare
     folder, glob or image file is a folder of images (keys: their paths below it).
 
-    Each sample stores the original image bytes, the hard label (argmax,
-    label.npy.zst), optional top-k soft labels and a JSON summary. Rerunning
+    Each sample stores the image, the hard label (argmax, label.npy.zst),
+    optional top-k soft labels and a JSON summary. JPEG images are stored as
+    JPEGs with restart markers, transcoded losslessly (the same pixels), so the
+    loader decodes only the window a crop needs; PNG images are encoded as such
+    JPEGs at --quality (or kept with --lossless); --keep-bytes stores every
+    image's original bytes. Rerunning
     the same command resumes a killed run. Unreadable images are skipped and
     listed in OUT/failed.jsonl. Under torchrun (or --rank/--world-size) each
     rank labels its own share; the last one to finish writes manifest.json.
@@ -71,7 +80,8 @@ def label(checkpoint, inputs, out_dir, device, batch_size, workers, shard_size, 
                        shard_size=shard_size, scales=parse_floats(scales, "--scales"), flip=flip,
                        crop=parse_size(crop, "--crop"), stride=parse_size(stride, "--stride"), topk=topk,
                        min_confidence=min_confidence, amp=amp, rank=rank, world_size=world_size,
-                       inputs=list(inputs), progress=progress)
+                       inputs=list(inputs), progress=progress, keep_bytes=keep_bytes, quality=quality,
+                       lossless=lossless)
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e))
     s = summary

@@ -16,6 +16,7 @@ COMMANDS = {
     "train": "csst_cli.train:train",
     "eval": "csst_cli.evaluate:evaluate",
     "label": "csst_cli.label:label",
+    "pack": "csst_cli.pack:pack",
     "demo": "csst_cli.demo:demo",
 }
 
@@ -26,6 +27,7 @@ HELP = {
     "train": "Train a segmentation model (teacher or student).",
     "eval": "Evaluate a checkpoint: mIoU and per-class IoU.",
     "label": "Write pseudo-label shards with a trained teacher.",
+    "pack": "Pack any dataset into shards ready for fast training.",
     "demo": "Run the whole self-training pipeline on synthetic data.",
 }
 

@@ -45,7 +45,13 @@ def library_defaults(module, function):
     a = fn.args
     names = [x.arg for x in a.args][len(a.args) - len(a.defaults):] + [x.arg for x in a.kwonlyargs]
     values = list(a.defaults) + list(a.kw_defaults)
-    return {n: ast.literal_eval(v) for n, v in zip(names, values) if v is not None}
+    out = {}
+    for n, v in zip(names, values):
+        try:
+            out[n] = ast.literal_eval(v)
+        except ValueError:
+            pass  # not a literal (e.g. a dataclass instance): the command takes that one from the library
+    return out
 
 
 # -- the one source grammar ----------------------------------------------------

@@ -117,6 +117,8 @@ class Dataset:
         return [(len(cols["key"]), lambda: cols, None)]
 
     def samples(self, labels=True):
+        """Columns of every sample; with labels=True a sample without a label is an error,
+        with None labels are listed where there are some."""
         raise NotImplementedError
 
     def read(self, reader, shard, offset, size, path):
@@ -588,6 +590,8 @@ class FolderDataset(Dataset):
         return sorted(out, key=lambda t: t[0])
 
     def samples(self, labels=True):
+        if labels is None:  # labels where the dataset has them
+            labels = self.spec.ann_dir is not None
         cols = _new_columns()
         root = self.spec.data_root
         for key, lab, img in self._pairs(labels):

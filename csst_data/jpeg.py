@@ -86,6 +86,8 @@ def parse(data):
             height, width, comps = frame
             if height == 0:
                 raise UnsupportedJpeg("height defined by a DNL marker")
+            if not comps or any(not (1 <= c[1] <= 4 and 1 <= c[2] <= 4) for c in comps) or width == 0:
+                raise ValueError("JPEG: bad frame header (sampling factors or width)")
             hmax = max(c[1] for c in comps)
             vmax = max(c[2] for c in comps)
             in_scan = buf[pos + 4]
@@ -98,24 +100,32 @@ def parse(data):
         pos = end
 
 
-def restart_offsets(data, info):
-    """Byte offsets of the RST markers of the first scan, in order (int64 array)."""
+def scan_markers(data, info):
+    """(byte offsets of the RST markers of the first scan, offset of the marker that ends it), in one pass.
+
+    Data after the end (e.g. a second image appended by a camera) is not taken for restart markers.
+    """
     buf = np.frombuffer(data, np.uint8, offset=info.scan)
     ff = np.flatnonzero(buf[:-1] == 0xFF)
     nxt = buf[ff + 1]
-    # Entropy-coded bytes never hold FF followed by D0-D7 (FF is stuffed as FF00): these are markers.
-    return ff[(nxt >= 0xD0) & (nxt <= 0xD7)].astype(np.int64) + info.scan
+    # Entropy-coded bytes never hold FF followed by anything but 00 (stuffing): the rest are markers.
+    ff, nxt = ff[nxt != 0], nxt[nxt != 0]
+    rst = (nxt >= 0xD0) & (nxt <= 0xD7)
+    ends = np.flatnonzero(~rst & (nxt != 0xFF))  # FF FF is fill before a marker
+    if not len(ends):
+        raise ValueError("JPEG: the scan has no end marker (truncated?)")
+    stop = int(ends[0])
+    return ff[:stop][rst[:stop]].astype(np.int64) + info.scan, int(ff[stop]) + info.scan
+
+
+def restart_offsets(data, info):
+    """Byte offsets of the RST markers of the first scan, in order (int64 array)."""
+    return scan_markers(data, info)[0]
 
 
 def scan_end(data, info):
     """Offset of the marker that ends the first scan (EOI, or a next scan's)."""
-    buf = np.frombuffer(data, np.uint8, offset=info.scan)
-    ff = np.flatnonzero(buf[:-1] == 0xFF)
-    nxt = buf[ff + 1]
-    ends = ff[(nxt != 0) & ((nxt < 0xD0) | (nxt > 0xD7))]
-    if not len(ends):
-        raise ValueError("JPEG: the scan has no end marker (truncated?)")
-    return int(ends[0]) + info.scan
+    return scan_markers(data, info)[1]
 
 
 def can_splice(info):
@@ -127,6 +137,8 @@ def can_splice(info):
 def choose_restart_interval(width, mcu_width, most=4):
     """The largest interval <= `most` MCUs that divides the MCUs of a row (splicing needs it)."""
     mcus = math.ceil(width / mcu_width)
+    if mcus < 1:
+        raise ValueError(f"width {width}: no MCU in a row")
     return next(k for k in range(min(most, mcus), 0, -1) if mcus % k == 0)
 
 
@@ -150,10 +162,8 @@ def splice(data, info, row0, row1, col0, col1, offsets=None, end=None):
     """
     k = info.restart_interval
     per_row = info.mcus_x // k
-    if offsets is None:
-        offsets = restart_offsets(data, info)
-    if end is None:
-        end = scan_end(data, info)
+    if offsets is None or end is None:
+        offsets, end = scan_markers(data, info)
     count = info.mcus_y * per_row
     if len(offsets) != count - 1:
         raise ValueError(f"JPEG: {len(offsets)} restart markers, expected {count - 1}")

@@ -936,12 +936,17 @@ def sample_key(split, index):
     return f"{split}_{index:06d}"
 
 
-def encode_jpeg(image):
-    """RGB uint8 array -> JPEG bytes as the synthetic dataset stores them."""
+def encode_jpeg(image, restart=False):
+    """RGB uint8 array -> JPEG bytes as a camera or Pillow writes them; with `restart`, as csst
+    stores them in shards: transcoded losslessly to restart markers (the same pixels)."""
     import simplejpeg
 
-    return simplejpeg.encode_jpeg(image, quality=JPEG_QUALITY, colorspace="RGB",
-                                   colorsubsampling=JPEG_SUBSAMPLING)
+    data = simplejpeg.encode_jpeg(image, quality=JPEG_QUALITY, colorspace="RGB", colorsubsampling=JPEG_SUBSAMPLING)
+    if restart:
+        from csst_data.jpegtran import transcode
+
+        data = transcode(data)
+    return data
 
 
 def _encode_png(array):
@@ -965,7 +970,7 @@ def _make_sample(task):
     counts = np.bincount(label.ravel(), minlength=256)
     meta = {"source": "csst-synth", "split": split, "index": index, "seed": seed, "height": h, "width": w,
             "class_pixels": counts[:NUM_CLASSES].tolist(), "ignore_pixels": int(counts[IGNORE])}
-    return encode_jpeg(image), encode_label(label, NUM_CLASSES), encode_json(meta)
+    return encode_jpeg(image, restart=True), encode_label(label, NUM_CLASSES), encode_json(meta)
 
 
 def cityscapes_name(split, index):

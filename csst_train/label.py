@@ -7,16 +7,13 @@ background threads, so the model rarely waits on I/O. On the CPU, argmax and
 confidence come from one fused numba pass over the logits, and the background
 work runs at a lower priority so it does not preempt the model's threads.
 
-Each rank of a multi-process run labels the inputs whose key hashes to it
-(stable when inputs are added later) and writes `rank{NNNNN}-*.tar` with its
-own manifest; the last rank to finish merges them into `manifest.json`. A
-rerun of the same command resumes: finished shards are kept and their keys
-skipped, so every input key ends up in the output exactly once.
+Ranks, resuming and failures work as in every shard-writing run
+(csst_data/shardrun.py): each rank labels the keys that hash to it, a rerun of
+the same command resumes, and every input key ends up in the output once.
 """
 
 import concurrent.futures
 import functools
-import glob
 import hashlib
 import json
 import os
@@ -24,7 +21,6 @@ import queue
 import signal
 import threading
 import time
-import zlib
 
 import numba
 import numpy as np
@@ -32,21 +28,23 @@ import torch
 
 from csst_data import IGNORE
 from csst_data.datasets import as_dataset, sanitise_key
+from csst_data.pack import PackOptions, pack_image
 from csst_data.codecs import decode_image, encode_json, encode_label, encode_topk, is_jpeg
 from csst_data.shards import (
-    MANIFEST, RangeReader, ShardWriter, atomic_write_json, file_sha256, merge_manifests,
-    read_manifest,
+    MANIFEST, RangeReader, ShardWriter, file_sha256,
 )
+from csst_data.shardrun import (FAILED, check_resumable, finish_rank, merge_ranks, rank_manifest_name,  # noqa: F401
+                                rank_of, rank_prefix, record_failure, start_rank)
 from csst_train.distributed import amp_dtype as to_amp_dtype
 from csst_train.distributed import dist_env, pick_device
 
 # Test hook: SIGKILL this process after that many samples were written.
 KILL_ENV = "CSST_LABEL_KILL_AFTER"
-FAILED = "failed.jsonl"
 # Niceness added to decode workers and writer threads when the model runs on the CPU.
 BACKGROUND_NICE = 10
 # Options that change what is stored: a resumed run must use the same ones.
-_CONTENT_OPTIONS = ("scales", "flip", "crop", "stride", "topk", "min_confidence", "amp")
+_CONTENT_OPTIONS = ("scales", "flip", "crop", "stride", "topk", "min_confidence", "amp", "keep_bytes", "quality",
+                    "lossless")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -80,11 +78,6 @@ def list_inputs(inputs=()):
 def ref_name(ref):
     """Human-readable source of a ref: the file path, or `path/shard-000000.tar#key.jpg` for a shard member."""
     return ref if isinstance(ref, str) else f"{ref[0]}#{ref[3]}"
-
-
-def rank_of(key, world_size):
-    """The rank that labels `key`: a hash of the key, so adding inputs never moves old keys."""
-    return zlib.crc32(key.encode("utf-8")) % world_size
 
 
 # -- decoding in DataLoader workers ---------------------------------------------
@@ -153,9 +146,13 @@ def _same_size_runs(rows):
 
 
 # -- writing in background threads ------------------------------------------------
-def _encode_sample(key, source, data, suffix, label, conf_mean, idx, prob, num_classes):
+def _encode_sample(key, source, data, suffix, label, conf_mean, idx, prob, num_classes, images):
     hist = np.bincount(label.ravel(), minlength=256)
-    meta = {
+    how = "kept"
+    if images is not None:
+        # Restart-marker JPEGs, as `csst pack` writes them (JPEGs transcoded losslessly).
+        suffix, data, how, _ = pack_image(data, images)
+    meta = {"image": how,
         "source": source, "height": int(label.shape[0]), "width": int(label.shape[1]),
         "producer": "csst label", "mean_confidence": round(float(conf_mean), 6),
         "class_histogram": hist[:num_classes].tolist(), "ignored_pixels": int(hist[IGNORE]),
@@ -222,19 +219,6 @@ class _BackgroundWriter:
         self.writer.abort()
 
 
-# -- ranks, manifests and markers ---------------------------------------------------
-def _rank_prefix(rank):
-    return f"rank{rank:05d}"
-
-
-def rank_manifest_name(rank):
-    return f"manifest-{_rank_prefix(rank)}.json"
-
-
-def _done_name(rank):
-    return f"done-{_rank_prefix(rank)}.json"
-
-
 def _run_fingerprint(items, producer):
     """Hash of the whole input list and the content options: ranks of one run agree on it."""
     sha = hashlib.sha256()
@@ -243,94 +227,6 @@ def _run_fingerprint(items, producer):
     for key, _ in items:
         sha.update(key.encode("utf-8") + b"\n")
     return sha.hexdigest()
-
-
-def _check_resumable(out_dir, manifest_name, producer, world_size):
-    """Refuse to mix labels of another teacher, other options or another world size into OUT_DIR."""
-    path = os.path.join(out_dir, manifest_name)
-    if world_size > 1:
-        main = os.path.join(out_dir, MANIFEST)
-        if os.path.exists(main):
-            names = [s["name"] for s in read_manifest(out_dir).get("shards", [])]
-            if any(not n.startswith("rank") for n in names):
-                raise ValueError(f"{main}: {out_dir} holds a single-process run; rerun it without "
-                                 "--world-size or write to a new folder")
-    else:
-        parts = glob.glob(os.path.join(out_dir, "manifest-rank*.json"))
-        if parts and not os.path.exists(os.path.join(out_dir, MANIFEST)):
-            raise ValueError(f"{out_dir} holds an unmerged multi-rank run ({os.path.basename(parts[0])}); "
-                             "rerun it with the same --world-size, or `csst label --merge` it first")
-    if not os.path.exists(path):
-        return
-    with open(path, "rb") as f:
-        old = json.load(f)
-    old_producer = old.get("producer") or {}
-    if old.get("shards") and old_producer.get("name") != "csst label":
-        raise ValueError(f"{path}: {out_dir} holds shards not written by `csst label`; use a new folder")
-    if old_producer.get("checkpoint_sha256") not in (None, producer["checkpoint_sha256"]):
-        raise ValueError(f"{path}: {out_dir} holds labels of another teacher (sha256 "
-                         f"{old_producer['checkpoint_sha256'][:12]}...); use a new folder")
-    old_options = old_producer.get("options") or {}
-    for k in _CONTENT_OPTIONS:
-        if k in old_options and old_options[k] != producer["options"][k]:
-            raise ValueError(f"{path}: {out_dir} was labelled with {k}={old_options[k]!r}, this run has "
-                             f"{k}={producer['options'][k]!r}; use the same options or a new folder")
-    if world_size > 1 and old.get("world_size") not in (None, world_size):
-        raise ValueError(f"{path}: {out_dir} was labelled with world size {old['world_size']}, this run "
-                         f"has {world_size}; use the same world size or a new folder")
-
-
-def merge_ranks(out_dir):
-    """Write OUT_DIR/manifest.json from the per-rank manifests of a finished multi-rank run.
-
-    Every rank must have written its done marker (all with the same inputs and
-    options); otherwise a ValueError names the ranks still missing.
-    """
-    out_dir = os.fspath(out_dir)
-    markers = []
-    for path in sorted(glob.glob(os.path.join(out_dir, "done-rank*.json"))):
-        with open(path, "rb") as f:
-            markers.append(json.load(f))
-    if not markers:
-        raise ValueError(f"{out_dir}: no done-rank*.json markers; no rank of a multi-rank run has finished here")
-    worlds = {m["world_size"] for m in markers}
-    prints = {m["fingerprint"] for m in markers}
-    if len(worlds) > 1 or len(prints) > 1:
-        raise ValueError(f"{out_dir}: the done markers are from different runs (world sizes {sorted(worlds)}, "
-                         f"{len(prints)} input lists); rerun every rank with the same command")
-    world = worlds.pop()
-    missing = sorted(set(range(world)) - {m["rank"] for m in markers})
-    if missing:
-        raise ValueError(f"{out_dir}: rank(s) {missing} of {world} have not finished; rerun them first")
-    merge_manifests(out_dir, [rank_manifest_name(r) for r in range(world)], drop=("rank",))
-    return os.path.join(out_dir, MANIFEST)
-
-
-def _maybe_merge(out_dir, world_size, fingerprint):
-    """Merge if every rank of this run has written its done marker (the last rank does it)."""
-    done = 0
-    for rank in range(world_size):
-        path = os.path.join(out_dir, _done_name(rank))
-        try:
-            with open(path, "rb") as f:
-                marker = json.load(f)
-        except (FileNotFoundError, json.JSONDecodeError):
-            return False
-        done += marker.get("fingerprint") == fingerprint and marker.get("world_size") == world_size
-    if done < world_size:
-        return False
-    merge_ranks(out_dir)
-    return True
-
-
-def _record_failure(out_dir, key, ref, reason, rank):
-    line = json.dumps({"path": ref_name(ref), "key": key, "reason": reason, "rank": rank}) + "\n"
-    # One write per line with O_APPEND: lines of concurrent ranks do not interleave.
-    fd = os.open(os.path.join(out_dir, FAILED), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line.encode("utf-8"))
-    finally:
-        os.close(fd)
 
 
 # -- from model output to labels ---------------------------------------------------------
@@ -444,7 +340,8 @@ def default_workers():
 
 def label(checkpoint, items, out_dir, *, device="auto", batch_size=4, workers=None, shard_size=1000,
           scales=(1.0,), flip=False, crop=None, stride=None, topk=0, min_confidence=None, amp="off",
-          rank=None, world_size=None, encode_threads=None, inputs=None, progress=None):
+          rank=None, world_size=None, encode_threads=None, inputs=None, progress=None, keep_bytes=False,
+          quality=95, lossless=False):
     """Label `items` ([(key, ref)] from `list_inputs`) with the teacher `checkpoint` into `out_dir`.
 
     Resumes a killed run of the same command. With `world_size` > 1 (or
@@ -477,6 +374,7 @@ def label(checkpoint, items, out_dir, *, device="auto", batch_size=4, workers=No
     options = {
         "scales": scales, "flip": bool(flip), "crop": _as_list(crop), "stride": _as_list(stride), "topk": int(topk),
         "min_confidence": min_confidence, "amp": amp or "off", "shard_size": shard_size,
+        "keep_bytes": bool(keep_bytes), "quality": int(quality), "lossless": bool(lossless),
         "batch_size": batch_size, "inputs": [os.path.abspath(i) if isinstance(i, str) else i for i in inputs or []],
     }
     producer = {"name": "csst label", "checkpoint": os.path.abspath(checkpoint),
@@ -485,16 +383,17 @@ def label(checkpoint, items, out_dir, *, device="auto", batch_size=4, workers=No
     os.makedirs(out_dir, exist_ok=True)
     ranked = world_size > 1
     manifest_name = rank_manifest_name(rank) if ranked else MANIFEST
-    _check_resumable(out_dir, manifest_name, producer, world_size)
-    if ranked:
-        done_path = os.path.join(out_dir, _done_name(rank))
-        if os.path.exists(done_path):
-            os.remove(done_path)  # only a finished rank has a marker
+    check_resumable(out_dir, manifest_name, producer, world_size, fixed=("checkpoint_sha256",),
+                    fixed_options=_CONTENT_OPTIONS)
+    start_rank(out_dir, rank, world_size)
     mine = [it for it in items if rank_of(it[0], world_size) == rank] if ranked else list(items)
     image_fields = sorted({"png" if ref_name(r).lower().endswith(".png") else "jpg" for _, r in mine}) or ["jpg"]
+    if not keep_bytes and not lossless:
+        image_fields = ["jpg"]  # PNG inputs are encoded as JPEGs
+    images = None if keep_bytes else PackOptions(quality=quality, lossless=lossless)
     fields = image_fields + ["label.npy.zst", "json"] + (["topk_idx.npy.zst", "topk_prob.npy.zst"] if topk else [])
     writer = ShardWriter(
-        out_dir, prefix=_rank_prefix(rank) if ranked else "shard", maxcount=shard_size,
+        out_dir, prefix=rank_prefix(rank) if ranked else "shard", maxcount=shard_size,
         num_classes=num_classes, class_names=class_names, fields=fields, producer=producer,
         manifest=manifest_name, resume=True,
         extra={"pseudo": True, **({"rank": rank, "world_size": world_size} if ranked else {})},
@@ -526,7 +425,7 @@ def label(checkpoint, items, out_dir, *, device="auto", batch_size=4, workers=No
             for i, image, data, suffix, error in batch:
                 if error is not None:
                     key, ref = todo[i]
-                    _record_failure(out_dir, key, ref, error, rank)
+                    record_failure(out_dir, key, ref_name(ref), error, rank)
                     failed += 1
                 else:
                     rows.append((i, image, data, suffix))
@@ -540,7 +439,7 @@ def label(checkpoint, items, out_dir, *, device="auto", batch_size=4, workers=No
                 for j, (i, _, data, suffix) in enumerate(run):
                     key, ref = todo[i]
                     bg.put(key, ref_name(ref), data, suffix, lab[j], conf_mean[j],
-                           None if idx is None else idx[j], None if prob is None else prob[j], num_classes)
+                           None if idx is None else idx[j], None if prob is None else prob[j], num_classes, images)
             done += len(batch)
             if progress:
                 progress(done, total)
@@ -551,11 +450,7 @@ def label(checkpoint, items, out_dir, *, device="auto", batch_size=4, workers=No
     seconds = time.perf_counter() - start
     merged = False
     if ranked:
-        atomic_write_json(os.path.join(out_dir, _done_name(rank)), {
-            "rank": rank, "world_size": world_size, "fingerprint": fingerprint,
-            "samples": len(writer.keys), "failed": failed,
-        })
-        merged = _maybe_merge(out_dir, world_size, fingerprint)
+        merged = finish_rank(out_dir, rank, world_size, fingerprint, len(writer.keys), failed)
     return {
         "labelled": len(todo) - failed, "skipped": skipped, "failed": failed, "total": total,
         "seconds": seconds, "rank": rank, "world_size": world_size, "merged": merged or not ranked,

@@ -91,7 +91,8 @@ def test_labels_equal_model_argmax_and_outputs_are_complete(tmp_path, teacher):
     sizes = [(H, W), (H, W), (48, 64), (48, 64), (48, 64), (H, W), (H, W)]
     files = write_images(tmp_path / "in", names, sizes)
     items = list_inputs([str(tmp_path / "in")])
-    summary = label(ckpt, items, tmp_path / "out", device="cpu", batch_size=4, workers=0, shard_size=3)
+    summary = label(ckpt, items, tmp_path / "out", device="cpu", batch_size=4, workers=0, shard_size=3,
+                    keep_bytes=True)
     assert summary["labelled"] == 7 and summary["failed"] == 0 and summary["shards"] == 3
     out = read_out(tmp_path / "out")
     keys = [path_key(n) for n in names]
@@ -126,7 +127,7 @@ def test_labels_equal_model_argmax_and_outputs_are_complete(tmp_path, teacher):
 def test_topk_round_trip_within_quantisation(tmp_path, teacher):
     ckpt, model = teacher
     write_images(tmp_path / "in", ["x0.png", "x1.png"])
-    label(ckpt, list_inputs([str(tmp_path / "in")]), tmp_path / "out", device="cpu", batch_size=1,
+    label(ckpt, list_inputs([str(tmp_path / "in")]), tmp_path / "out", device="cpu", batch_size=1, keep_bytes=True,
           workers=0, topk=3)
     out = read_out(tmp_path / "out")
     assert shards.read_manifest(tmp_path / "out")["fields"][-2:] == ["topk_idx.npy.zst", "topk_prob.npy.zst"]
@@ -270,11 +271,11 @@ def test_cityscapes_and_shard_set_inputs(tmp_path, teacher):
     # The Cityscapes preset keys images by name less suffix, as its index does.
     items = list_inputs([f"cityscapes:{tmp_path / 'cs'}:train_extra"])
     assert [k for k, _ in items] == ["aachen_000000_000019", "bonn_000001_000002"]
-    label(ckpt, items, tmp_path / "p1", device="cpu", workers=0)
+    label(ckpt, items, tmp_path / "p1", device="cpu", workers=0, keep_bytes=True)
     # A shard set as input: keys kept, image bytes passed through again.
     items2 = list_inputs([str(tmp_path / "p1")])
     assert [k for k, _ in items2] == [k for k, _ in items]
-    label(ckpt, items2, tmp_path / "p2", device="cpu", workers=0)
+    label(ckpt, items2, tmp_path / "p2", device="cpu", workers=0, keep_bytes=True)
     a, b = read_out(tmp_path / "p1"), read_out(tmp_path / "p2")
     assert a.keys() == b.keys()
     assert json.loads(b[items[0][0]]["json"])["source"].endswith(f"shard-000000.tar#{items[0][0]}.png")
@@ -312,7 +313,7 @@ def test_scales_and_flip_average_probabilities(tmp_path, teacher):
     ckpt, model = teacher
     write_images(tmp_path / "in", ["t0.png"])
     label(ckpt, list_inputs([str(tmp_path / "in")]), tmp_path / "out", device="cpu", workers=0,
-          scales=(0.5, 1.0), flip=True)
+          scales=(0.5, 1.0), flip=True, keep_bytes=True)
     s = read_out(tmp_path / "out")["t0"]
     x = normalise(torch.from_numpy(_image(s)[1][None]))
     want = predict_probs(model, x, C, scales=(0.5, 1.0), flip=True).argmax(1)[0].numpy()
@@ -356,3 +357,30 @@ def test_fused_kernel_confidence_per_pixel():
     np.testing.assert_allclose(conf, want.values.numpy()[..., 0], rtol=1e-6)
     np.testing.assert_array_equal(labels, torch.from_numpy(logits).argmax(1).numpy())
     assert labels[0, 0, 0] == 0 and labels[1, 1, 0] == 2 and conf[1, 1] == 1.0
+
+
+def test_images_are_stored_as_restart_marker_jpegs(tmp_path, teacher):
+    """By default JPEG inputs are transcoded losslessly and PNG inputs encoded, as `csst pack` does."""
+    from csst_data import jpeg
+
+    ckpt, _ = teacher
+    names = ["j0.jpg", "j1.jpg", "p0.png"]
+    files = write_images(tmp_path / "in", names)
+    items = list_inputs([str(tmp_path / "in")])
+    label(ckpt, items, tmp_path / "out", device="cpu", workers=0)
+    label(ckpt, items, tmp_path / "kept", device="cpu", workers=0, keep_bytes=True)
+    out, kept = read_out(tmp_path / "out"), read_out(tmp_path / "kept")
+    for name in names:
+        key = path_key(name)
+        s = out[key]
+        assert "png" not in s and jpeg.can_splice(jpeg.parse(s["jpg"]))
+        assert s["label.npy.zst"] == kept[key]["label.npy.zst"]
+        how = json.loads(s["json"])["image"]
+        if name.endswith(".jpg"):
+            assert how == "transcoded"
+            assert np.array_equal(codecs.decode_image(s["jpg"]), codecs.decode_image(files[name]))  # lossless
+        else:
+            assert how == "encoded"
+    options = shards.read_manifest(tmp_path / "out")["producer"]["options"]
+    assert options["keep_bytes"] is False and options["quality"] == 95
+    verify_ok(tmp_path / "out")

@@ -1,0 +1,141 @@
+"""What `csst label` and `csst pack` share: a resumable shard-writing run split across ranks.
+
+Each rank writes the samples whose key hashes to it (`rank_of`: stable when
+inputs are added later) as `rankNNNNN-*.tar` with its own manifest
+(`manifest-rankNNNNN.json`); a finished rank writes `done-rankNNNNN.json`, and
+the last one to finish merges the part manifests into `manifest.json`. A single
+process writes `shard-*.tar` and `manifest.json` directly. A rerun of the same
+command keeps the finished shards and skips their keys, so every key is stored
+once. Unreadable inputs are appended to `failed.jsonl`, one line per attempt.
+"""
+
+import glob
+import json
+import os
+import zlib
+
+from csst_data.shards import MANIFEST, atomic_write_json, merge_manifests, read_manifest
+
+FAILED = "failed.jsonl"
+
+
+def rank_of(key, world_size):
+    """The rank that writes `key`: a hash of the key, so adding inputs never moves old keys."""
+    return zlib.crc32(key.encode("utf-8")) % world_size
+
+
+def rank_prefix(rank):
+    return f"rank{rank:05d}"
+
+
+def rank_manifest_name(rank):
+    return f"manifest-{rank_prefix(rank)}.json"
+
+
+def done_name(rank):
+    return f"done-{rank_prefix(rank)}.json"
+
+
+def check_resumable(out_dir, manifest_name, producer, world_size, fixed=(), fixed_options=()):
+    """Refuse to mix another command's shards, other content options or another world size into OUT_DIR.
+
+    `fixed` names keys of `producer`, `fixed_options` keys of `producer["options"]`,
+    that a resumed run must share with the run that wrote OUT_DIR.
+    """
+    command = producer["name"]
+    path = os.path.join(out_dir, manifest_name)
+    if world_size > 1:
+        main = os.path.join(out_dir, MANIFEST)
+        if os.path.exists(main):
+            names = [s["name"] for s in read_manifest(out_dir).get("shards", [])]
+            if any(not n.startswith("rank") for n in names):
+                raise ValueError(f"{main}: {out_dir} holds a single-process run; rerun it without "
+                                 "--world-size or write to a new folder")
+    else:
+        parts = glob.glob(os.path.join(glob.escape(out_dir), "manifest-rank*.json"))
+        if parts and not os.path.exists(os.path.join(out_dir, MANIFEST)):
+            raise ValueError(f"{out_dir} holds an unmerged multi-rank run ({os.path.basename(parts[0])}); "
+                             f"rerun it with the same --world-size, or `{command} --merge` it first")
+    if not os.path.exists(path):
+        return
+    with open(path, "rb") as f:
+        old = json.load(f)
+    old_producer = old.get("producer") or {}
+    if old.get("shards") and (not isinstance(old_producer, dict) or old_producer.get("name") != command):
+        raise ValueError(f"{path}: {out_dir} holds shards not written by `{command}`; use a new folder")
+    for k in fixed:
+        if old_producer.get(k) not in (None, producer[k]):
+            raise ValueError(f"{path}: {out_dir} was written with another {k} ({str(old_producer[k])[:12]}...); "
+                             "use a new folder")
+    old_options = old_producer.get("options") or {}
+    for k in fixed_options:
+        if k in old_options and old_options[k] != producer["options"][k]:
+            raise ValueError(f"{path}: {out_dir} was written with {k}={old_options[k]!r}, this run has "
+                             f"{k}={producer['options'][k]!r}; use the same options or a new folder")
+    if world_size > 1 and old.get("world_size") not in (None, world_size):
+        raise ValueError(f"{path}: {out_dir} was written with world size {old['world_size']}, this run "
+                         f"has {world_size}; use the same world size or a new folder")
+
+
+def start_rank(out_dir, rank, world_size):
+    """Remove this rank's done marker: only a finished rank has one."""
+    if world_size > 1:
+        path = os.path.join(out_dir, done_name(rank))
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def finish_rank(out_dir, rank, world_size, fingerprint, samples, failed):
+    """Write this rank's done marker and merge if every rank has finished. Returns True when merged."""
+    atomic_write_json(os.path.join(out_dir, done_name(rank)), {
+        "rank": rank, "world_size": world_size, "fingerprint": fingerprint, "samples": samples, "failed": failed,
+    })
+    done = 0
+    for r in range(world_size):
+        try:
+            with open(os.path.join(out_dir, done_name(r)), "rb") as f:
+                marker = json.load(f)
+        except (FileNotFoundError, json.JSONDecodeError):
+            return False
+        done += marker.get("fingerprint") == fingerprint and marker.get("world_size") == world_size
+    if done < world_size:
+        return False
+    merge_ranks(out_dir)
+    return True
+
+
+def merge_ranks(out_dir):
+    """Write OUT_DIR/manifest.json from the per-rank manifests of a finished multi-rank run.
+
+    Every rank must have written its done marker (all with the same inputs and
+    options); otherwise a ValueError names the ranks still missing.
+    """
+    out_dir = os.fspath(out_dir)
+    markers = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(out_dir), "done-rank*.json"))):
+        with open(path, "rb") as f:
+            markers.append(json.load(f))
+    if not markers:
+        raise ValueError(f"{out_dir}: no done-rank*.json markers; no rank of a multi-rank run has finished here")
+    worlds = {m["world_size"] for m in markers}
+    prints = {m["fingerprint"] for m in markers}
+    if len(worlds) > 1 or len(prints) > 1:
+        raise ValueError(f"{out_dir}: the done markers are from different runs (world sizes {sorted(worlds)}, "
+                         f"{len(prints)} input lists); rerun every rank with the same command")
+    world = worlds.pop()
+    missing = sorted(set(range(world)) - {m["rank"] for m in markers})
+    if missing:
+        raise ValueError(f"{out_dir}: rank(s) {missing} of {world} have not finished; rerun them first")
+    merge_manifests(out_dir, [rank_manifest_name(r) for r in range(world)], drop=("rank",))
+    return os.path.join(out_dir, MANIFEST)
+
+
+def record_failure(out_dir, key, source, reason, rank):
+    """Append one line to OUT_DIR/failed.jsonl."""
+    line = json.dumps({"path": source, "key": key, "reason": reason, "rank": rank}) + "\n"
+    # One write per line with O_APPEND: lines of concurrent ranks do not interleave.
+    fd = os.open(os.path.join(out_dir, FAILED), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
