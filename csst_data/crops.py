@@ -23,7 +23,7 @@ import math
 
 import cv2
 import numpy as np
-from PIL import Image, ImageStat
+from PIL import Image
 
 from csst_data import IGNORE
 
@@ -204,16 +204,17 @@ def apply_crop(image, label, params, image_scale=None, mean=MEAN, origin=(0, 0),
         if inside is not None:
             crop.paste(inside, (i0, j0))
 
+    out_image = np.asarray(crop)
+    # Jitter and blur act on every pixel alike and the blur kernel is symmetric, so flipping
+    # last gives the same image; each step is one OpenCV pass (several times Pillow's speed).
+    if (p.brightness, p.contrast, p.saturation) != (1.0, 1.0, 1.0):
+        out_image = cv2.transform(out_image, _jitter_matrix(out_image, p.brightness, p.contrast, p.saturation))
+    if p.blur_sigma > 0:
+        out_image = cv2.GaussianBlur(out_image, (0, 0), p.blur_sigma)
     if p.flip:
-        crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        out_image = cv2.flip(out_image, 1)
         if out_label is not None:
             out_label = out_label[:, ::-1]
-    if (p.brightness, p.contrast, p.saturation) != (1.0, 1.0, 1.0):
-        crop = crop.convert("RGB", _jitter_matrix(crop, p.brightness, p.contrast, p.saturation))
-    if p.blur_sigma > 0:
-        out_image = cv2.GaussianBlur(np.asarray(crop), (0, 0), p.blur_sigma)  # ~20x faster than Pillow's
-    else:
-        out_image = np.asarray(crop)
     if out_label is not None:
         out_label = np.ascontiguousarray(out_label)
     return out_image, out_label
@@ -223,15 +224,15 @@ def apply_crop(image, label, params, image_scale=None, mean=MEAN, origin=(0, 0),
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
-def _jitter_matrix(crop, brightness, contrast, saturation):
+def _jitter_matrix(image, brightness, contrast, saturation):
     """One 3x4 colour matrix doing ImageEnhance's Color (saturation), then
-    Brightness, then Contrast: all three are affine in RGB, so a single
-    Image.convert pass replaces three blends."""
-    mean = ImageStat.Stat(crop.convert("L")).mean[0]
+    Brightness, then Contrast (around the mean luma): all three are affine in
+    RGB, so a single pass replaces three blends."""
+    mean = float(_LUMA @ np.asarray(cv2.mean(image)[:3]))
     sat = saturation * np.eye(3) + (1.0 - saturation) * np.outer(np.ones(3), _LUMA)
     m = contrast * brightness * sat  # saturation keeps the luma, so the mean after brightness is brightness * mean
     offset = (1.0 - contrast) * brightness * mean
-    return tuple(np.hstack([m, np.full((3, 1), offset)]).ravel().tolist())
+    return np.hstack([m, np.full((3, 1), offset)])
 
 
 def random_crop(image, label, size, rng, center=None, mean=MEAN, **aug):

@@ -18,7 +18,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = {
     "io": ["size_ratio_png_over_csst", "decode_speedup"],
     "index": ["speedup_vs_cc3d", "speedup_vs_scipy", "build_masks_per_s_1w", "build_masks_per_s_2w"],
-    "loader": ["speedup_vs_folder", "small_over_full", "min_class_coverage_centroid", "min_class_coverage_uniform"],
+    "loader": ["speedup_vs_folder", "small_over_full", "min_class_coverage_centroid", "min_class_coverage_uniform",
+               "crops_per_s_by_size", "packed_over_cityscapes_png", "decode_ms_by_size", "splice_bytes_ratio",
+               "pack_images_per_s"],
     "schedule": ["device", "epoch_s", "speedup_coarse2fine_plus"],
     "label": ["label_images_per_s", "forward_images_per_s", "overhead_fraction", "label_bytes_per_image", "device"],
     "selftrain": ["teacher_uniform", "teacher_centroid", "student_uniform", "student_centroid", "rare_miou"],
