@@ -53,19 +53,19 @@ BASE_BATCH = 4
 class FolderDataset:
     """The common baseline: whole-file Pillow decode, whole-image scaling, then crop."""
 
-    def __init__(self, root, keys, size, augment=True, seed=0):
-        self.root, self.keys, self.size, self.augment, self.seed = root, keys, size, augment, seed
+    def __init__(self, pairs, size, augment=True, seed=0):
+        self.pairs, self.size, self.augment, self.seed = pairs, size, augment, seed
 
     def __len__(self):
-        return len(self.keys)
+        return len(self.pairs)
 
     def __getitem__(self, i):
         import torch
 
         rng = np.random.default_rng([self.seed, i])
-        key = self.keys[i % len(self.keys)]
-        image = Image.open(os.path.join(self.root, key + ".jpg")).convert("RGB")
-        label = Image.open(os.path.join(self.root, key + ".png"))
+        image_path, label_path = self.pairs[i % len(self.pairs)]
+        image = Image.open(image_path).convert("RGB")
+        label = Image.open(label_path)
         s = self.size
         if self.augment:
             scale = rng.uniform(0.5, 2.0)
@@ -125,7 +125,11 @@ def write_data(work, count, size, cs_count):
     t = time.perf_counter()
     cs_summary = pack([f"cityscapes:{cs}:train"], os.path.join(work, "cs-packed"), workers=2)
     cs_pack_s = time.perf_counter() - t
-    out = {"folder": folder, "keys": keys, "pack_images_per_s": count / pack_s,
+    cs_files = parse_source(f"cityscapes:{cs}:train").samples()
+    out = {"pairs": [(os.path.join(folder, k + ".jpg"), os.path.join(folder, k + ".png")) for k in keys],
+           "cs_pairs": [(os.path.join(cs, i), os.path.join(cs, lab))
+                        for i, lab in zip(cs_files["image_path"], cs_files["label_path"])],
+           "pack_images_per_s": count / pack_s,
            "pack_png_images_per_s": cs_count / cs_pack_s,
            "splice_bytes_ratio": summary["images_out_bytes"] / summary["images_in_bytes"],
            "cityscapes_png_bytes_ratio": cs_summary["images_out_bytes"] / cs_summary["images_in_bytes"]}
@@ -170,10 +174,10 @@ def time_csst(index, size, workers, samples):
     return n / (time.perf_counter() - t)
 
 
-def time_folder(folder, keys, size, workers, samples, augment=True):
+def time_folder(pairs, size, workers, samples, augment=True):
     import torch
 
-    ds = FolderDataset(folder, [keys[i % len(keys)] for i in range(samples)], size, augment)
+    ds = FolderDataset([pairs[i % len(pairs)] for i in range(samples)], size, augment)
     batch = batch_for_crop(FULL_CROP, BASE_BATCH, size)
     dl = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
                                      generator=torch.Generator().manual_seed(0))
@@ -213,24 +217,26 @@ def main(images, cityscapes_images, samples, coverage_samples, json_path, quick)
     console = Console()
     with tempfile.TemporaryDirectory() as work:
         d = write_data(work, images, size, cityscapes_images)
-        index, folder, keys = d["packed"], d["folder"], d["keys"]
+        index, pairs = d["packed"], d["pairs"]
         sizes = default_sizes(FULL_CROP)
         rows, by_size, decode_by_size = [], {}, {}
         for s in sizes:
             for w in (0, 1, 2):
                 c = time_csst(index, s, w, samples)
-                f = time_folder(folder, keys, s, w, samples)
+                f = time_folder(pairs, s, w, samples)
                 rows.append((s, w, c, f))
                 console.print(f"crop {s}, {w} workers: csst {c:.1f} crops/s, folder {f:.1f} crops/s")
             by_size[str(s)] = next(r[2] for r in rows if r[0] == s and r[1] == 2)
             decode_by_size[str(s)] = decode_ms(index, s, samples)
-        crop_only = time_folder(folder, keys, FULL_CROP, 2, samples, augment=False)
+        crop_only = time_folder(pairs, FULL_CROP, 2, samples, augment=False)
         # The same data through csst without packing: whole-image decodes of the JPEG files and the PNGs.
         files_768 = time_csst(d["files"], FULL_CROP, 2, samples)
         cs_png_768 = time_csst(d["cs_png"], FULL_CROP, 2, samples)
+        cs_folder_768 = time_folder(d["cs_pairs"], FULL_CROP, 2, samples)
         cs_packed_768 = time_csst(d["cs_packed"], FULL_CROP, 2, samples)
-        console.print(f"crop {FULL_CROP}, 2 workers: csst on the JPEG files {files_768:.1f}, on Cityscapes PNGs "
-                      f"{cs_png_768:.1f}, on the packed Cityscapes set {cs_packed_768:.1f} crops/s")
+        console.print(f"crop {FULL_CROP}, 2 workers: csst on the JPEG files {files_768:.1f}; Cityscapes PNGs: "
+                      f"folder loader {cs_folder_768:.1f}, csst on the files {cs_png_768:.1f}, csst packed "
+                      f"{cs_packed_768:.1f} crops/s")
         cov_c, min_c = coverage(index, "centroid", coverage_samples, synth.NUM_CLASSES)
         cov_u, min_u = coverage(index, "uniform", coverage_samples, synth.NUM_CLASSES)
 
@@ -259,8 +265,11 @@ def main(images, cityscapes_images, samples, coverage_samples, json_path, quick)
         "small_over_full": by_size[str(sizes[0])] / by_size[str(FULL_CROP)],
         "all": [{"crop": s, "workers": w, "csst_crops_per_s": c, "folder_crops_per_s": f} for s, w, c, f in rows],
         "decode_ms_by_size": decode_by_size,
-        "csst_files_crops_per_s": files_768, "cityscapes_png_crops_per_s": cs_png_768,
-        "cityscapes_packed_crops_per_s": cs_packed_768, "packed_over_cityscapes_png": cs_packed_768 / cs_png_768,
+        "csst_files_crops_per_s": files_768,
+        # The Cityscapes PNGs as users read them today (the folder loader), and csst reading the same files.
+        "cityscapes_png_crops_per_s": cs_folder_768, "csst_cityscapes_png_crops_per_s": cs_png_768,
+        "cityscapes_packed_crops_per_s": cs_packed_768, "packed_over_cityscapes_png": cs_packed_768 / cs_folder_768,
+        "packed_over_csst_cityscapes_png": cs_packed_768 / cs_png_768,
         "packed_over_files": by_size[str(FULL_CROP)] / files_768,
         "splice_bytes_ratio": d["splice_bytes_ratio"], "cityscapes_png_bytes_ratio": d["cityscapes_png_bytes_ratio"],
         "pack_images_per_s": d["pack_images_per_s"], "pack_png_images_per_s": d["pack_png_images_per_s"],

@@ -12,6 +12,8 @@ from csst_cli.options import (SOURCE_HELP, folder_options, parse_floats, parse_s
 from csst_train.config import TrainConfig
 
 D = TrainConfig  # the defaults, declared once in the library
+# Exit status of a run stopped by a signal after writing last.pt (sysexits.h EX_TEMPFAIL: try again).
+EXIT_PREEMPTED = 75
 
 
 @click.command("train", help=f"""Train a segmentation model on real (and pseudo) labels with class-balanced crops.
@@ -26,6 +28,10 @@ D = TrainConfig  # the defaults, declared once in the library
     csst train --data cityscapes:/data/cs:train --val cityscapes:/data/cs:val -o runs/cs
 
     Under torchrun every process trains on its own slice of each epoch (DDP).
+
+    On SIGTERM, SIGINT or SIGUSR1 (a scheduler's preemption) every process
+    stops at the next step, last.pt is written, and the exit status is
+    {EXIT_PREEMPTED}; `--resume` continues exactly where it stopped.
     """)
 @click.option("--data", "data", multiple=True, help="Training SOURCE. Repeat, or list several after one --data.")
 @click.argument("more_data", nargs=-1)
@@ -64,9 +70,14 @@ D = TrainConfig  # the defaults, declared once in the library
 @click.option("--val-every", default=D.val_every, show_default=True, type=click.IntRange(min=1), help="Validate every N epochs (and at the end).")
 @click.option("--val-crop", type=int, help="Sliding-window size for validation on large images (default: whole image).")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT from last.pt.")
+@click.option("--save-every", default=D.save_every, show_default=True, type=click.IntRange(min=0),
+              help="Also write last.pt every N iterations, mid-epoch (0: at the end of each epoch only).")
+@click.option("--tensorboard", is_flag=True, help="Write scalars (loss, lr, crops/s, data wait, validation IoU) to OUTPUT/tb.")
 @progress_option
 @click.option("--trace", is_flag=True, hidden=True, help="Write per-step sample rows and parameter hashes (tests).")
 @click.option("--kill-after-epoch", type=int, hidden=True, help="SIGKILL after this epoch's checkpoint (tests).")
+@click.option("--kill-at-iteration", type=int, hidden=True, help="SIGKILL right after this iteration (tests).")
+@click.option("--signal-at-iteration", type=int, hidden=True, help="SIGTERM itself right after this iteration (tests).")
 def train(data, more_data, val, output, sizes, source_weights, model, progress, **kw):
     from csst_train.trainer import train as run
 
@@ -77,10 +88,17 @@ def train(data, more_data, val, output, sizes, source_weights, model, progress, 
     val_sets = parse_sources(val, options, param="--val") if val else []
     kw["sizes"] = [int(v) for v in parse_floats(sizes, "--sizes")] if sizes else None
     kw["source_weights"] = dict(enumerate(parse_floats(source_weights, "--source-weights", positive=False))) if source_weights else None
+    from csst_train.trainer import Preempted
+
     bar = _EpochBar() if progress else None
     try:
         run(out=output, data=datasets, val=val_sets, model=model, log=lambda s: bar.log(s) if bar else click.echo(s, err=True),
             progress=bar, on_validation=_print_table, **kw)
+    except Preempted as e:
+        if bar:
+            bar.close()
+        click.echo(f"csst train: {e}", err=True)
+        sys.exit(EXIT_PREEMPTED)
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         raise click.ClickException(str(e))
     finally:
@@ -107,7 +125,8 @@ class _EpochBar:
             self.bar.start()
             self.epoch = epoch
         self.bar.update(self.task, completed=step,
-                        info=f"loss {info['loss']:.4f}  lr {info['lr']:.2e}  {info['crops_per_s']:.1f} crops/s")
+                        info=f"loss {info['loss']:.4f}  lr {info['lr']:.2e}  {info['crops_per_s']:.1f} crops/s  "
+                             f"data wait {100 * info['data_wait']:.0f}%")
 
     def log(self, line):
         self.close()  # the epoch is over: its summary line replaces the bar

@@ -182,19 +182,25 @@ def apply_crop(image, label, params, image_scale=None, mean=MEAN, origin=(0, 0),
         sy = sx = float(image_scale)
     box, resize_box, (rows, cols, j0, j1, i0, i1) = _source(p, sy, sx, shape)
 
-    out_label = None
-    if label is not None:
-        out_label = np.full((S, S), IGNORE, dtype=np.uint8)
-        # Rows, then columns: two cheap gathers (much faster than np.ix_).
-        out_label[j0:j1, i0:i1] = label.take(rows, axis=0).take(cols, axis=1)
+    out_label = None if label is None else crop_nearest(label, p, IGNORE, (rows, cols, j0, j1, i0, i1))
 
     if box is not None:
         (ya, yb, xa, xb), (by0, by1, bx0, bx1), (oy, ox) = box, resize_box, origin
         if ya < oy or xa < ox or yb > oy + image.shape[0] or xb > ox + image.shape[1]:
             raise ValueError(f"image part at {origin} of {image.shape[:2]} does not hold the source box {box}")
-        region = Image.fromarray(np.ascontiguousarray(image[ya - oy:yb - oy, xa - ox:xb - ox]))
-        inside = region.resize((i1 - i0, j1 - j0), Image.BILINEAR,
-                               box=(bx0 - xa, by0 - ya, bx1 - xa, by1 - ya))
+        region = image[ya - oy:yb - oy, xa - ox:xb - ox]
+        w_out, h_out = i1 - i0, j1 - j0
+        fx, fy = (bx1 - bx0) / w_out, (by1 - by0) / h_out  # source pixels per output pixel
+        if fx <= 1.0 and fy <= 1.0:
+            # Enlarging: bilinear interpolation at each output pixel's centre, which is what Pillow's
+            # BILINEAR does here (no antialiasing when enlarging), in one OpenCV pass (~4x faster).
+            m = np.array([[fx, 0.0, bx0 - xa + 0.5 * fx - 0.5], [0.0, fy, by0 - ya + 0.5 * fy - 0.5]])
+            inside = Image.fromarray(cv2.warpAffine(region, m, (w_out, h_out), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                                    borderMode=cv2.BORDER_REPLICATE))
+        else:
+            # Shrinking: Pillow's antialiased bilinear (a triangle filter as wide as the step).
+            inside = Image.fromarray(np.ascontiguousarray(region)).resize(
+                (w_out, h_out), Image.BILINEAR, box=(bx0 - xa, by0 - ya, bx1 - xa, by1 - ya))
     else:
         inside = None
     if inside is not None and (j0, i0, j1, i1) == (0, 0, S, S):
@@ -213,11 +219,19 @@ def apply_crop(image, label, params, image_scale=None, mean=MEAN, origin=(0, 0),
         out_image = cv2.GaussianBlur(out_image, (0, 0), p.blur_sigma)
     if p.flip:
         out_image = cv2.flip(out_image, 1)
-        if out_label is not None:
-            out_label = out_label[:, ::-1]
-    if out_label is not None:
-        out_label = np.ascontiguousarray(out_label)
     return out_image, out_label
+
+
+def crop_nearest(array, params, fill, _axes=None):
+    """The label geometry of a crop (window, scale, flip; nearest neighbour) applied to
+    an H x W or K x H x W map of the original size: labels, top-k class ids and probabilities.
+    Output pixels outside the image get `fill`."""
+    p = params
+    rows, cols, j0, j1, i0, i1 = _axes or _source(p, 1.0, 1.0, (p.height, p.width))[2]
+    out = np.full(array.shape[:-2] + (p.size, p.size), fill, dtype=array.dtype)
+    # Rows, then columns: two cheap gathers (much faster than np.ix_).
+    out[..., j0:j1, i0:i1] = array.take(rows, axis=-2).take(cols, axis=-1)
+    return np.ascontiguousarray(out[..., ::-1]) if p.flip else out
 
 
 # ITU-R 601-2 luma, as Pillow's "L" conversion and ImageEnhance use.

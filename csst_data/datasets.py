@@ -134,6 +134,12 @@ class Dataset:
         """[(key, ref)] of every image: ref is a file path or (tar path, offset, size, member name)."""
         raise NotImplementedError
 
+    has_topk = False  # whether samples may carry top-k soft labels
+
+    def topk(self, reader, shard, key):
+        """(top-k class ids bytes, probabilities bytes) of a sample's soft label, or None."""
+        return None
+
     def iter(self, images=True, labels=True, reader=None):
         """Yield dicts in order: key, image (bytes or None), label (class ids or None),
         meta (a shard sample's decoded .json member, or None), dataset."""
@@ -277,6 +283,24 @@ class ShardSet(Dataset):
 
     def __getstate__(self):
         return {"path": self.path, "manifest": self.manifest, "shard_files": self.shard_files}
+
+    @property
+    def has_topk(self):
+        return any(str(f).startswith("topk") for f in self.manifest.get("fields") or [])
+
+    def topk(self, reader, shard, key):
+        if not self.has_topk:
+            return None
+        # The member map of each shard, read once per process (the index holds no top-k offsets).
+        cache = self.__dict__.setdefault("_members", {})
+        shard = int(shard)
+        if shard not in cache:
+            cache[shard] = group_members(self.shard_files[shard])
+        members = cache[shard].get(key, {})
+        if "topk_idx.npy.zst" not in members or "topk_prob.npy.zst" not in members:
+            return None
+        path = self.shard_files[shard]
+        return reader.read(path, *members["topk_idx.npy.zst"]), reader.read(path, *members["topk_prob.npy.zst"])
 
     @property
     def name(self):
@@ -959,6 +983,10 @@ class SampleReader:
         self.columns = {c: np.asarray(images[c]) for c in ("label_offset", "label_size", "image_offset", "image_size")}
         self.paths = {"label": images.get("label_path"), "image": images.get("image_path")}
         self.reader = RangeReader()
+        self._decode = None  # label_decoder(), made in each process
+
+    def __getstate__(self):
+        return {**self.__dict__, "_decode": None}
 
     def __len__(self):
         return len(self.key)
@@ -975,10 +1003,21 @@ class SampleReader:
         """The original image bytes (JPEG or PNG) of index row `row`."""
         return self._read(int(row), "image")
 
+    def topk(self, row):
+        """(class ids, probabilities x 255), uint8 K x H x W each, of row `row`'s soft label, or None."""
+        from csst_data.codecs import decode_npy_zst
+
+        row = int(row)
+        data = self.datasets[self.source[row]].topk(self.reader, self.shard[row], self.key[row])
+        return None if data is None else (decode_npy_zst(data[0]), decode_npy_zst(data[1]))
+
     def label(self, row):
         """The label of index row `row`: uint8 H x W in class ids, 255 = ignore."""
         row = int(row)
-        return self.datasets[self.source[row]].decode_label(self._read(row, "label"), self.key[row])
+        if self._decode is None:
+            self._decode = label_decoder()
+        # A .npy.zst label comes back as a read-only view of one reused buffer, valid until the next call.
+        return self.datasets[self.source[row]].decode_label(self._read(row, "label"), self.key[row], self._decode)
 
     def close(self):
         self.reader.close()

@@ -30,12 +30,15 @@ def pseudo_sources(index):
     return np.array([ds.pseudo for ds in index.datasets], dtype=bool)
 
 
-def load_crop(reader, index, row, cy, cx, size, rng, augment=True, scale_range=(0.5, 2.0), decode=None):
+def load_crop(reader, index, row, cy, cx, size, rng, augment=True, scale_range=(0.5, 2.0), decode=None,
+              topk=False):
     """One (image uint8 S x S x 3, label uint8 S x S) crop of index image `row`.
 
     The crop is centred on (cy, cx) at a random position (NaN: anywhere).
     `decode(data, params, key)` -> (pixels, image_scale, origin, decoded shape)
-    replaces the image decoding (default: `decode_window`).
+    replaces the image decoding (default: `decode_window`). With `topk`, a third
+    item: the sample's top-k (class ids, probabilities) cropped with the label's
+    geometry (uint8 K x S x S each), or None when it has none.
     """
     images = index.images
     h, w = int(images["height"][row]), int(images["width"][row])
@@ -52,7 +55,16 @@ def load_crop(reader, index, row, cy, cx, size, rng, augment=True, scale_range=(
     image, scale, origin, shape = (decode or decode_window)(data, params, key)
     if abs(shape[1] / w - scale) > 0.05 or (scale == 1.0 and tuple(shape) != (h, w)):
         raise ValueError(f"sample {key!r}: image is {tuple(shape)} but its label is {(h, w)}")
-    return crops.apply_crop(image, label, params, image_scale=scale, origin=origin, shape=shape)
+    out = crops.apply_crop(image, label, params, image_scale=scale, origin=origin, shape=shape)
+    if not topk:
+        return out
+    soft = reader.topk(row)
+    if soft is not None:
+        if soft[0].shape[1:] != (h, w) or soft[1].shape != soft[0].shape:
+            raise ValueError(f"sample {key!r}: top-k maps {soft[0].shape} and {soft[1].shape} do not match its label {(h, w)}")
+        # Outside the image: class 0 with probability 0, i.e. no soft label there.
+        soft = (crops.crop_nearest(soft[0], params, 0), crops.crop_nearest(soft[1], params, 0))
+    return (*out, soft)
 
 
 def decode_window(data, params, key=None):
@@ -99,13 +111,13 @@ class CropDataset(IterableDataset):
 
     def __init__(self, index, *, crop_table, seed=0, strategy="centroid", length=None,
                  rank=0, world_size=1, source_weights=None, augment=True, scale_range=(0.5, 2.0),
-                 p=0.5, temperature=0.01):
+                 p=0.5, temperature=0.01, topk=False):
         self.index = index
         self.crop_table = list(crop_table)
         self.seed, self.strategy, self.length = seed, strategy, length
         self.rank, self.world_size = rank, world_size
         self.source_weights, self.augment, self.scale_range = source_weights, augment, scale_range
-        self.p, self.temperature = p, temperature
+        self.p, self.temperature, self.topk = p, temperature, topk
         self.reader = SampleReader(index)
         self.is_pseudo = pseudo_sources(index)
         self.epoch, self.start = 0, 0
@@ -124,20 +136,37 @@ class CropDataset(IterableDataset):
         """One batch: the crops of `positions` in this rank's slice of the plan."""
         imgs = np.empty((len(positions), crop, crop, 3), np.uint8)
         labels = np.empty((len(positions), crop, crop), np.uint8)
+        soft = []
         for i, j in enumerate(positions):
             rng = np.random.default_rng([self.seed, epoch, int(plan["pos"][j])])
-            imgs[i], labels[i] = load_crop(self.reader, self.index, int(plan["image"][j]), float(plan["cy"][j]),
-                                           float(plan["cx"][j]), crop, rng, self.augment, self.scale_range)
+            out = load_crop(self.reader, self.index, int(plan["image"][j]), float(plan["cy"][j]),
+                            float(plan["cx"][j]), crop, rng, self.augment, self.scale_range, topk=self.topk)
+            imgs[i], labels[i] = out[:2]
+            soft.append(out[2] if self.topk else None)
         rows = plan["image"][positions]
         source = self.index.images["source"][rows]
-        return {
-            "image": torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous(),
-            "label": torch.from_numpy(labels),  # uint8 across processes; int64 in CropLoader
+        batch = {
+            # N x 3 x S x S in channels-last memory (no copy here; convolutions take it as it is).
+            "image": torch.from_numpy(imgs).permute(0, 3, 1, 2),
+            "label": torch.from_numpy(labels),  # uint8: the trainer widens it on the device
             "row": torch.from_numpy(rows.astype(np.int64)),
             "cls": torch.from_numpy(plan["cls"][positions].astype(np.int64)),
             "source": torch.from_numpy(source.astype(np.int64)),
             "is_pseudo": torch.from_numpy(self.is_pseudo[source]),
         }
+        if any(s is not None for s in soft):
+            # Samples without a soft label (real ones, or pseudo ones written without --topk)
+            # get probability 0 everywhere: the loss gives them their hard label.
+            k = max(s[0].shape[0] for s in soft if s is not None)
+            idx = np.zeros((len(positions), k, crop, crop), np.uint8)
+            prob = np.zeros((len(positions), k, crop, crop), np.uint8)
+            for i, s in enumerate(soft):
+                if s is not None:
+                    idx[i, :len(s[0])], prob[i, :len(s[1])] = s
+            batch.update(topk_idx=torch.from_numpy(idx), topk_prob=torch.from_numpy(prob))
+        if self.topk:
+            batch["has_topk"] = torch.tensor([s is not None for s in soft], dtype=torch.bool)
+        return batch
 
     def __iter__(self):
         info = get_worker_info()
@@ -165,13 +194,14 @@ class CropLoader:
     def __init__(self, index, *, crop, batch_size, epochs, schedule="constant", sizes=None,
                  strategy="centroid", seed=0, workers=2, rank=None, world_size=None, length=None,
                  source_weights=None, augment=True, scale_range=(0.5, 2.0), p=0.5, temperature=0.01,
-                 pin_memory=False):
+                 pin_memory=False, topk=False):
         if rank is None or world_size is None:
             rank, world_size = _dist_rank_world()
         self.table = schedules.schedule_table(schedule, epochs, crop, batch_size, sizes)
         self.dataset = CropDataset(index, crop_table=self.table, seed=seed, strategy=strategy, length=length,
                                    rank=rank, world_size=world_size, source_weights=source_weights,
-                                   augment=augment, scale_range=scale_range, p=p, temperature=temperature)
+                                   augment=augment, scale_range=scale_range, p=p, temperature=temperature,
+                                   topk=topk)
         self.workers, self.pin_memory = workers, pin_memory
         self.samples_per_epoch = length or index.num_images
         self.rank, self.world_size = rank, world_size
@@ -205,11 +235,13 @@ class CropLoader:
         workers = min(self.workers, remaining)
         if remaining <= 0:
             return
+        # A generator of its own: creating the iterator draws the workers' base seed from it, not from
+        # torch's global RNG, whose stream (dropout) must not depend on where a run was resumed.
         dl = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
-                        prefetch_factor=2 if workers else None, persistent_workers=False)
+                        prefetch_factor=2 if workers else None, persistent_workers=False,
+                        generator=torch.Generator().manual_seed(ds.seed))
         for batch in dl:
             self.batches_done += 1
-            batch["label"] = batch["label"].long()
             yield batch
         if self.batches_done >= self.batches_in_epoch(self.epoch):
             self.epoch, self.batches_done = self.epoch + 1, 0

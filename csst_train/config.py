@@ -41,5 +41,9 @@ class TrainConfig:
     val_every: int = 1              # validate every N epochs, and after the last
     val_crop: int = None            # sliding-window size for validation; None: whole images
     resume: bool = False            # continue OUT from last.pt
+    save_every: int = 0             # also write last.pt every N iterations (mid-epoch); 0: at epoch ends only
+    tensorboard: bool = False       # scalars to OUT/tb (needs the tensorboard package)
     trace: bool = False             # tests: per-step sample rows and parameter hashes
     kill_after_epoch: int = None    # tests: SIGKILL after this epoch's checkpoint
+    kill_at_iteration: int = None   # tests: SIGKILL right after this iteration
+    signal_at_iteration: int = None  # tests: SIGTERM to this process right after this iteration

@@ -145,13 +145,17 @@ def segmentation_loss(
     hard = valid
     soft_loss = soft_valid = None
     has_topk = "topk_idx" in batch and "topk_prob" in batch
-    if pseudo_loss == "soft-topk" and not has_topk and bool(is_pseudo.any()):
+    # A batch from the loader says which samples have soft labels ("has_topk"); without that
+    # key every pseudo sample must have one.
+    if pseudo_loss == "soft-topk" and not has_topk and "has_topk" not in batch and bool(is_pseudo.any()):
         raise ValueError(
             "pseudo loss 'soft-topk' needs 'topk_idx' and 'topk_prob' in the batch "
             "(pseudo labels written with --topk)"
         )
     if pseudo_loss == "soft-topk" and has_topk:
-        pseudo_px = is_pseudo.view(n, 1, 1)
+        # Pseudo samples without a soft label ("has_topk" False) keep their hard loss.
+        soft_samples = is_pseudo & torch.as_tensor(batch.get("has_topk", True), device=logits.device).bool().reshape(-1)
+        pseudo_px = soft_samples.view(n, 1, 1)
         hard = valid & ~pseudo_px
         soft_loss, soft_valid = _soft_topk_terms(
             logits,

@@ -78,10 +78,24 @@ def train(config=None, log=print, progress=None, on_validation=None, **overrides
                   **{f.name: getattr(cfg, f.name) for f in fields(cfg)})
 
 
+class Preempted(Exception):
+    """Training stopped on SIGTERM, SIGINT or SIGUSR1 after writing last.pt; `--resume` continues it."""
+
+    def __init__(self, path, iteration, signum):
+        super().__init__(f"stopped by {signal.Signals(signum).name} at iteration {iteration}; "
+                         f"{path} holds the run, continue it with --resume")
+        self.path, self.iteration, self.signum = path, iteration, signum
+
+
+# Signals that stop a run at the next step boundary (SLURM and Kubernetes send SIGTERM; SLURM's
+# --signal can send SIGUSR1 ahead of the kill; SIGINT is Ctrl-C).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
 def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, momentum, weight_decay, power,
            sampling, schedule, sizes, length, p, temperature, source_weights, loss, min_kept, pseudo_loss,
-           mr_weight, workers, seed, device, amp, val_every, val_crop, resume, trace,
-           kill_after_epoch, log, progress, on_validation):
+           mr_weight, workers, seed, device, amp, val_every, val_crop, resume, save_every, tensorboard, trace,
+           kill_after_epoch, kill_at_iteration, signal_at_iteration, log, progress, on_validation):
     data = [as_dataset(d) for d in data]
     val = [as_dataset(v) for v in ([val] if isinstance(val, (str, os.PathLike)) else val or ())]
     args = {k: v for k, v in locals().items() if k not in ("log", "progress", "on_validation")}
@@ -106,7 +120,13 @@ def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, 
     if resume and ckpt.get("index_hash") != idx.content_hash():
         raise ValueError(f"index {idx.path} changed since {last_path} was written; resume needs the same index")
     num_classes, class_names = idx.num_classes, list(idx.class_names)
+    for v in val:
+        check_classes(v, num_classes, class_names, f"the index {idx.path}")
+    if pseudo_loss == "soft-topk" and not any(d.has_topk for d in idx.datasets):
+        raise ValueError("--pseudo-loss soft-topk needs soft labels: none of the index's sources holds top-k "
+                         "members (write pseudo labels with `csst label --topk K`)")
 
+    # -- model, optimiser, loader ------------------------------------------------------
     torch.manual_seed(seed)
     np.random.seed(seed)
     net = build_model(model, num_classes)
@@ -124,94 +144,128 @@ def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, 
     optimizer = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=momentum, weight_decay=weight_decay)
     dtype = amp_dtype(amp, dev)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-
     loader = CropLoader(idx, crop=crop, batch_size=batch_size, epochs=epochs, schedule=schedule, sizes=sizes,
                         strategy=sampling, seed=seed, workers=workers, rank=rank, world_size=world,
                         length=length, source_weights=source_weights, p=p, temperature=temperature,
-                        pin_memory=dev.type == "cuda")
+                        pin_memory=dev.type == "cuda", topk=pseudo_loss == "soft-topk")
     total_iters = loader.total_iterations()
-    iteration, best_miou = 0, -1.0
+    iteration, best_miou, stats = 0, -1.0, _new_stats()
     if ckpt is not None:
         _unwrap(net).load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         loader.load_state_dict(ckpt["loader"])
         iteration, best_miou = ckpt["iteration"], ckpt.get("best_miou", -1.0)
+        stats = ckpt.get("epoch_stats") or stats  # a mid-epoch checkpoint carries its epoch's running figures
         torch.set_rng_state(ckpt["rng"])
+        if ckpt.get("cuda_rng") is not None and dev.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], dev)
         if main:
-            log(f"resumed {last_path} at epoch {loader.epoch}, iteration {iteration}")
+            log(f"resumed {last_path} at epoch {loader.epoch + 1}, iteration {iteration}")
+
+    def checkpoint(epoch_done, record=None):
+        """Everything a resumed run needs, written atomically to last.pt (rank 0)."""
+        return {"model": _unwrap(net).state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(), "epoch": epoch_done, "iteration": iteration,
+                "loader": loader.state_dict(), "args": args, "num_classes": num_classes,
+                "class_names": class_names, "index_hash": idx.content_hash(), "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+                "best_miou": best_miou, "metrics": record, "epoch_stats": None if record else dict(stats)}
 
     val_samples = _val_samples(val) if val else None
-    for v in val:
-        check_classes(v, num_classes, class_names, f"the index {idx.path}")
     metrics_path = os.path.join(out, "metrics.jsonl")
     trace_file = open(os.path.join(out, f"trace-rank{rank}.jsonl"), "a") if trace else None
+    board = _tensorboard(out) if tensorboard and main else None
     if main and not resume:
         with open(os.path.join(out, "args.json"), "w") as f:
             json.dump(args, f, indent=1, default=str)
+    stop = _StopFlag()
     record = None
-    for epoch in range(loader.epoch, epochs):
-        loader.set_epoch(epoch)
-        size, bsz = loader.crop_and_batch(epoch)
-        net.train()
-        t0, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
-        steps_total = len(loader)
-        for batch in loader:
-            lr_now = poly_lr(base_lr, iteration, total_iters, power)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_now
-            x = normalise(batch["image"].to(dev, non_blocking=True))
-            with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-                logits = net(x)
-                batch = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-                value = segmentation_loss(logits.float(), batch, kind=loss, pseudo_loss=pseudo_loss,
-                                          mr_weight=mr_weight, min_kept=min_kept)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(value).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            iteration += 1
-            steps += 1
-            seen += len(x)
-            loss_sum += float(value.detach())
-            if trace_file:
-                trace_file.write(json.dumps({"epoch": epoch, "iteration": iteration,
-                                             "rows": batch["row"].tolist(), "params": _param_hash(net)}) + "\n")
-                trace_file.flush()
-            if progress and main:
-                progress(epoch, epochs, steps, steps_total, {"loss": loss_sum / steps, "lr": lr_now,
-                                                             "crops_per_s": seen * world / (time.perf_counter() - t0)})
-        elapsed = time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "iteration": iteration, "crop": size, "batch": bsz,
-                  "loss": _mean_over_ranks(loss_sum / max(steps, 1), dev, world), "lr": lr_now if steps else None,
-                  "crops": seen * world, "epoch_s": elapsed, "crops_per_s": seen * world / max(elapsed, 1e-9)}
-        if val_samples is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):
-            result = evaluate(_unwrap(net), val_samples(), num_classes, dev, crop=val_crop, amp_dtype=dtype,
-                              rank=rank, world_size=world)
-            record.update(val_miou=result["miou"], val_iou=result["iou"])
-            if main and on_validation:
-                on_validation(epoch, result, class_names, epoch + 1 == epochs)
-        if main:
-            state = {"model": _unwrap(net).state_dict(), "optimizer": optimizer.state_dict(),
-                     "scaler": scaler.state_dict(), "epoch": epoch + 1, "iteration": iteration,
-                     "loader": loader.state_dict(), "args": args, "num_classes": num_classes,
-                     "class_names": class_names, "index_hash": idx.content_hash(), "rng": torch.get_rng_state(),
-                     "best_miou": best_miou, "metrics": record}
-            improved = record.get("val_miou") is not None and record["val_miou"] > best_miou
-            if improved:
-                best_miou = state["best_miou"] = record["val_miou"]
-            save_checkpoint(state, last_path)
-            if improved or (val_samples is None and epoch + 1 == epochs):
-                save_checkpoint(state, best_path)
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            log(_summary(record))
-        if world > 1:
-            dist.barrier()
-        if kill_after_epoch is not None and epoch + 1 == kill_after_epoch:
-            os.kill(os.getpid(), signal.SIGKILL)  # tests: a real kill right after a checkpoint
-    if trace_file:
-        trace_file.close()
+    try:
+        for epoch in range(loader.epoch, epochs):
+            loader.set_epoch(epoch)
+            size, bsz = loader.crop_and_batch(epoch)
+            net.train()
+            steps_total = loader.batches_in_epoch(epoch)
+            batches = iter(loader)
+            while True:
+                # -- one step: wait for a batch (data_s), then compute (step_s) --
+                t_wait = time.perf_counter()
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                t_step = time.perf_counter()
+                lr_now = poly_lr(base_lr, iteration, total_iters, power)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_now
+                x = normalise(batch["image"].to(dev, non_blocking=True))
+                with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+                    logits = net(x)
+                    batch = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+                    batch["label"] = batch["label"].long()  # uint8 through the loader: 8x less to copy
+                    value = segmentation_loss(logits.float(), batch, kind=loss, pseudo_loss=pseudo_loss,
+                                              mr_weight=mr_weight, min_kept=min_kept)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(value).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                loss_value = float(value.detach())  # waits for the device: step_s is the real step time
+                iteration += 1
+                stats["steps"] += 1
+                stats["crops"] += len(x)
+                stats["loss_sum"] += loss_value
+                stats["data_s"] += t_step - t_wait
+                stats["step_s"] += time.perf_counter() - t_step
+                if trace_file:
+                    trace_file.write(json.dumps({"epoch": epoch, "iteration": iteration,
+                                                 "rows": batch["row"].tolist(), "params": _param_hash(net)}) + "\n")
+                    trace_file.flush()
+                if progress and main:
+                    progress(epoch, epochs, loader.batches_done, steps_total, _live(stats, world, lr_now))
+                # -- at the step boundary: preemption and periodic checkpoints --
+                if signal_at_iteration == iteration:
+                    os.kill(os.getpid(), signal.SIGTERM)  # tests: a scheduler's preemption
+                stopping = stop.agreed(dev, world)
+                if main and (stopping or (save_every and iteration % save_every == 0)):
+                    save_checkpoint(checkpoint(epoch), last_path)  # mid-epoch: the loader state says where
+                if stopping:
+                    if world > 1:
+                        dist.barrier()
+                    raise Preempted(last_path, iteration, stop.signum or signal.SIGTERM)
+                if kill_at_iteration == iteration:
+                    os.kill(os.getpid(), signal.SIGKILL)  # tests: a real kill at an arbitrary step
+            # -- end of epoch: metrics, validation, checkpoints --
+            record = _epoch_record(epoch, iteration, size, bsz, stats, lr_now if stats["steps"] else None, dev, world)
+            stats = _new_stats()
+            if val_samples is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):
+                result = evaluate(_unwrap(net), val_samples(), num_classes, dev, crop=val_crop, amp_dtype=dtype,
+                                  rank=rank, world_size=world)
+                record.update(val_miou=result["miou"], val_iou=result["iou"])
+                if main and on_validation:
+                    on_validation(epoch, result, class_names, epoch + 1 == epochs)
+            if main:
+                improved = record.get("val_miou") is not None and record["val_miou"] > best_miou
+                if improved:
+                    best_miou = record["val_miou"]
+                state = checkpoint(epoch + 1, record)
+                save_checkpoint(state, last_path)
+                if improved or (val_samples is None and epoch + 1 == epochs):
+                    save_checkpoint(state, best_path)
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                if board:
+                    _board_scalars(board, record, class_names)
+                log(_summary(record))
+            if world > 1:
+                dist.barrier()
+            if kill_after_epoch is not None and epoch + 1 == kill_after_epoch:
+                os.kill(os.getpid(), signal.SIGKILL)  # tests: a real kill right after a checkpoint
+    finally:
+        stop.restore()
+        if trace_file:
+            trace_file.close()
+        if board:
+            board.close()
     if main and not os.path.exists(best_path) and os.path.exists(last_path):
         # No validation improvement ever recorded (e.g. NaN mIoU): keep a usable best.pt.
         save_checkpoint(load_checkpoint(last_path), best_path)
@@ -219,6 +273,76 @@ def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, 
         dist.barrier()
         dist.destroy_process_group()
     return record if main else None
+
+
+def _new_stats():
+    return {"steps": 0, "crops": 0, "loss_sum": 0.0, "data_s": 0.0, "step_s": 0.0}
+
+
+def _live(stats, world, lr):
+    """What the progress bar shows: mean loss, learning rate, crops/s and the share of time spent waiting for data."""
+    busy = stats["data_s"] + stats["step_s"]
+    return {"loss": stats["loss_sum"] / max(stats["steps"], 1), "lr": lr,
+            "crops_per_s": stats["crops"] * world / max(busy, 1e-9), "data_wait": stats["data_s"] / max(busy, 1e-9)}
+
+
+def _epoch_record(epoch, iteration, size, bsz, stats, lr, dev, world):
+    """One line of metrics.jsonl; loss and times are means over ranks."""
+    loss = _mean_over_ranks(stats["loss_sum"] / max(stats["steps"], 1), dev, world)
+    data_s = _mean_over_ranks(stats["data_s"], dev, world)
+    step_s = _mean_over_ranks(stats["step_s"], dev, world)
+    elapsed = data_s + step_s
+    return {"epoch": epoch + 1, "iteration": iteration, "crop": size, "batch": bsz, "loss": loss, "lr": lr,
+            "crops": stats["crops"] * world, "epoch_s": elapsed, "crops_per_s": stats["crops"] * world / max(elapsed, 1e-9),
+            "data_s": data_s, "step_s": step_s, "data_wait_fraction": data_s / max(elapsed, 1e-9)}
+
+
+class _StopFlag:
+    """Set by STOP_SIGNALS; every rank stops at the same step boundary (the flag is all-reduced)."""
+
+    def __init__(self):
+        self.signum = None
+        self.previous = {}
+        for s in STOP_SIGNALS:
+            try:
+                self.previous[s] = signal.signal(s, self._set)
+            except ValueError:  # not the main thread: leave the handlers alone
+                pass
+
+    def _set(self, signum, frame):
+        self.signum = self.signum or signum
+
+    def agreed(self, dev, world):
+        if world == 1:
+            return self.signum is not None
+        flag = torch.tensor([1.0 if self.signum is not None else 0.0], device=dev)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def restore(self):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def _tensorboard(out):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from e
+    return SummaryWriter(os.path.join(out, "tb"))
+
+
+def _board_scalars(board, record, class_names):
+    step = record["epoch"]
+    for k in ("loss", "lr", "crops_per_s", "data_wait_fraction", "data_s", "step_s"):
+        if record.get(k) is not None:
+            board.add_scalar(f"train/{k}", record[k], step)
+    if record.get("val_miou") is not None:
+        board.add_scalar("val/miou", record["val_miou"], step)
+    for name, v in zip(class_names, record.get("val_iou") or []):
+        if v is not None:
+            board.add_scalar(f"val/iou/{name}", v, step)
+    board.flush()
 
 
 def _open_index(index, data, out, main):

@@ -57,7 +57,7 @@ def _run(args):
 
 def _metrics(out):
     lines = [json.loads(line) for line in open(out / "metrics.jsonl")]
-    timing = ("epoch_s", "crops_per_s")
+    timing = ("epoch_s", "crops_per_s", "data_s", "step_s", "data_wait_fraction")
     return [{k: v for k, v in r.items() if k not in timing} for r in lines]
 
 
@@ -185,3 +185,77 @@ def test_eval_of_data_without_labelled_pixels_reports_na(data, tmp_path):
     assert "mIoU n/a: no labelled pixels" in res.output
     with open(tmp_path / "e.json") as f:
         assert json.loads(f.read(), parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))["miou"] is None
+
+
+def _params(path):
+    return torch.load(path, weights_only=False)["model"]
+
+
+def _same_params(a, b):
+    a, b = _params(a), _params(b)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_mid_epoch_sigkill_after_checkpoint_resumes_to_identical_result(data, tmp_path):
+    # 12 samples, batch 4: 3 iterations an epoch; a checkpoint every 2 iterations, killed at iteration 5.
+    common = ("--workers", "1", "--save-every", "2")
+    _run(_args(data, tmp_path / "full", *common))
+    cmd = [sys.executable, "-m", "csst_cli.main", *_args(data, tmp_path / "killed", *common, "--kill-at-iteration", "5")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    saved = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)
+    assert saved["iteration"] == 4 and saved["loader"]["epoch"] == 1 and saved["loader"]["batches_done"] == 1
+    _run(_args(data, tmp_path / "killed", *common, "--resume"))
+    _same_params(tmp_path / "full" / "last.pt", tmp_path / "killed" / "last.pt")
+    assert _metrics(tmp_path / "full") == _metrics(tmp_path / "killed")
+
+
+def test_sigterm_stops_at_a_step_writes_last_pt_and_resume_continues(data, tmp_path):
+    _run(_args(data, tmp_path / "full"))
+    cmd = [sys.executable, "-m", "csst_cli.main", *_args(data, tmp_path / "run", "--signal-at-iteration", "2")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 75, proc.stderr
+    assert "stopped by SIGTERM at iteration 2" in proc.stderr and "--resume" in proc.stderr
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert saved["iteration"] == 2 and saved["loader"]["batches_done"] == 2
+    _run(_args(data, tmp_path / "run", "--resume"))
+    _same_params(tmp_path / "full" / "last.pt", tmp_path / "run" / "last.pt")
+
+
+def test_metrics_record_where_the_time_goes(data, tmp_path):
+    _run(_args(data, tmp_path / "run", "--epochs", "1"))
+    (row,) = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert row["data_s"] >= 0 and row["step_s"] > 0 and 0 <= row["data_wait_fraction"] <= 1
+    assert row["epoch_s"] == pytest.approx(row["data_s"] + row["step_s"])
+    assert row["data_wait_fraction"] == pytest.approx(row["data_s"] / row["epoch_s"])
+
+
+def test_tensorboard_scalars(data, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _run(_args(data, tmp_path / "run", "--epochs", "2", "--tensorboard"))
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/crops_per_s", "train/data_wait_fraction", "val/miou"} <= tags
+    assert {f"val/iou/{n}" for n in NAMES} & tags
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]
+
+
+def test_two_process_gloo_mid_epoch_kill_and_resume(data, tmp_path):
+    def torchrun(out, *extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "csst_cli.main", *_args(data, out, "--batch-size", "2", "--save-every", "2", *extra)]
+        return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              timeout=300)
+
+    assert torchrun(tmp_path / "full").returncode == 0
+    # 6 samples per rank, batch 2: 3 iterations an epoch; checkpoint at 4, killed at 5 (epoch 2).
+    assert torchrun(tmp_path / "run", "--kill-at-iteration", "5").returncode != 0
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["iteration"] == 4
+    proc = torchrun(tmp_path / "run", "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _same_params(tmp_path / "full" / "last.pt", tmp_path / "run" / "last.pt")
