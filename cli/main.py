@@ -17,6 +17,7 @@ COMMANDS = {
     "eval": "csst_cli.evaluate:evaluate",
     "label": "csst_cli.label:label",
     "pack": "csst_cli.pack:pack",
+    "predict": "csst_cli.predict:predict",
     "demo": "csst_cli.demo:demo",
 }
 
@@ -28,6 +29,7 @@ HELP = {
     "eval": "Evaluate a checkpoint: mIoU and per-class IoU.",
     "label": "Write pseudo-label shards with a trained teacher.",
     "pack": "Pack any dataset into shards ready for fast training.",
+    "predict": "Write a checkpoint's predictions as PNG files.",
     "demo": "Run the whole self-training pipeline on synthetic data.",
 }
 
