@@ -151,16 +151,33 @@ def decode_image(data, min_height=None, min_width=None, key=None):
         if is_jpeg(data):
             import simplejpeg
 
-            if min_height or min_width:
-                return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True,
-                                              min_height=min_height or 0, min_width=min_width or 0)
-            return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True)
-        from PIL import Image
-
-        return np.array(Image.open(io.BytesIO(data)).convert("RGB"))  # writable, unlike asarray
+            try:
+                if min_height or min_width:
+                    return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True,
+                                                  min_height=min_height or 0, min_width=min_width or 0)
+                return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True)
+            except ValueError:
+                pass  # CMYK / YCCK JPEGs, which libjpeg-turbo does not turn into RGB: Pillow does
+        return _decode_pillow(data)
     except Exception as e:
         name = f"image {key!r}" if key is not None else "image"
         raise ValueError(f"{name}: cannot decode ({e})") from e
+
+
+def _decode_pillow(data):
+    """Any image Pillow reads -> uint8 RGB, with every mode a photo can have mapped correctly:
+    16-bit grey scaled to 8 bits (Pillow's own conversion clips it to white), transparency and
+    alpha dropped, palette and 1-bit images expanded, CMYK converted."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data))
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        wide = np.asarray(img).astype(np.uint32)
+        grey = ((wide * 255 + 32767) // 65535).clip(0, 255).astype(np.uint8)  # 0..65535 -> 0..255, rounded
+        return np.repeat(grey[..., None], 3, axis=2)
+    if img.mode in ("P", "PA") and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return np.array(img.convert("RGB"))  # writable, unlike asarray
 
 
 def encode_json(obj):

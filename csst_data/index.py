@@ -31,6 +31,8 @@ import numpy as np
 from csst_data import IGNORE
 from csst_data.components import components as find_components
 from csst_data.datasets import as_dataset, from_attrs, label_decoder
+from csst_data.locks import OutputLock
+from csst_data.workers import die_with_parent
 from csst_data.shards import RangeReader
 
 FORMAT = "csst-centroid-index"
@@ -460,7 +462,7 @@ def _run(tasks, workers, total, progress):
         find_components(warm, 1)
         method = "fork" if "fork" in mp.get_all_start_methods() else None
         ahead = 2 * (workers - 1)  # tasks queued per pool worker: enough to never starve
-        with mp.get_context(method).Pool(workers - 1) as pool:
+        with mp.get_context(method).Pool(workers - 1, initializer=die_with_parent) as pool:
             pending = deque()
             for t in tasks:
                 if sum(not r.ready() for _, r in pending) < ahead:
@@ -529,9 +531,18 @@ def build_index(sources, out, num_classes=None, class_names=None, connectivity=N
     `part_path(out, rank, world_size)` holding a contiguous slice of the
     samples. With `append`, `sources` are added to the existing index `out`;
     `force` replaces an existing one. `progress(done, total)` is called as
-    masks are indexed. Returns the path written.
+    masks are indexed. Returns the path written. One writer at a time: a
+    second build of the same output raises OutputBusy.
     """
     out = os.fspath(out).rstrip(os.sep)
+    parted = world_size is not None and world_size > 1 and rank is not None
+    with OutputLock(part_path(out, rank, world_size) if parted else out):
+        return _build_index(sources, out, num_classes, class_names, connectivity, min_area, workers, rank,
+                            world_size, append, force, progress)
+
+
+def _build_index(sources, out, num_classes, class_names, connectivity, min_area, workers, rank, world_size, append,
+                 force, progress):
     datasets = [as_dataset(s) for s in sources]
     if not datasets:
         raise ValueError("no sources given")
@@ -613,6 +624,11 @@ def merge_indexes(parts, out, force=False):
     if not parts:
         raise ValueError("no parts given")
     out = os.fspath(out).rstrip(os.sep)
+    with OutputLock(out):
+        return _merge(parts, out, force)
+
+
+def _merge(parts, out, force):
     if os.path.exists(out) and not force:
         raise ValueError(f"{out} exists; pass --force to overwrite it")
     idx = [CentroidIndex.open(p, check_stale=True) for p in parts]

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from csst_data import IGNORE
 from csst_data.codecs import encode_json, encode_label, is_jpeg
 from csst_data.datasets import as_dataset
+from csst_data.locks import OutputLock
+from csst_data.workers import die_with_parent
 from csst_data.shardrun import (check_resumable, finish_rank, rank_manifest_name, rank_of, rank_prefix,
                                 record_failure, start_rank)
 from csst_data.shards import MANIFEST, RangeReader, ShardWriter
@@ -83,6 +85,7 @@ _state = {}
 
 
 def _init(datasets, options, num_classes):
+    die_with_parent()
     _state.update(datasets=datasets, options=options, num_classes=num_classes, reader=RangeReader())
 
 
@@ -164,6 +167,13 @@ def pack(sources, out, options=PackOptions(), workers=2, rank=None, world_size=N
     producer = {"name": "csst pack", "options": {**asdict(options), "sources": [ds.name for ds in datasets]}}
     fingerprint = hashlib.sha256(json.dumps([producer["options"], sorted(seen)]).encode()).hexdigest()
     os.makedirs(out, exist_ok=True)
+    with OutputLock(out, f".lock-{rank_prefix(rank)}"):
+        return _pack(datasets, items, out, options, workers, rank, world_size, num_classes, class_names, labelled,
+                     producer, fingerprint, seen, progress)
+
+
+def _pack(datasets, items, out, options, workers, rank, world_size, num_classes, class_names, labelled, producer,
+          fingerprint, seen, progress):
     ranked = world_size > 1
     manifest_name = rank_manifest_name(rank) if ranked else MANIFEST
     check_resumable(out, manifest_name, producer, world_size, fixed_options=("quality", "lossless"))

@@ -28,6 +28,8 @@ import torch
 
 from csst_data import IGNORE
 from csst_data.datasets import as_dataset, sanitise_key
+from csst_data.locks import OutputLock
+from csst_data.workers import chain, die_with_parent
 from csst_data.pack import PackOptions, pack_image
 from csst_data.codecs import decode_image, encode_json, encode_label, encode_topk, is_jpeg
 from csst_data.shards import (
@@ -350,8 +352,19 @@ def label(checkpoint, items, out_dir, *, device="auto", batch_size=4, workers=No
     failed attempt; a rerun tries them again). `progress(done, total)` is
     called as images finish. Returns a summary dict: labelled, skipped
     (already stored), failed, total, seconds, rank, world_size, merged,
-    manifest, shards.
+    manifest, shards. One writer per rank and output: a second raises OutputBusy.
     """
+    rank, world_size = dist_env(rank, world_size)
+    with OutputLock(out_dir, f".lock-{rank_prefix(rank)}"):
+        return _label(checkpoint, items, os.fspath(out_dir), device=device, batch_size=batch_size, workers=workers,
+                      shard_size=shard_size, scales=scales, flip=flip, crop=crop, stride=stride, topk=topk,
+                      min_confidence=min_confidence, amp=amp, rank=rank, world_size=world_size,
+                      encode_threads=encode_threads, inputs=inputs, progress=progress, keep_bytes=keep_bytes,
+                      quality=quality, lossless=lossless)
+
+
+def _label(checkpoint, items, out_dir, *, device, batch_size, workers, shard_size, scales, flip, crop, stride, topk,
+           min_confidence, amp, rank, world_size, encode_threads, inputs, progress, keep_bytes, quality, lossless):
     from csst_train.checkpoints import model_from_checkpoint
     from csst_train.inference import normalise
 
@@ -409,7 +422,7 @@ def label(checkpoint, items, out_dir, *, device="auto", batch_size=4, workers=No
     bg = _BackgroundWriter(writer, encode_threads, depth=4 * batch_size, kill_after=kill_after, nice=nice)
     loader = torch.utils.data.DataLoader(
         ImageDataset(todo), batch_size=batch_size, shuffle=False, num_workers=workers,
-        collate_fn=_collate, worker_init_fn=functools.partial(_lower_priority, nice),
+        collate_fn=_collate, worker_init_fn=chain(die_with_parent, functools.partial(_lower_priority, nice)),
         prefetch_factor=4 if workers else None,
     )
     if dev.type == "cuda":

@@ -7,6 +7,7 @@ atomic `last.pt` every epoch, `best.pt` by validation mIoU, JSON-lines
 metrics, and exact resumption.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ import torch.distributed as dist
 
 from csst_data.datasets import as_dataset
 from csst_data.index import CentroidIndex
+from csst_data.locks import OutputLock
 from csst_data.loader import CropLoader
 from csst_train.config import TrainConfig
 from csst_train.checkpoints import load_checkpoint, save_checkpoint
@@ -74,8 +76,10 @@ def train(config=None, log=print, progress=None, on_validation=None, **overrides
     cfg = replace(config or TrainConfig(), **overrides)
     if cfg.out is None:
         raise ValueError("no run folder given (out)")
-    return _train(log=log, progress=progress, on_validation=on_validation,
-                  **{f.name: getattr(cfg, f.name) for f in fields(cfg)})
+    # One run per folder: rank 0 (the only writer) holds its lock.
+    with OutputLock(cfg.out, ".lock") if int(os.environ.get("RANK", 0)) == 0 else contextlib.nullcontext():
+        return _train(log=log, progress=progress, on_validation=on_validation,
+                      **{f.name: getattr(cfg, f.name) for f in fields(cfg)})
 
 
 class Preempted(Exception):

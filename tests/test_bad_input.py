@@ -1,0 +1,145 @@
+"""Bad input never costs a run nor gives a silent wrong result (issue 15, the items done so far)."""
+
+import io
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from csst_cli.main import cli
+from csst_data import synth
+from csst_data.codecs import decode_image
+from csst_data.locks import HOLD_ENV, OutputLock
+
+
+def png(img, mode=None, **kw):
+    buf = io.BytesIO()
+    (img if isinstance(img, Image.Image) else Image.fromarray(img, mode=mode)).save(buf, format="PNG", **kw)
+    return buf.getvalue()
+
+
+# -- 1. every image mode a photo can have ------------------------------------------------------
+def test_image_modes_decode_to_the_right_8_bit_rgb():
+    import cv2
+
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 65536, (6, 7), dtype=np.uint16)
+    ok, grey16 = cv2.imencode(".png", wide)
+    got = decode_image(grey16.tobytes())
+    want = np.round(wide.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert got.shape == (6, 7, 3) and np.array_equal(got[..., 0], want) and np.array_equal(got[..., 2], want)
+    rgb16 = rng.integers(0, 65536, (6, 7, 3), dtype=np.uint16)
+    ok, data = cv2.imencode(".png", rgb16[..., ::-1])
+    assert np.abs(decode_image(data.tobytes()).astype(int) - (rgb16 >> 8)).max() <= 1  # not all white
+    la = Image.fromarray(rng.integers(0, 256, (6, 7, 2), dtype=np.uint8), mode="LA")
+    assert np.array_equal(decode_image(png(la))[..., 1], np.asarray(la)[..., 0])
+    colours = np.array([[10, 20, 30], [40, 50, 60], [70, 80, 90], [100, 110, 120]], np.uint8)
+    ids = rng.integers(0, 4, (6, 7), dtype=np.uint8)
+    p = Image.fromarray(ids, mode="P")
+    p.putpalette(colours.ravel().tolist() + [0] * 756)
+    assert np.array_equal(decode_image(png(p, transparency=0)), colours[ids])  # transparency dropped, colours kept
+    one = Image.fromarray(rng.integers(0, 2, (6, 7), dtype=np.uint8) * 255).convert("1")
+    assert set(np.unique(decode_image(png(one)))) <= {0, 255}
+    cmyk = io.BytesIO()
+    Image.new("CMYK", (8, 8), (0, 255, 0, 0)).save(cmyk, format="JPEG", quality=95)
+    assert decode_image(cmyk.getvalue())[0, 0].tolist() == pytest.approx([255, 0, 255], abs=3)
+
+
+# -- 5. two writers on one output ----------------------------------------------------------------
+def test_a_second_writer_gets_the_lock_message_and_changes_nothing(tmp_path):
+    synth.write_dataset(tmp_path / "d", 3, 0, 0, size=(32, 64))
+    out = tmp_path / "i.zarr"
+    with OutputLock(out):
+        r = CliRunner().invoke(cli, ["index", "build", str(tmp_path / "d" / "labeled"), "-o", str(out)])
+    assert r.exit_code == 1 and f"is being written by process {os.getpid()}" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_two_index_builds_started_together(tmp_path):
+    synth.write_dataset(tmp_path / "d", 4, 0, 0, size=(32, 64))
+    argv = [sys.executable, "-m", "csst_cli.main", "index", "build", str(tmp_path / "d" / "labeled"),
+            "-o", str(tmp_path / "i.zarr"), "--no-progress"]
+    first = subprocess.Popen(argv, env={**os.environ, HOLD_ENV: "3"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    time.sleep(1.5)  # the first holds the lock for 3 s once it has it
+    second = subprocess.run(argv, capture_output=True, text=True)
+    out1, err1 = first.communicate(timeout=120)
+    assert first.returncode == 0, err1
+    assert second.returncode == 1 and f"is being written by process {first.pid}" in second.stderr
+    r = CliRunner().invoke(cli, ["index", "build", str(tmp_path / "d" / "labeled"), "-o", str(tmp_path / "one.zarr")])
+    assert r.exit_code == 0
+    from test_index import assert_same_index
+
+    assert_same_index(tmp_path / "i.zarr", tmp_path / "one.zarr")
+
+
+# -- 12. no orphaned workers ---------------------------------------------------------------------
+def _children(pid):
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_killed_label_leaves_no_worker_behind(tmp_path):
+    from csst_train.checkpoints import save_checkpoint
+    from csst_train.models import build_model
+
+    model = build_model("fastscnn", 3)
+    save_checkpoint({"model": model.state_dict(), "args": {"model": "fastscnn"}, "num_classes": 3,
+                     "class_names": ["a", "b", "c"]}, tmp_path / "t.pt")
+    os.makedirs(tmp_path / "in")
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(tmp_path / "in" / f"{i}.png")
+    proc = subprocess.Popen([sys.executable, "-m", "csst_cli.main", "label", "--checkpoint", str(tmp_path / "t.pt"),
+                             "--input", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--workers", "2",
+                             "--batch-size", "1", "--device", "cpu", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    deadline = time.time() + 60
+    while len(workers) < 2 and time.time() < deadline and proc.poll() is None:
+        workers = _children(proc.pid)
+        time.sleep(0.05)
+    assert len(workers) >= 2, "the label run ended before its workers were seen"
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(os.path.exists(f"/proc/{w}") and _alive(w) for w in workers):
+        time.sleep(0.1)
+    assert not [w for w in workers if os.path.exists(f"/proc/{w}") and _alive(w)]
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# -- 4. class mismatches --------------------------------------------------------------------------
+def test_eval_refuses_a_checkpoint_of_other_classes(tmp_path):
+    from csst_train.checkpoints import save_checkpoint
+    from csst_train.models import build_model
+
+    synth.write_dataset(tmp_path / "d", 0, 0, 2, size=(32, 64))  # 19 classes named like Cityscapes'
+    save_checkpoint({"model": build_model("fastscnn", 41).state_dict(), "args": {"model": "fastscnn"},
+                     "num_classes": 41, "class_names": [str(i) for i in range(41)]}, tmp_path / "c41.pt")
+    r = CliRunner().invoke(cli, ["eval", "--checkpoint", str(tmp_path / "c41.pt"), "--data", str(tmp_path / "d" / "val"),
+                                 "--json", str(tmp_path / "e.json"), "--no-progress"])
+    assert r.exit_code == 1 and "has 19 classes" in r.output and "c41.pt has 41" in r.output
+    assert not (tmp_path / "e.json").exists()
