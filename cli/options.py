@@ -113,8 +113,9 @@ def pop_folder_options(kw):
                          classes=_class_names(o["class_names"]))
 
 
-def parse_sources(texts, options, role="labels", param="SOURCE"):
-    """SOURCE strings -> datasets; a bad one is a usage error naming it."""
+def parse_sources(texts, options, role="labels", param="SOURCE", check_images=True):
+    """SOURCE strings -> datasets; a bad one is a usage error naming it. With `check_images`,
+    --images given but paired with no mask folder is an error too."""
     from csst_data.datasets import parse_source
 
     out = []
@@ -123,11 +124,16 @@ def parse_sources(texts, options, role="labels", param="SOURCE"):
             out.append(parse_source(text, options, role=role))
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint=param) from None
-    if options.images is not None and role == "labels" and not any(
-            getattr(d, "spec", None) is not None and d.spec.img_dir == os.path.realpath(options.images) for d in out):
+    if check_images and role == "labels":
+        check_images_used(options, out)
+    return out
+
+
+def check_images_used(options, datasets):
+    if options.images is not None and not any(
+            getattr(d, "spec", None) is not None and d.spec.img_dir == os.path.realpath(options.images) for d in datasets):
         raise click.BadParameter("--images pairs mask folders with images, but no SOURCE is a mask folder",
                                  param_hint="--images")
-    return out
 
 
 def progress_option(f):

@@ -7,8 +7,8 @@ import click
 
 from csst_data.sampling import STRATEGIES
 from csst_data.schedules import SCHEDULES
-from csst_cli.options import (SOURCE_HELP, folder_options, parse_floats, parse_sources, pop_folder_options,
-                              progress_option)
+from csst_cli.options import (SOURCE_HELP, check_images_used, folder_options, parse_floats, parse_sources,
+                              pop_folder_options, progress_option)
 from csst_train.config import TrainConfig
 
 D = TrainConfig  # the defaults, declared once in the library
@@ -84,8 +84,9 @@ def train(data, more_data, val, output, sizes, source_weights, model, progress, 
     if ":" in model and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # let --model find the user's local module
     options = pop_folder_options(kw)
-    datasets = parse_sources(data + more_data, options, param="--data")
-    val_sets = parse_sources(val, options, param="--val") if val else []
+    datasets = parse_sources(data + more_data, options, param="--data", check_images=False)
+    val_sets = parse_sources(val, options, param="--val", check_images=False) if val else []
+    check_images_used(options, datasets + val_sets)
     kw["sizes"] = [int(v) for v in parse_floats(sizes, "--sizes")] if sizes else None
     kw["source_weights"] = dict(enumerate(parse_floats(source_weights, "--source-weights", positive=False))) if source_weights else None
     from csst_train.trainer import Preempted

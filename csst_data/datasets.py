@@ -154,6 +154,34 @@ class Dataset:
             if own:
                 reader.close()
 
+    def check(self, num_classes):
+        """Read every sample once, before it is needed (a validation set before training):
+        labelled, with an image, image and label of one size, class ids < num_classes or 255.
+        Raises ValueError naming the file (or shard member) and the problem."""
+        from PIL import Image
+
+        from csst_data.codecs import check_label
+
+        reader = RangeReader()
+        try:
+            for count, columns, _ in self.blocks(labels=True):
+                cols = columns()
+                for i in range(count):
+                    where = self.describe(cols, i)
+                    if cols["image_size"][i] == -1 and not cols["image_path"][i]:
+                        raise ValueError(f"{where}: no image for this label")
+                    s = self._sample(cols, i, True, True, reader)
+                    check_label(s["label"], num_classes, where)
+                    try:
+                        w, h = Image.open(io.BytesIO(s["image"])).size  # the header only
+                    except Exception as e:
+                        raise ValueError(f"{self.describe(cols, i, 'image')}: not a readable image ({e})") from None
+                    if (h, w) != s["label"].shape:
+                        raise ValueError(f"{self.describe(cols, i, 'image')}: image is {h}x{w} but its label "
+                                         f"{where} is {s['label'].shape[0]}x{s['label'].shape[1]}")
+        finally:
+            reader.close()
+
     def _sample(self, cols, i, images, labels, reader):
         key = cols["key"][i]
         out = {"key": key, "image": None, "label": None, "meta": None, "dataset": self}

@@ -125,7 +125,9 @@ def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, 
         raise ValueError(f"index {idx.path} changed since {last_path} was written; resume needs the same index")
     num_classes, class_names = idx.num_classes, list(idx.class_names)
     for v in val:
+        # Before the first step: a bad validation set must not cost an epoch.
         check_classes(v, num_classes, class_names, f"the index {idx.path}")
+        v.check(num_classes)
     if pseudo_loss == "soft-topk" and not any(d.has_topk for d in idx.datasets):
         raise ValueError("--pseudo-loss soft-topk needs soft labels: none of the index's sources holds top-k "
                          "members (write pseudo labels with `csst label --topk K`)")

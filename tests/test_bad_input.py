@@ -143,3 +143,30 @@ def test_eval_refuses_a_checkpoint_of_other_classes(tmp_path):
                                  "--json", str(tmp_path / "e.json"), "--no-progress"])
     assert r.exit_code == 1 and "has 19 classes" in r.output and "c41.pt has 41" in r.output
     assert not (tmp_path / "e.json").exists()
+
+
+# -- 3. validation data is checked before the first step ---------------------------------------------
+@pytest.mark.parametrize("problem", ["no images", "class id out of range", "sizes differ"])
+def test_bad_val_fails_before_the_first_step(tmp_path, problem):
+    synth.write_dataset(tmp_path / "d", 4, 0, 0, size=(32, 64))
+    build = CliRunner().invoke(cli, ["index", "build", str(tmp_path / "d" / "labeled"), "-o", str(tmp_path / "i.zarr")])
+    assert build.exit_code == 0
+    masks, images = tmp_path / "val" / "masks", tmp_path / "val" / "images"
+    os.makedirs(masks)
+    os.makedirs(images)
+    for i in range(2):
+        label = np.zeros((32, 64), np.uint8)
+        if problem == "class id out of range" and i == 1:
+            label[3, 3] = 40
+        Image.fromarray(label, mode="L").save(masks / f"v{i}.png")
+        size = (64, 32) if not (problem == "sizes differ" and i == 1) else (60, 32)
+        Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8)).save(images / f"v{i}.jpg")
+    extra = [] if problem == "no images" else ["--images", str(images)]
+    r = CliRunner().invoke(cli, ["train", "--data", str(tmp_path / "d" / "labeled"), "--index", str(tmp_path / "i.zarr"),
+                                 "--val", str(masks), *extra, "-o", str(tmp_path / "run"), "--epochs", "1", "--crop", "32",
+                                 "--workers", "0", "--no-progress"])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    message = {"no images": "v0.png: no image", "class id out of range": "v1.png': values [40]",
+               "sizes differ": "v1.jpg: image is 32x60 but its label"}[problem]
+    assert message in r.output, r.output
+    assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()

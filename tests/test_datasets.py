@@ -358,8 +358,8 @@ def test_every_command_parses_the_same_sources(tmp_path, monkeypatch):
                          ("label", csst_cli.label)):
         real = module.parse_sources
 
-        def spy(texts, options, role="labels", param="SOURCE", name=name, real=real):
-            seen[name] = [ds.ident() for ds in real(texts, options, role=role, param=param)]
+        def spy(texts, options, role="labels", param="SOURCE", check_images=True, name=name, real=real):
+            seen[name] = [ds.ident() for ds in real(texts, options, role=role, param=param, check_images=check_images)]
             raise Parsed
 
         monkeypatch.setattr(module, "parse_sources", spy)
