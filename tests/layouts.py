@@ -22,7 +22,7 @@ _LOVEDA[:19] = 1 + (np.arange(19) * 7) // 19
 PALETTE = [[(37 * c) % 256, (91 * c + 40) % 256, (151 * c + 80) % 256] for c in range(19)]
 
 
-def _png(array, mode=None, palette=None):
+def png_bytes(array, mode=None, palette=None):
     img = Image.fromarray(array, mode=mode)
     if palette is not None:
         img.putpalette(palette)
@@ -31,7 +31,7 @@ def _png(array, mode=None, palette=None):
     return buf.getvalue()
 
 
-def _write(path, data):
+def write(path, data):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(data)
@@ -61,9 +61,9 @@ def write_layout(kind, root, train=6, val=3, size=(64, 128), seed=0):
             for i, image, label in _scenes(n, size, seed, split):
                 stem = f"2007_{split}{i:04d}"
                 stems.append(stem)
-                _write(os.path.join(voc, "JPEGImages", f"{stem}.jpg"), synth.encode_jpeg(image))
-                _write(os.path.join(voc, "SegmentationClass", f"{stem}.png"), _png(label, "P", palette))
-            _write(os.path.join(voc, "ImageSets", "Segmentation", f"{split}.txt"), ("\n".join(stems) + "\n").encode())
+                write(os.path.join(voc, "JPEGImages", f"{stem}.jpg"), synth.encode_jpeg(image))
+                write(os.path.join(voc, "SegmentationClass", f"{stem}.png"), png_bytes(label, "P", palette))
+            write(os.path.join(voc, "ImageSets", "Segmentation", f"{split}.txt"), ("\n".join(stems) + "\n").encode())
         return {"train": f"voc:{os.path.join(root, 'VOCdevkit')}:train", "val": f"voc:{voc}:val",
                 "images": os.path.join(voc, "JPEGImages"), "options": [], "num_classes": 21, "count": train + val}
     if kind == "ade20k":
@@ -73,23 +73,23 @@ def write_layout(kind, root, train=6, val=3, size=(64, 128), seed=0):
             for i, image, label in _scenes(n, size, seed, split):
                 stem = f"ADE_{split}_{i + 1:08d}"
                 raw = np.where(label == IGNORE, 0, label + 1).astype(np.uint8)  # 0 = "other"
-                _write(os.path.join(ade, "images", folder, f"{stem}.jpg"), synth.encode_jpeg(image))
-                _write(os.path.join(ade, "annotations", folder, f"{stem}.png"), _png(raw, "L"))
+                write(os.path.join(ade, "images", folder, f"{stem}.jpg"), synth.encode_jpeg(image))
+                write(os.path.join(ade, "annotations", folder, f"{stem}.png"), png_bytes(raw, "L"))
         return {"train": f"ade20k:{ade}", "val": f"ade20k:{ade}:validation",
                 "images": os.path.join(ade, "images", "validation"), "options": [], "num_classes": 150, "count": val}
     if kind == "loveda":
         for split, n in splits.items():
             for i, image, label in _scenes(n, size, seed, split):
                 name = f"{(0 if split == 'train' else 2522) + i}.png"
-                _write(os.path.join(root, "img_dir", split, name), _png(image))
-                _write(os.path.join(root, "ann_dir", split, name), _png(_LOVEDA[label], "L"))
+                write(os.path.join(root, "img_dir", split, name), png_bytes(image))
+                write(os.path.join(root, "ann_dir", split, name), png_bytes(_LOVEDA[label], "L"))
         return {"train": f"loveda:{root}", "val": f"loveda:{root}:val",
                 "images": f"loveda:{root}:val", "options": [], "num_classes": 7, "count": val}
     if kind == "suffix":
         for split, n in splits.items():
             for i, image, label in _scenes(n, size, seed, split):
-                _write(os.path.join(root, split, f"{i:05d}_img.jpg"), synth.encode_jpeg(image))
-                _write(os.path.join(root, split, f"{i:05d}_gt.png"), _png(label, "L"))
+                write(os.path.join(root, split, f"{i:05d}_img.jpg"), synth.encode_jpeg(image))
+                write(os.path.join(root, split, f"{i:05d}_gt.png"), png_bytes(label, "L"))
         opts = ["--img-suffix", "_img.jpg", "--seg-map-suffix", "_gt.png", "--num-classes", "19"]
         return {"train": os.path.join(root, "train"), "val": os.path.join(root, "val"),
                 "images": os.path.join(root, "val", "*_img.jpg"), "options": opts, "num_classes": 19, "count": val}
@@ -97,8 +97,8 @@ def write_layout(kind, root, train=6, val=3, size=(64, 128), seed=0):
         colours = np.array(PALETTE + [[0, 0, 0]] * (256 - 19), np.uint8)
         for split, n in splits.items():
             for i, image, label in _scenes(n, size, seed, split):
-                _write(os.path.join(root, "images", split, f"f{i:03d}.jpg"), synth.encode_jpeg(image))
-                _write(os.path.join(root, "labels", split, f"f{i:03d}.png"), _png(colours[label]))
+                write(os.path.join(root, "images", split, f"f{i:03d}.jpg"), synth.encode_jpeg(image))
+                write(os.path.join(root, "labels", split, f"f{i:03d}.png"), png_bytes(colours[label]))
             spec = {"img_dir": f"images/{split}", "ann_dir": f"labels/{split}", "palette": PALETTE,
                     "unknown_color": "ignore", "classes": [f"class{c}" for c in range(19)]}
             with open(os.path.join(root, f"{split}.json"), "w") as f:

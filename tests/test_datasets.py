@@ -16,31 +16,17 @@ from csst_data import IGNORE, codecs, dataset_tables as tables, shards, synth
 from csst_data.datasets import (FolderDataset, FolderOptions, SampleReader, ShardSet, is_pseudo, label_decoder,
                                 parse_source, preset, read_spec)
 from csst_data.index import CentroidIndex, build_index
+from layouts import png_bytes, write
 
 # Official label ids -> train ids (cityscapesScripts labels.py), written out independently of the code.
 CITYSCAPES_LUT = np.full(256, IGNORE, np.uint8)
 CITYSCAPES_LUT[[7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]] = np.arange(19)
 
 
-def png_bytes(array, mode=None, palette=None):
-    img = Image.fromarray(array, mode=mode)
-    if palette is not None:
-        img.putpalette(palette)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def jpeg_bytes(h, w, seed=0):
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3)).astype(np.uint8)).save(buf, format="JPEG")
     return buf.getvalue()
-
-
-def write(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
 
 
 def labels_by_key(source, **kw):
