@@ -39,9 +39,8 @@ from PIL import Image, ImageEnhance, ImageFilter
 from rich.console import Console
 from rich.table import Table
 
-from csst_data import synth
+from csst_data import bench, synth
 from csst_data.index import CentroidIndex, build_index
-from csst_data.loader import CropLoader
 from csst_data.schedules import batch_for_crop, default_sizes
 from csst_data.datasets import FolderOptions, parse_source
 from csst_data.pack import pack
@@ -142,36 +141,13 @@ def write_data(work, count, size, cs_count):
 
 
 def decode_ms(index, size, samples):
-    """Mean time of decoding what one crop needs (decode_window), over one epoch plan's first crops."""
-    from csst_data import crops
-    from csst_data.datasets import SampleReader
-    from csst_data.loader import decode_window
-    from csst_data.sampling import epoch_plan
-
-    plan = epoch_plan(index, 0, 0, strategy="centroid", length=samples)
-    reader = SampleReader(index)
-    total = 0.0
-    for j in range(samples):
-        row = int(plan["image"][j])
-        h, w = int(index.images["height"][row]), int(index.images["width"][row])
-        params = crops.crop_params(h, w, size, np.random.default_rng([0, j]),
-                                   center=(float(plan["cy"][j]), float(plan["cx"][j])))
-        data = reader.image_bytes(row)
-        t = time.perf_counter()
-        decode_window(data, params)
-        total += time.perf_counter() - t
-    reader.close()
-    return 1e3 * total / samples
+    """Mean time of decoding the image window one crop needs, over one epoch plan's first crops."""
+    return bench.crop_time_split(index, size, samples)["image_decode_ms"]
 
 
 def time_csst(index, size, workers, samples):
-    batch = batch_for_crop(FULL_CROP, BASE_BATCH, size)
-    loader = CropLoader(index, crop=size, batch_size=batch, epochs=2, sizes=[size], seed=0, workers=workers,
-                        length=samples)
-    loader.set_epoch(0)
-    t = time.perf_counter()
-    n = sum(len(b["label"]) for b in loader)
-    return n / (time.perf_counter() - t)
+    return bench.loader_throughput(index, size, batch_for_crop(FULL_CROP, BASE_BATCH, size), workers,
+                                   samples)["crops_per_s"]
 
 
 def time_folder(pairs, size, workers, samples, augment=True):
@@ -187,17 +163,8 @@ def time_folder(pairs, size, workers, samples, augment=True):
 
 
 def coverage(index, strategy, samples, num_classes):
-    loader = CropLoader(index, crop=FULL_CROP, batch_size=8, epochs=1, strategy=strategy, seed=1, workers=2,
-                        length=samples)
-    hits = np.zeros(num_classes)
-    n = 0
-    for batch in loader:
-        for lab in batch["label"].numpy():
-            hits[np.unique(lab[lab < num_classes])] += 1
-            n += 1
-    present = index.class_pixels.sum(0) > 0
-    frac = hits / n
-    return frac, float(frac[present].min())
+    c = bench.class_coverage(index, strategy, samples, FULL_CROP, workers=2)
+    return np.array(list(c["coverage"].values())), c["min_coverage"]
 
 
 @click.command()

@@ -18,6 +18,7 @@ COMMANDS = {
     "label": "csst_cli.label:label",
     "pack": "csst_cli.pack:pack",
     "predict": "csst_cli.predict:predict",
+    "bench": "csst_cli.bench:bench",
     "demo": "csst_cli.demo:demo",
 }
 
@@ -30,6 +31,7 @@ HELP = {
     "label": "Write pseudo-label shards with a trained teacher.",
     "pack": "Pack any dataset into shards ready for fast training.",
     "predict": "Write a checkpoint's predictions as PNG files.",
+    "bench": "Measure IO, loader and training throughput on your own data.",
     "demo": "Run the whole self-training pipeline on synthetic data.",
 }
 

@@ -1,0 +1,188 @@
+"""Measuring code for `csst bench` and benchmarks/: IO, loader and training throughput on a user's data.
+
+Every function returns plain dicts of figures (JSON-able) and takes a
+`progress(done, total)` callback; the command line (cli/bench.py) prints them.
+
+- `io_throughput(dataset, workers, order)`: samples/s and MB/s of reading and
+  decoding image + label, in index order or a seeded random order.
+- `label_decode_ms(dataset)`: the label decode alone.
+- `loader_throughput(index, crop, workers, ...)`: crops/s and pixels/s of the
+  crop loader at one crop size, and the time per crop split into read / decode /
+  crop + augment (measured in this process, over the same plan).
+- `class_coverage(index, strategy, ...)`: share of one epoch's crops holding each class.
+"""
+
+import math
+import os
+import time
+
+import numpy as np
+
+from csst_data.shards import RangeReader
+
+# -- IO ------------------------------------------------------------------------------------
+_io = {}
+
+
+def _io_init(dataset, cols):
+    _io.update(dataset=dataset, cols=cols, reader=RangeReader())
+
+
+def _io_read(i):
+    """Read and decode sample i's image and label; -> bytes read."""
+    from csst_data.codecs import decode_image
+
+    ds, c, reader = _io["dataset"], _io["cols"], _io["reader"]
+    image = ds.read(reader, c["shard"][i], c["image_offset"][i], c["image_size"][i], c["image_path"][i])
+    decode_image(image)
+    n = len(image)
+    if c["label_size"][i] != -1 or c["label_path"][i]:
+        label = ds.read(reader, c["shard"][i], c["label_offset"][i], c["label_size"][i], c["label_path"][i])
+        ds.decode_label(label)
+        n += len(label)
+    return n
+
+
+def io_throughput(dataset, workers=1, order="sequential", samples=None, seed=0, progress=None):
+    """{samples_per_s, mb_per_s, bytes_per_sample, samples, seconds} of reading + decoding image and label."""
+    cols = dataset.samples(labels=None)
+    n = len(cols["key"])
+    if n == 0:
+        raise ValueError(f"{dataset.name}: no samples")
+    rows = np.arange(n) if order == "sequential" else np.random.default_rng(seed).permutation(n)
+    rows = rows[: samples or n].tolist()
+    start = time.perf_counter()
+    total, done = 0, 0
+    if workers <= 1:
+        _io_init(dataset, cols)
+        results = map(_io_read, rows)
+        pool = None
+    else:
+        import multiprocessing as mp
+
+        method = "fork" if "fork" in mp.get_all_start_methods() else None
+        pool = mp.get_context(method).Pool(workers, initializer=_chain_init, initargs=(dataset, cols))
+        results = pool.imap(_io_read, rows, chunksize=4)
+    try:
+        for b in results:
+            total += b
+            done += 1
+            if progress:
+                progress(done, len(rows))
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    seconds = time.perf_counter() - start
+    return {"samples": len(rows), "seconds": seconds, "samples_per_s": len(rows) / seconds,
+            "mb_per_s": total / seconds / 1e6, "bytes_per_sample": total / len(rows)}
+
+
+def _chain_init(dataset, cols):
+    from csst_data.workers import die_with_parent
+
+    die_with_parent()
+    _io_init(dataset, cols)
+
+
+def label_decode_ms(dataset, samples=32):
+    """Mean milliseconds to decode one label (bytes already read)."""
+    cols = dataset.samples(labels=True)
+    reader = RangeReader()
+    blobs = [dataset.read(reader, cols["shard"][i], cols["label_offset"][i], cols["label_size"][i],
+                          cols["label_path"][i]) for i in range(min(samples, len(cols["key"])))]
+    reader.close()
+    start = time.perf_counter()
+    for b in blobs:
+        dataset.decode_label(b)
+    return 1e3 * (time.perf_counter() - start) / len(blobs)
+
+
+def page_cache_note(paths, drop=False):
+    """Whether the reads below come from the page cache: 'cold' after dropping it (root only), else 'warm'."""
+    if drop:
+        try:
+            os.sync()
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+            return "cold (page cache dropped)"
+        except OSError as e:
+            return f"warm (could not drop the page cache: {e.strerror})"
+    return "warm (files read before may be in the page cache; --drop-caches as root measures cold reads)"
+
+
+# -- loader --------------------------------------------------------------------------------
+def loader_throughput(index, crop, batch_size, workers, samples, strategy="centroid", seed=0):
+    """{crops_per_s, pixels_per_s, crops, seconds} of the crop loader at one crop size."""
+    from csst_data.loader import CropLoader
+
+    loader = CropLoader(index, crop=crop, batch_size=batch_size, epochs=1, sizes=[crop], seed=seed,
+                        workers=workers, length=samples, strategy=strategy)
+    loader.set_epoch(0)
+    start = time.perf_counter()
+    n = sum(len(b["label"]) for b in loader)
+    seconds = time.perf_counter() - start
+    return {"crops": n, "seconds": seconds, "crops_per_s": n / seconds, "pixels_per_s": n / seconds * crop * crop}
+
+
+def crop_time_split(index, crop, samples, strategy="centroid", seed=0):
+    """Mean ms per crop of read (bytes of image and label), decode (image window and label) and
+    crop + augment, in this process over one plan's first `samples` crops; `total_ms` is timed around all,
+    `image_decode_ms` is the image's part of `decode_ms`."""
+    from csst_data import crops
+    from csst_data.datasets import SampleReader
+    from csst_data.loader import decode_window
+    from csst_data.sampling import epoch_plan
+
+    plan = epoch_plan(index, 0, seed, strategy=strategy, length=samples)
+    reader = SampleReader(index)
+    ds_of = index.images["source"]
+    split = {"read_ms": 0.0, "decode_ms": 0.0, "crop_ms": 0.0}
+    image_ms = 0.0
+    count = min(samples, len(plan["image"]))
+    t_all = time.perf_counter()
+    for j in range(count):
+        row = int(plan["image"][j])
+        h, w = int(index.images["height"][row]), int(index.images["width"][row])
+        cy, cx = float(plan["cy"][j]), float(plan["cx"][j])
+        tp = time.perf_counter()  # drawing the augmentation counts as crop + augment
+        params = crops.crop_params(h, w, crop, np.random.default_rng([seed, j]),
+                                   center=None if math.isnan(cy) else (cy, cx))
+        t0 = time.perf_counter()
+        data = reader.image_bytes(row)
+        raw_label = reader._read(row, "label")
+        t1 = time.perf_counter()
+        image, scale, origin, shape = decode_window(data, params)
+        image_ms += 1e3 * (time.perf_counter() - t1)
+        label = reader.datasets[ds_of[row]].decode_label(raw_label, index.images["key"][row])
+        t2 = time.perf_counter()
+        crops.apply_crop(image, label, params, image_scale=scale, origin=origin, shape=shape)
+        t3 = time.perf_counter()
+        split["read_ms"] += 1e3 * (t1 - t0)
+        split["decode_ms"] += 1e3 * (t2 - t1)
+        split["crop_ms"] += 1e3 * ((t3 - t2) + (t0 - tp))
+    total = 1e3 * (time.perf_counter() - t_all)
+    reader.close()
+    out = {k: v / count for k, v in split.items()}
+    out["total_ms"] = total / count
+    out["image_decode_ms"] = image_ms / count  # the window decode alone (part of decode_ms)
+    return out
+
+
+def class_coverage(index, strategy, samples, crop, seed=1, workers=0):
+    """Share of one epoch's crops that hold at least one pixel of each class, and its minimum over present classes."""
+    from csst_data.loader import CropLoader
+
+    loader = CropLoader(index, crop=crop, batch_size=8, epochs=1, strategy=strategy, seed=seed, workers=workers,
+                        length=samples)
+    loader.set_epoch(0)
+    hits = np.zeros(index.num_classes)
+    n = 0
+    for batch in loader:
+        for lab in batch["label"].numpy():
+            hits[np.unique(lab[lab < index.num_classes])] += 1
+            n += 1
+    present = index.class_pixels.sum(0) > 0
+    frac = hits / max(n, 1)
+    return {"coverage": dict(zip(index.class_names, frac.tolist())),
+            "min_coverage": float(frac[present].min()) if present.any() else 0.0}
