@@ -36,6 +36,8 @@ def _plot(path, title, series, xlabel, ylabel):
     for name, points in series.items():
         xs = list(points)
         ax.plot(xs, [points[x] for x in xs], marker="o", label=name)
+    ticks = sorted({x for points in series.values() for x in points})
+    ax.set_xticks(ticks)  # worker counts and crop sizes are whole numbers
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -321,10 +321,11 @@ def test_spec_file_and_equivalent_options_give_the_same_index(tmp_path):
 
 
 def test_every_command_parses_the_same_sources(tmp_path, monkeypatch):
-    """index build, train, eval and label take the same SOURCE strings through one parser."""
+    """index build, train, eval, label and pack take the same SOURCE strings through one parser."""
     import csst_cli.evaluate
     import csst_cli.index
     import csst_cli.label
+    import csst_cli.pack
     import csst_cli.train
 
     make_cityscapes(tmp_path / "cs")
@@ -341,7 +342,7 @@ def test_every_command_parses_the_same_sources(tmp_path, monkeypatch):
         pass
 
     for name, module in (("index", csst_cli.index), ("train", csst_cli.train), ("eval", csst_cli.evaluate),
-                         ("label", csst_cli.label)):
+                         ("label", csst_cli.label), ("pack", csst_cli.pack)):
         real = module.parse_sources
 
         def spy(texts, options, role="labels", param="SOURCE", check_images=True, name=name, real=real):
@@ -356,11 +357,12 @@ def test_every_command_parses_the_same_sources(tmp_path, monkeypatch):
         "eval": ["eval", "--checkpoint", str(tmp_path / "ck.pt"), *[a for s in sources for a in ("--data", s)], *common],
         "label": ["label", "--checkpoint", str(tmp_path / "ck.pt"), *[a for s in sources for a in ("--input", s)],
                   "-o", str(tmp_path / "p"), *common],
+        "pack": ["pack", *sources, "-o", str(tmp_path / "packed"), *common],
     }
     for name, argv in argvs.items():
         r = CliRunner().invoke(cli, argv)
         assert isinstance(r.exception, Parsed), (name, r.output)
-    assert seen["index"] == seen["train"] == seen["eval"]
+    assert seen["index"] == seen["train"] == seen["eval"] == seen["pack"]
     # label reads images: the same datasets, except that a bare folder is a folder of images.
     assert seen["label"][:3] == seen["index"][:3] and json.loads(seen["label"][3])["img_dir"] == str(tmp_path / "m")
 
