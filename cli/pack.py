@@ -65,6 +65,9 @@ def pack(sources, output, quality, lossless, shard_size, workers, rank, world_si
     if s["world_size"] > 1 and not s["merged"]:
         click.echo("waiting for other ranks; the last one writes manifest.json")
     if s["failed"]:
-        click.echo(f"{s['failed']} sample(s) could not be read: see {os.path.join(output, 'failed.jsonl')}", err=True)
+        from csst_data.shardrun import failures_path
+
+        click.echo(f"{s['failed']} sample(s) could not be read: see {failures_path(output, s['rank'], s['world_size'])}",
+                   err=True)
         if s["failed"] > max_failures:
             sys.exit(1)

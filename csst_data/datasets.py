@@ -420,8 +420,15 @@ class ShardSet(Dataset):
         return f"{self.shard_files[int(cols['shard'][i])]}:{cols['key'][i]}"
 
     def fingerprint(self):
+        """sha256 of manifest.json and of every listed shard's size: a truncated or
+        replaced shard makes an index built on the set stale, not silently wrong."""
+        sha = hashlib.sha256()
         with open(os.path.join(self.path, "manifest.json"), "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
+            sha.update(f.read())
+        for path in self.shard_files:
+            size = os.path.getsize(path) if os.path.exists(path) else -1
+            sha.update(f"\0{os.path.basename(path)}\0{size}".encode())
+        return sha.hexdigest()
 
     def to_attrs(self, base):
         return {"kind": self.kind, "path": _rel(self.path, base)}

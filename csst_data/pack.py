@@ -195,7 +195,7 @@ def _pack(datasets, items, out, options, workers, rank, world_size, num_classes,
     try:
         for i, sample, error, read in _imap(tasks, workers, (datasets, options, num_classes)):
             if error is not None:
-                record_failure(out, todo[i][1], datasets[todo[i][0]].name, error, rank)
+                record_failure(out, todo[i][1], datasets[todo[i][0]].name, error, rank, world_size)
                 counts["failed"] += 1
             else:
                 meta = json.loads(sample["json"])

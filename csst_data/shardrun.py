@@ -6,7 +6,9 @@ inputs are added later) as `rankNNNNN-*.tar` with its own manifest
 the last one to finish merges the part manifests into `manifest.json`. A single
 process writes `shard-*.tar` and `manifest.json` directly. A rerun of the same
 command keeps the finished shards and skips their keys, so every key is stored
-once. Unreadable inputs are appended to `failed.jsonl`, one line per attempt.
+once. Unreadable inputs are listed in `failed.jsonl`, one line each, rewritten
+by every run (each rank of a multi-rank run writes `failed-rankNNNNN.jsonl`,
+and the merge joins them), so it always lists the current failures.
 """
 
 import glob
@@ -14,7 +16,7 @@ import json
 import os
 import zlib
 
-from csst_data.shards import MANIFEST, atomic_write_json, merge_manifests, read_manifest
+from csst_data.shards import MANIFEST, atomic_write_bytes, atomic_write_json, merge_manifests, read_manifest
 
 FAILED = "failed.jsonl"
 
@@ -77,10 +79,16 @@ def check_resumable(out_dir, manifest_name, producer, world_size, fixed=(), fixe
                          f"has {world_size}; use the same world size or a new folder")
 
 
+def failures_path(out_dir, rank, world_size):
+    return os.path.join(out_dir, FAILED if world_size <= 1 else f"failed-{rank_prefix(rank)}.jsonl")
+
+
 def start_rank(out_dir, rank, world_size):
-    """Remove this rank's done marker: only a finished rank has one."""
+    """Remove this rank's done marker (only a finished rank has one) and its failures of an earlier run."""
+    paths = [failures_path(out_dir, rank, world_size)]
     if world_size > 1:
-        path = os.path.join(out_dir, done_name(rank))
+        paths.append(os.path.join(out_dir, done_name(rank)))
+    for path in paths:
         if os.path.exists(path):
             os.remove(path)
 
@@ -127,14 +135,25 @@ def merge_ranks(out_dir):
     if missing:
         raise ValueError(f"{out_dir}: rank(s) {missing} of {world} have not finished; rerun them first")
     merge_manifests(out_dir, [rank_manifest_name(r) for r in range(world)], drop=("rank",))
+    lines = []
+    for r in range(world):
+        path = failures_path(out_dir, r, world)
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                lines.append(f.read())
+    failed = os.path.join(out_dir, FAILED)
+    if any(lines):
+        atomic_write_bytes(failed, b"".join(lines))
+    elif os.path.exists(failed):
+        os.remove(failed)
     return os.path.join(out_dir, MANIFEST)
 
 
-def record_failure(out_dir, key, source, reason, rank):
-    """Append one line to OUT_DIR/failed.jsonl."""
+def record_failure(out_dir, key, source, reason, rank, world_size=1):
+    """Append one line to this run's failures (OUT_DIR/failed.jsonl, or the rank's file)."""
     line = json.dumps({"path": source, "key": key, "reason": reason, "rank": rank}) + "\n"
-    # One write per line with O_APPEND: lines of concurrent ranks do not interleave.
-    fd = os.open(os.path.join(out_dir, FAILED), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    # One write per line with O_APPEND: a line is never torn.
+    fd = os.open(failures_path(out_dir, rank, world_size), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         os.write(fd, line.encode("utf-8"))
     finally:

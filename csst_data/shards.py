@@ -26,8 +26,8 @@ TMP_SUFFIX = ".tmp"
 _KEY_RE = re.compile(r"^[^./\\\s]+$")
 
 
-class ShardError(Exception):
-    """A shard set on disk is missing, malformed or inconsistent."""
+class ShardError(ValueError):
+    """A shard set on disk is missing, malformed or inconsistent (a ValueError: bad input)."""
 
 
 def atomic_write_bytes(path, data):

@@ -438,7 +438,7 @@ def _label(checkpoint, items, out_dir, *, device, batch_size, workers, shard_siz
             for i, image, data, suffix, error in batch:
                 if error is not None:
                     key, ref = todo[i]
-                    record_failure(out_dir, key, ref_name(ref), error, rank)
+                    record_failure(out_dir, key, ref_name(ref), error, rank, world_size)
                     failed += 1
                 else:
                     rows.append((i, image, data, suffix))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from csst_data import dataset_tables as tables
-from csst_data.shardrun import rank_of, record_failure
+from csst_data.shardrun import rank_of, record_failure, start_rank
 from csst_data.shards import atomic_write_bytes
 from csst_data.workers import die_with_parent
 from csst_train.distributed import amp_dtype as to_amp_dtype
@@ -83,6 +83,7 @@ def predict(checkpoint, items, out_dir, *, fmt="ids", device="auto", batch_size=
         raise ValueError(f"{checkpoint}: --format cityscapes needs a checkpoint of the 19 Cityscapes train classes, "
                          f"this one has {num_classes} ({', '.join(map(str, names[:4]))}, ...)")
     os.makedirs(out_dir, exist_ok=True)
+    start_rank(out_dir, rank, world_size)  # failures of an earlier run are gone
     mine = [it for it in items if rank_of(it[0], world_size) == rank]
     path_of = {key: os.path.join(out_dir, f"{key}.png") for key, _ in mine}
     todo = [it for it in mine if not os.path.exists(path_of[it[0]])]
@@ -98,7 +99,7 @@ def predict(checkpoint, items, out_dir, *, fmt="ids", device="auto", batch_size=
         rows = []
         for i, image, _, _, error in batch:
             if error is not None:
-                record_failure(out_dir, todo[i][0], ref_name(todo[i][1]), error, rank)
+                record_failure(out_dir, todo[i][0], ref_name(todo[i][1]), error, rank, world_size)
                 failed += 1
             else:
                 rows.append((i, image))

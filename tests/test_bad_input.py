@@ -170,3 +170,45 @@ def test_bad_val_fails_before_the_first_step(tmp_path, problem):
                "sizes differ": "v1.jpg: image is 32x60 but its label"}[problem]
     assert message in r.output, r.output
     assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+# -- 7. a truncated shard ------------------------------------------------------------------------
+def test_truncated_shard_makes_the_index_stale_and_commands_say_so(tmp_path):
+    synth.write_dataset(tmp_path / "d", 0, 0, 4, size=(32, 64))
+    val = tmp_path / "d" / "val"
+    assert CliRunner().invoke(cli, ["index", "build", str(val), "-o", str(tmp_path / "i.zarr")]).exit_code == 0
+    shard = val / "shard-000000.tar"
+    with open(shard, "r+b") as f:
+        f.truncate(shard.stat().st_size // 2)
+    r = CliRunner().invoke(cli, ["index", "stats", str(tmp_path / "i.zarr")])
+    assert r.exit_code == 1 and "index is stale" in r.output and "Traceback" not in r.output
+    from csst_train.checkpoints import save_checkpoint
+    from csst_train.models import build_model
+
+    save_checkpoint({"model": build_model("fastscnn", 19).state_dict(), "args": {"model": "fastscnn"},
+                     "num_classes": 19, "class_names": list(synth.CLASS_NAMES)}, tmp_path / "c.pt")
+    for argv in (["eval", "--checkpoint", str(tmp_path / "c.pt"), "--data", str(val), "--no-progress"],
+                 ["label", "--checkpoint", str(tmp_path / "c.pt"), "--input", str(val), "-o", str(tmp_path / "p"),
+                  "--workers", "0", "--no-progress"]):
+        r = CliRunner().invoke(cli, argv)
+        assert r.exit_code == 1 and "shard-000000.tar" in r.output and "Traceback" not in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1, r.output
+
+
+# -- 10. failed.jsonl lists this run's failures ---------------------------------------------------------
+def test_failed_jsonl_is_rewritten_by_each_run(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        image, label = synth.render_scene(32, 48, rng)
+        Image.fromarray(image).save(tmp_path / f"{i}.jpg", quality=90)
+        Image.fromarray(np.where(label >= 19, 255, label).astype(np.uint8), mode="L").save(tmp_path / f"{i}_gt.png")
+    good = (tmp_path / "2.jpg").read_bytes()
+    (tmp_path / "2.jpg").write_bytes(good[:200])
+    argv = ["pack", str(tmp_path), "--img-suffix", ".jpg", "--seg-map-suffix", "_gt.png", "--num-classes", "19",
+            "-o", str(tmp_path / "p"), "--no-progress"]
+    r = CliRunner().invoke(cli, argv)
+    assert r.exit_code == 1 and (tmp_path / "p" / "failed.jsonl").read_text().count("\n") == 1
+    (tmp_path / "2.jpg").write_bytes(good)  # the input is fixed
+    r = CliRunner().invoke(cli, argv)
+    assert r.exit_code == 0 and "0 failed" in r.output
+    assert not (tmp_path / "p" / "failed.jsonl").exists()

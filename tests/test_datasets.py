@@ -397,7 +397,10 @@ def test_masks_paired_with_images_by_stem(tmp_path):
 def test_fingerprints(tmp_path):
     with shards.ShardWriter(tmp_path / "s", num_classes=3) as w:
         w.write({"__key__": "a", "label.npy.zst": codecs.encode_label(np.zeros((2, 2), np.uint8))})
-    assert ShardSet(tmp_path / "s").fingerprint() == hashlib.sha256((tmp_path / "s" / "manifest.json").read_bytes()).hexdigest()
+    shard = tmp_path / "s" / "shard-000000.tar"
+    want = hashlib.sha256((tmp_path / "s" / "manifest.json").read_bytes()
+                          + f"\0shard-000000.tar\0{shard.stat().st_size}".encode()).hexdigest()
+    assert ShardSet(tmp_path / "s").fingerprint() == want  # the manifest and every shard's size
     write(str(tmp_path / "m" / "x.png"), png_bytes(np.zeros((2, 2), np.uint8), "L"))
     ds = parse_source(str(tmp_path / "m"))
     before = ds.fingerprint()
