@@ -1,6 +1,5 @@
 """`csst label`: write pseudo-label shards with a trained teacher (paper Sec. 3.1)."""
 
-import os
 import sys
 
 import click

@@ -20,6 +20,11 @@ def verify(directory, progress):
     decodes every label, and reports missing or unlisted shards. Exits with
     status 1 if any shard fails.
     """
+    from csst_data.shardrun import unfinished_run
+
+    problem = unfinished_run(directory)
+    if problem:
+        raise click.ClickException(problem)
     try:
         total = len(read_manifest(directory)["shards"])
         done = []
@@ -39,4 +44,5 @@ def verify(directory, progress):
         for r in failed:
             click.echo(f"error: {directory}/{r['name']}: {'; '.join(r['problems'])}", err=True)
         sys.exit(1)
-    click.echo(f"ok: {len(rows)} shard(s), {sum(r['samples'] or 0 for r in rows)} samples verified")
+    shards = [r for r in rows if r["samples"] is not None]  # not leftover temporary files
+    click.echo(f"ok: {len(shards)} shard(s), {sum(r['samples'] for r in shards)} samples verified")

@@ -184,7 +184,8 @@ class Dataset:
 
     def _sample(self, cols, i, images, labels, reader):
         key = cols["key"][i]
-        out = {"key": key, "image": None, "label": None, "meta": None, "dataset": self}
+        out = {"key": key, "image": None, "label": None, "meta": None, "dataset": self,
+               "name": self.describe(cols, i, "label" if labels else "image")}
         if images and cols["image_size"][i] != -1 or images and cols["image_path"][i]:
             out["image"] = self.read(reader, cols["shard"][i], cols["image_offset"][i], cols["image_size"][i],
                                      cols["image_path"][i])
@@ -390,7 +391,8 @@ class ShardSet(Dataset):
         try:
             for number, path in enumerate(self.shard_files):
                 for key, members in group_members(path).items():
-                    out = {"key": key, "image": None, "label": None, "meta": None, "dataset": self}
+                    out = {"key": key, "image": None, "label": None, "meta": None, "dataset": self,
+                           "name": f"{path}:{key}"}
                     img = next((members[m] for m in _IMAGE_MEMBERS if m in members), None)
                     if images and img is not None:
                         out["image"] = reader.read(path, *img)
@@ -417,7 +419,9 @@ class ShardSet(Dataset):
         return refs
 
     def describe(self, cols, i, what="label"):
-        return f"{self.shard_files[int(cols['shard'][i])]}:{cols['key'][i]}"
+        where = f"{self.shard_files[int(cols['shard'][i])]}:{cols['key'][i]}"
+        offset = cols.get(f"{what}_offset")
+        return where if offset is None or offset[i] < 0 else f"{where} ({what} at byte {int(offset[i])})"
 
     def fingerprint(self):
         """sha256 of manifest.json and of every listed shard's size: a truncated or
@@ -959,6 +963,16 @@ def parse_source(text, options=FolderOptions(), role="labels"):
         return read_spec(text)
     if is_shard_set(text):
         return ShardSet(text)
+    if os.path.isdir(text):
+        # Say what a folder that looks like shards is, rather than "no masks in it".
+        from csst_data.shardrun import unfinished_run
+
+        problem = unfinished_run(text)
+        if problem:
+            raise ValueError(problem)
+        if glob.glob(os.path.join(glob.escape(text), "*.tar")):
+            raise ValueError(f"{text} holds .tar shards but no manifest.json, so it is not a csst shard set "
+                             "(a writer killed before its first shard finished, or shards from another tool)")
     root, pattern = _split_glob(text)
     if not os.path.exists(text) and pattern is None:
         raise ValueError(f"{text}: no such file or folder")
@@ -1033,6 +1047,14 @@ class SampleReader:
         if offset < 0 and not path:
             raise ValueError(f"sample {self.key[row]!r} of {ds.name} has no {what}")
         return ds.read(self.reader, self.shard[row], offset, size, path)
+
+    def where(self, row, what="image"):
+        """The file, or shard member and byte offset, of row `row`'s image or label, for messages."""
+        row = int(row)
+        cols = {"key": [self.key[row]], "shard": [self.shard[row]],
+                f"{what}_offset": [self.columns[f"{what}_offset"][row]],
+                f"{what}_path": [self.paths[what][row] if self.paths[what] is not None else ""]}
+        return self.datasets[self.source[row]].describe(cols, 0, what)
 
     def image_bytes(self, row):
         """The original image bytes (JPEG or PNG) of index row `row`."""

@@ -587,12 +587,12 @@ def _build_index(sources, out, num_classes, class_names, connectivity, min_area,
     target = part_path(out, rank, world_size) if parted else out
     if not append and os.path.exists(target) and not force:
         raise ValueError(f"{target} exists; pass --force to overwrite it (or --append to add sources)")
+    # Fingerprint first: a source changing during the build then reads as stale (and an empty
+    # or unreadable source is reported as such before anything is asked of its classes).
+    prints = [ds.fingerprint() for ds in datasets]
     num_classes, class_names = _resolve_classes(datasets, num_classes, class_names)
     if old is not None and class_names != old.class_names:
         raise ValueError(f"class names differ from those of {out}")
-
-    # Fingerprint first: a source changing during the build then reads as stale.
-    prints = [ds.fingerprint() for ds in datasets]
     blocks = [ds.blocks() for ds in datasets]
     counts = [sum(block[0] for block in b) for b in blocks]
     total = sum(counts)

@@ -14,6 +14,7 @@ Every sample's randomness is seeded by (seed, epoch, plan position), so a run
 resumed mid-epoch (`load_state_dict`) sees exactly the crops it had not seen.
 """
 
+import io
 import math
 
 import numpy as np
@@ -53,9 +54,10 @@ def load_crop(reader, index, row, cy, cx, size, rng, augment=True, scale_range=(
     if label.shape != (h, w):
         raise ValueError(f"sample {key!r}: label is {label.shape}, the index says {(h, w)}; "
                          "the index does not match its data (rebuild it)")
-    image, scale, origin, shape = (decode or decode_window)(data, params, key)
-    if abs(shape[1] / w - scale) > 0.05 or (scale == 1.0 and tuple(shape) != (h, w)):
-        raise ValueError(f"sample {key!r}: image is {tuple(shape)} but its label is {(h, w)}")
+    try:
+        image, scale, origin, shape = (decode or decode_window)(data, params, key)
+    except ValueError as e:  # name the file, or the shard and byte offset
+        raise ValueError(f"{reader.where(row, 'image')}: {e}") from None
     out = crops.apply_crop(image, label, params, image_scale=scale, origin=origin, shape=shape)
     if not topk:
         return out
@@ -66,6 +68,13 @@ def load_crop(reader, index, row, cy, cx, size, rng, augment=True, scale_range=(
         # Outside the image: class 0 with probability 0, i.e. no soft label there.
         soft = (crops.crop_nearest(soft[0], params, 0), crops.crop_nearest(soft[1], params, 0))
     return (*out, soft)
+
+
+def _header_size(data):
+    from PIL import Image
+
+    w, h = Image.open(io.BytesIO(data)).size
+    return h, w
 
 
 def decode_window(data, params, key=None):
@@ -79,15 +88,18 @@ def decode_window(data, params, key=None):
     h, w = params.height, params.width
     if not is_jpeg(data):
         image = decode_image(data, key=key)
-        return image, image.shape[0] / h, (0, 0), image.shape[:2]
+        if image.shape[:2] != (h, w):  # one rule with eval: an image and its label are one size
+            raise ValueError(f"image is {image.shape[0]}x{image.shape[1]} but its label is {h}x{w}")
+        return image, 1.0, (0, 0), image.shape[:2]
     try:
         info = jpeg.parse(data)
     except jpeg.UnsupportedJpeg:
         info = None  # progressive, arithmetic...: libjpeg-turbo decodes it whole
     except ValueError as e:
         raise ValueError(f"image {key!r}: cannot decode ({e})") from e
-    if info is not None and (info.height, info.width) != (h, w):
-        raise ValueError(f"sample {key!r}: image is {(info.height, info.width)} but its label is {(h, w)}")
+    size = (info.height, info.width) if info is not None else _header_size(data)
+    if size != (h, w):
+        raise ValueError(f"image is {size[0]}x{size[1]} but its label is {h}x{w}")
     m = 8
     if max(params.side, 1.0) >= 2 * params.size:
         # DCT-domain downscaling: decode only as many pixels as the crop needs.

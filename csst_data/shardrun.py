@@ -149,6 +149,36 @@ def merge_ranks(out_dir):
     return os.path.join(out_dir, MANIFEST)
 
 
+def unfinished_run(out_dir):
+    """What is unfinished about a multi-rank run in OUT_DIR (a message), or None.
+
+    A run whose ranks have not all finished, or finished without the merge, has
+    per-rank manifests but no manifest.json listing their shards."""
+    parts = sorted(glob.glob(os.path.join(glob.escape(os.fspath(out_dir)), "manifest-rank*.json")))
+    if not parts:
+        return None
+    main = os.path.join(out_dir, MANIFEST)
+    listed = set()
+    if os.path.exists(main):
+        listed = {s["name"] for s in read_manifest(out_dir).get("shards", [])}
+    markers = {}
+    for path in glob.glob(os.path.join(glob.escape(os.fspath(out_dir)), "done-rank*.json")):
+        with open(path, "rb") as f:
+            m = json.load(f)
+        markers[m["rank"]] = m
+    worlds = {m["world_size"] for m in markers.values()}
+    for path in parts:
+        with open(path, "rb") as f:
+            part = json.load(f)
+        if any(s["name"] not in listed for s in part.get("shards", [])):
+            world = part.get("world_size") or (worlds.pop() if len(worlds) == 1 else None)
+            missing = sorted(set(range(world)) - set(markers)) if world else []
+            what = f"rank(s) {missing} of {world} have not finished" if missing else "every rank finished but the run was not merged"
+            return (f"{out_dir} is an unfinished multi-rank run: {what}; rerun the missing ranks with the same "
+                    "command, or merge it (`csst label --merge`)")
+    return None
+
+
 def record_failure(out_dir, key, source, reason, rank, world_size=1):
     """Append one line to this run's failures (OUT_DIR/failed.jsonl, or the rank's file)."""
     line = json.dumps({"path": source, "key": key, "reason": reason, "rank": rank}) + "\n"

@@ -290,12 +290,20 @@ def iter_samples(root, decode=True):
 
 
 def member_offsets(path):
-    """[(member name, data byte offset, size)] of every member of a tar shard."""
+    """[(member name, data byte offset, size)] of every member of a tar shard.
+
+    Member names must be `key.suffix` with a non-empty key and no path parts
+    (no `/`, `..` or absolute names, which other tar readers would write outside
+    their folder); anything else is a ShardError naming the member."""
     out = []
     try:
         with tarfile.open(path, "r:") as tar:
             for info in tar:
                 if info.isfile():
+                    key, dot, suffix = info.name.partition(".")
+                    if not key or not dot or not suffix or "/" in info.name or "\\" in info.name:
+                        raise ShardError(f"{path}: unsafe or invalid member name {info.name!r} "
+                                         "(expected key.suffix without path parts)")
                     out.append((info.name, info.offset_data, info.size))
     except tarfile.TarError as e:
         raise ShardError(f"{path}: not a readable tar ({e})") from e

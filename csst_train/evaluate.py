@@ -7,7 +7,7 @@ ranks (sample i on rank i % world) and the confusion matrix is all-reduced.
 import numpy as np
 import torch
 
-from csst_data.codecs import decode_image
+from csst_data.codecs import check_label, decode_image
 from csst_train.inference import normalise, predict_probs
 from csst_train.metrics import all_reduce_confusion, confusion_matrix, iou_from_confusion
 
@@ -31,12 +31,14 @@ def evaluate(model, samples, num_classes, device="cpu", scales=(1.0,), flip=Fals
         if i % world_size != rank:
             continue
         image, label = sample["image"], sample["label"]
+        where = sample.get("name") or repr(sample.get("key"))  # the file or shard member, for messages
         if label is None:
-            raise ValueError(f"sample {sample.get('key')!r} has no label to evaluate against")
+            raise ValueError(f"{where}: no label to evaluate against")
+        check_label(label, num_classes, where)  # a class id the model cannot predict is an error, not a silent miss
         if isinstance(image, (bytes, bytearray, memoryview)):
-            image = decode_image(image, key=sample.get("key"))
+            image = decode_image(image, key=where)
         if image.shape[:2] != label.shape:
-            raise ValueError(f"sample {sample.get('key')!r}: image {image.shape[:2]} and label {label.shape} differ in size")
+            raise ValueError(f"{where}: image {image.shape[:2]} and label {label.shape} differ in size")
         x = normalise(torch.from_numpy(np.ascontiguousarray(image))[None].to(device))
         probs = predict_probs(model, x, num_classes, scales=scales, flip=flip, crop=crop, amp_dtype=amp_dtype)
         pred = probs.argmax(1)[0]

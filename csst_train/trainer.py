@@ -197,7 +197,11 @@ def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, 
             while True:
                 # -- one step: wait for a batch (data_s), then compute (step_s) --
                 t_wait = time.perf_counter()
-                batch = next(batches, None)
+                try:
+                    batch = next(batches, None)
+                except ValueError as e:
+                    # A worker's error arrives with its traceback in the message: keep its last line.
+                    raise ValueError(str(e).strip().splitlines()[-1].removeprefix("ValueError: ")) from None
                 if batch is None:
                     break
                 t_step = time.perf_counter()

@@ -212,3 +212,97 @@ def test_failed_jsonl_is_rewritten_by_each_run(tmp_path):
     r = CliRunner().invoke(cli, argv)
     assert r.exit_code == 0 and "0 failed" in r.output
     assert not (tmp_path / "p" / "failed.jsonl").exists()
+
+
+# -- 9. verify: unsafe member names, leftover temporary files, unfinished runs ---------------------
+def test_verify_reports_unsafe_names_tmp_files_and_unfinished_runs(tmp_path):
+    import tarfile
+
+    from csst_data import codecs, shards
+
+    with shards.ShardWriter(tmp_path / "s", num_classes=3) as w:
+        w.write({"__key__": "a", "label.npy.zst": codecs.encode_label(np.zeros((2, 2), np.uint8))})
+    (tmp_path / "s" / "shard-000001.tar.tmp").write_bytes(b"partial")
+    r = CliRunner().invoke(cli, ["verify", str(tmp_path / "s"), "--no-progress"])
+    assert r.exit_code == 0 and "ok: 1 shard(s), 1 samples verified" in r.output  # the .tmp file is not a shard
+    # A member whose name escapes its folder.
+    bad = tmp_path / "s" / "shard-000000.tar"
+    with tarfile.open(bad, "w", format=tarfile.GNU_FORMAT) as tar:
+        data = codecs.encode_label(np.zeros((2, 2), np.uint8))
+        info = tarfile.TarInfo("../a.label.npy.zst")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    manifest = shards.read_manifest(tmp_path / "s")
+    manifest["shards"][0].update(bytes=bad.stat().st_size, sha256=shards.file_sha256(bad))
+    shards.atomic_write_json(tmp_path / "s" / "manifest.json", manifest)
+    r = CliRunner().invoke(cli, ["verify", str(tmp_path / "s"), "--no-progress"])
+    assert r.exit_code == 1 and "unsafe or invalid member name '../a.label.npy.zst'" in r.output
+    r = CliRunner().invoke(cli, ["index", "build", str(tmp_path / "s"), "-o", str(tmp_path / "i.zarr")])
+    assert r.exit_code == 1 and "unsafe or invalid member name" in r.output
+    # An unfinished two-rank run: rank 1 never finished.
+    from csst_data.pack import pack
+
+    synth.write_dataset(tmp_path / "d", 4, 0, 0, size=(32, 64))
+    pack([tmp_path / "d" / "labeled"], tmp_path / "p", rank=0, world_size=2, workers=1)
+    r = CliRunner().invoke(cli, ["verify", str(tmp_path / "p"), "--no-progress"])
+    assert r.exit_code == 1 and "unfinished multi-rank run: rank(s) [1] of 2 have not finished" in r.output
+    r = CliRunner().invoke(cli, ["index", "build", str(tmp_path / "p"), "-o", str(tmp_path / "j.zarr")])
+    assert r.exit_code == 2 and "unfinished multi-rank run" in r.output and "no masks" not in r.output
+
+
+# -- 11. messages that say what is wrong --------------------------------------------------------------
+def test_shards_without_manifest_are_named_as_such(tmp_path):
+    from csst_data import codecs, shards
+
+    with shards.ShardWriter(tmp_path / "s", num_classes=3) as w:
+        w.write({"__key__": "a", "label.npy.zst": codecs.encode_label(np.zeros((2, 2), np.uint8))})
+    os.remove(tmp_path / "s" / "manifest.json")
+    r = CliRunner().invoke(cli, ["index", "build", str(tmp_path / "s"), "-o", str(tmp_path / "i.zarr")])
+    assert r.exit_code == 2 and "holds .tar shards but no manifest.json" in r.output
+    os.makedirs(tmp_path / "empty")
+    r = CliRunner().invoke(cli, ["index", "build", str(tmp_path / "empty"), "-o", str(tmp_path / "j.zarr")])
+    assert r.exit_code == 1 and "no masks ending in '.png'" in r.output and "Traceback" not in r.output
+
+
+def test_eval_names_the_file_of_an_out_of_range_class_id(tmp_path):
+    from csst_train.checkpoints import save_checkpoint
+    from csst_train.models import build_model
+
+    os.makedirs(tmp_path / "m")
+    os.makedirs(tmp_path / "i")
+    for i, top in enumerate((2, 7)):
+        Image.fromarray(np.full((16, 24), top, np.uint8), mode="L").save(tmp_path / "m" / f"x{i}.png")
+        Image.fromarray(np.zeros((16, 24, 3), np.uint8)).save(tmp_path / "i" / f"x{i}.jpg")
+    save_checkpoint({"model": build_model("fastscnn", 3).state_dict(), "args": {"model": "fastscnn"},
+                     "num_classes": 3, "class_names": ["a", "b", "c"]}, tmp_path / "c.pt")
+    r = CliRunner().invoke(cli, ["eval", "--checkpoint", str(tmp_path / "c.pt"), "--data", str(tmp_path / "m"),
+                                 "--images", str(tmp_path / "i"), "--no-progress"])
+    assert r.exit_code == 1 and "x1.png" in r.output and "values [7]" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+# -- 6 (part) and 11: a corrupt or smaller image during training -----------------------------------------
+@pytest.mark.parametrize("problem", ["corrupt", "half size"])
+def test_training_names_the_bad_image_in_one_line(tmp_path, problem):
+    from csst_data import codecs, shards
+    from csst_data.index import build_index
+
+    rng = np.random.default_rng(0)
+    with shards.ShardWriter(tmp_path / "s", num_classes=3, maxcount=4) as w:
+        for i in range(4):
+            label = rng.integers(0, 3, (32, 48)).astype(np.uint8)
+            h, w_ = (16, 24) if problem == "half size" and i == 2 else (32, 48)
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (h, w_, 3), dtype=np.uint8)).save(buf, format="JPEG")
+            data = buf.getvalue()
+            if problem == "corrupt" and i == 2:
+                data = data[:40] + b"\x00" * 30
+            w.write({"__key__": f"k{i}", "jpg": data, "label.npy.zst": codecs.encode_label(label, 3)})
+    build_index([tmp_path / "s"], tmp_path / "i.zarr")
+    r = CliRunner().invoke(cli, ["train", "--data", str(tmp_path / "s"), "--index", str(tmp_path / "i.zarr"),
+                                 "-o", str(tmp_path / "run"), "--epochs", "1", "--crop", "32", "--batch-size", "2",
+                                 "--workers", "1", "--sampling", "uniform", "--no-progress"])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "shard-000000.tar:k2 (image at byte" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    if problem == "half size":
+        assert "image is 16x24 but its label is 32x48" in r.output
