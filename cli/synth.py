@@ -6,7 +6,7 @@ import time
 import click
 
 from csst_cli.options import progress_bar, progress_option
-from csst_data.synth import write_dataset
+from csst_data.synth import FolderNotEmpty, write_dataset
 
 
 def _size(ctx, param, value):
@@ -52,6 +52,9 @@ def synth(out, labeled, unlabeled, val, size, seed, layout, workers, force, prog
         with progress_bar("rendering", "img", progress) as bar:
             counts = write_dataset(out, labeled, unlabeled, val, size=size, seed=seed, layout=layout,
                                    workers=workers, progress=bar, force=force)
+    except FolderNotEmpty:
+        raise click.ClickException(f"{out} is not empty; choose an empty folder, or pass --force to replace "
+                                   "what an earlier run wrote there")
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e))
     parts = ", ".join(f"{n} {split}" for split, n in counts.items())

@@ -986,6 +986,10 @@ def _written_paths(out, layout):
     return [os.path.join(out, d) for d in ("labeled", "unlabeled", "unlabeled-gt", "val")]
 
 
+class FolderNotEmpty(ValueError):
+    """The output folder holds something and `force` was not given."""
+
+
 def write_dataset(out, labeled, unlabeled, val, size=(256, 512), seed=0, layout="shards", workers=1,
                   progress=None, force=False):
     """Render and write the three splits to `out`; returns {split: number of samples}.
@@ -1008,7 +1012,8 @@ def write_dataset(out, labeled, unlabeled, val, size=(256, 512), seed=0, layout=
     out = str(out)
     if os.path.isdir(out) and os.listdir(out):
         if not force:
-            raise ValueError(f"{out} is not empty; choose an empty folder or pass force=True (--force)")
+            raise FolderNotEmpty(f"{out} is not empty; choose an empty folder, or pass force=True to replace "
+                                 "what an earlier run wrote there")
         for path in _written_paths(out, layout):
             if os.path.isdir(path):
                 shutil.rmtree(path)
