@@ -55,8 +55,11 @@ def _env_int(name):
 @click.option("--world-size", type=click.IntRange(1), default=None, help="Number of parts (default: $WORLD_SIZE).")
 @click.option("--append", is_flag=True, help="Add SOURCES to the existing index without recomputing old sources.")
 @click.option("--force", is_flag=True, help="Overwrite an existing index.")
+@click.option("--check-images", is_flag=True,
+              help="Also decode every image once: a corrupt or mis-sized image is found now, not mid-training.")
 @progress_option
-def build(sources, output, connectivity, min_area, workers, rank, world_size, append, force, progress, **kw):
+def build(sources, output, connectivity, min_area, workers, rank, world_size, append, force, check_images, progress,
+          **kw):
     options = pop_folder_options(kw)
     datasets = parse_sources(sources, options)
     if rank is None and world_size is None:
@@ -68,7 +71,7 @@ def build(sources, output, connectivity, min_area, workers, rank, world_size, ap
             path = build_index(datasets, output, num_classes=options.num_classes, class_names=options.classes,
                                connectivity=int(connectivity) if connectivity else None, min_area=min_area,
                                workers=workers, rank=rank, world_size=world_size, append=append, force=force,
-                               progress=bar)
+                               progress=bar, check_images=check_images)
         idx = CentroidIndex.open(path, check_stale=False)
     except (ValueError, ShardError, OSError) as e:
         raise click.ClickException(str(e))

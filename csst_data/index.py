@@ -73,7 +73,7 @@ def _process(task):
     global _decode
     if _decode is None:
         _decode = label_decoder()  # one buffer per process, reused across tasks
-    dataset, shards, offsets, sizes, paths, names, num_classes, connectivity, min_area = task
+    dataset, shards, offsets, sizes, paths, names, images, num_classes, connectivity, min_area = task
     n = len(names)
     heights = np.empty(n, np.int32)
     widths = np.empty(n, np.int32)
@@ -85,6 +85,8 @@ def _process(task):
             data = dataset.read(reader, shards[i], offsets[i], sizes[i], paths[i])
             mask = dataset.decode_label(data, names[i], decode=_decode)
             r = find_components(mask, num_classes, connectivity, min_area, key=names[i])
+            if images is not None:
+                _check_image(dataset, reader, images, i, mask.shape)
             heights[i], widths[i] = mask.shape
             pixels[i] = r["class_pixels"]
             parts.append((i, r))
@@ -99,13 +101,34 @@ def _process(task):
     return heights, widths, pixels, comps
 
 
-def _tasks(dataset, cols, lo, hi, chunk, params):
+def _check_image(dataset, reader, images, i, shape):
+    """--check-images: decode sample i's image once, so a bad file is found now, not mid-training."""
+    from csst_data.codecs import decode_image
+
+    where = images["names"][i]
+    if images["size"][i] == -1 and not images["path"][i]:
+        raise ValueError(f"{where}: no image for this label")
+    data = dataset.read(reader, images["shard"][i], images["offset"][i], images["size"][i], images["path"][i])
+    try:
+        pixels = decode_image(data)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    if pixels.shape[:2] != shape:
+        raise ValueError(f"{where}: image is {pixels.shape[0]}x{pixels.shape[1]} but its label is {shape[0]}x{shape[1]}")
+
+
+def _tasks(dataset, cols, lo, hi, chunk, params, check_images=False):
     """Tasks for rows lo:hi of one block of a dataset's samples (a shard's, or a folder dataset's)."""
     names = [dataset.describe(cols, i) for i in range(lo, hi)]
+    image_names = [dataset.describe(cols, i, "image") for i in range(lo, hi)] if check_images else None
     for a in range(lo, hi, chunk):
         b = min(a + chunk, hi)
+        images = None
+        if check_images:
+            images = {"shard": cols["shard"][a:b], "offset": cols["image_offset"][a:b], "size": cols["image_size"][a:b],
+                      "path": cols["image_path"][a:b], "names": image_names[a - lo:b - lo]}
         yield (dataset, cols["shard"][a:b], cols["label_offset"][a:b], cols["label_size"][a:b],
-               cols["label_path"][a:b], names[a - lo:b - lo], *params)
+               cols["label_path"][a:b], names[a - lo:b - lo], images, *params)
 
 
 # -- in-memory tables --------------------------------------------------------
@@ -478,7 +501,8 @@ def _run(tasks, workers, total, progress):
     return results
 
 
-def _build_table(datasets, blocks, source_base, lo, hi, num_classes, connectivity, min_area, workers, progress):
+def _build_table(datasets, blocks, source_base, lo, hi, num_classes, connectivity, min_area, workers, progress,
+                 check_images=False):
     """Images table and components of global sample rows lo:hi."""
     params = (num_classes, connectivity, min_area)
     n = hi - lo
@@ -499,7 +523,7 @@ def _build_table(datasets, blocks, source_base, lo, hi, num_classes, connectivit
                              for c, t in IMAGE_COLUMNS.items() if c in cols}
                     piece["source"] = np.full(b - a, source_base + s, np.int32)
                     pieces.append(piece)
-                    yield from _tasks(ds, cols, a, b, chunk, params)
+                    yield from _tasks(ds, cols, a, b, chunk, params, check_images)
                 start += count
 
     results = _run(tasks(), workers, n, progress)
@@ -523,7 +547,7 @@ def _build_table(datasets, blocks, source_base, lo, hi, num_classes, connectivit
 
 
 def build_index(sources, out, num_classes=None, class_names=None, connectivity=None, min_area=None, workers=1,
-                rank=None, world_size=None, append=False, force=False, progress=None):
+                rank=None, world_size=None, append=False, force=False, progress=None, check_images=False):
     """Build the centroid index of `sources` (Datasets or SOURCE strings) into `out`.
 
     connectivity: 4 or 8 (default 8); min_area: drop smaller components
@@ -531,18 +555,20 @@ def build_index(sources, out, num_classes=None, class_names=None, connectivity=N
     `part_path(out, rank, world_size)` holding a contiguous slice of the
     samples. With `append`, `sources` are added to the existing index `out`;
     `force` replaces an existing one. `progress(done, total)` is called as
-    masks are indexed. Returns the path written. One writer at a time: a
-    second build of the same output raises OutputBusy.
+    masks are indexed. `check_images` also decodes every image once (a bad
+    file is an error naming it now, not in the middle of training). Returns the
+    path written. One writer at a time: a second build of the same output
+    raises OutputBusy.
     """
     out = os.fspath(out).rstrip(os.sep)
     parted = world_size is not None and world_size > 1 and rank is not None
     with OutputLock(part_path(out, rank, world_size) if parted else out):
         return _build_index(sources, out, num_classes, class_names, connectivity, min_area, workers, rank,
-                            world_size, append, force, progress)
+                            world_size, append, force, progress, check_images)
 
 
 def _build_index(sources, out, num_classes, class_names, connectivity, min_area, workers, rank, world_size, append,
-                 force, progress):
+                 force, progress, check_images=False):
     datasets = [as_dataset(s) for s in sources]
     if not datasets:
         raise ValueError("no sources given")
@@ -599,7 +625,7 @@ def _build_index(sources, out, num_classes, class_names, connectivity, min_area,
     lo, hi = (total * rank // world_size, total * (rank + 1) // world_size) if parted else (0, total)
     base = len(old.sources) if old is not None else 0
     images, comps = _build_table(datasets, blocks, base, lo, hi, num_classes, connectivity, min_area, workers,
-                                 progress)
+                                 progress, check_images)
     src_attrs = [_source_attrs(ds, target, sha256=p, samples=c, pseudo=ds.pseudo)
                  for ds, p, c in zip(datasets, prints, counts)]
     if old is not None:

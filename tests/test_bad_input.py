@@ -306,3 +306,20 @@ def test_training_names_the_bad_image_in_one_line(tmp_path, problem):
     assert "shard-000000.tar:k2 (image at byte" in r.output and len(r.output.strip().splitlines()) == 1, r.output
     if problem == "half size":
         assert "image is 16x24 but its label is 32x48" in r.output
+
+
+def test_index_build_check_images_finds_a_bad_image_before_training(tmp_path):
+    from csst_data import codecs, shards
+
+    rng = np.random.default_rng(1)
+    with shards.ShardWriter(tmp_path / "s", num_classes=3) as w:
+        for i in range(3):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (16, 24, 3), dtype=np.uint8)).save(buf, format="JPEG")
+            data = buf.getvalue() if i != 1 else buf.getvalue()[:30]
+            w.write({"__key__": f"k{i}", "jpg": data, "label.npy.zst": codecs.encode_label(np.zeros((16, 24), np.uint8))})
+    argv = ["index", "build", str(tmp_path / "s"), "--no-progress"]
+    assert CliRunner().invoke(cli, argv + ["-o", str(tmp_path / "a.zarr")]).exit_code == 0  # labels alone are fine
+    r = CliRunner().invoke(cli, argv + ["-o", str(tmp_path / "b.zarr"), "--check-images"])
+    assert r.exit_code == 1 and "shard-000000.tar:k1 (image at byte" in r.output and "cannot decode" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "b.zarr").exists()
