@@ -177,8 +177,10 @@ class Dataset:
                     except Exception as e:
                         raise ValueError(f"{self.describe(cols, i, 'image')}: not a readable image ({e})") from None
                     if (h, w) != s["label"].shape:
-                        raise ValueError(f"{self.describe(cols, i, 'image')}: image is {h}x{w} but its label "
-                                         f"{where} is {s['label'].shape[0]}x{s['label'].shape[1]}")
+                        from csst_data.jpeg import size_mismatch
+
+                        raise ValueError(f"{self.describe(cols, i, 'image')}: "
+                                         f"{size_mismatch(s['image'], (h, w), s['label'].shape)} ({where})")
         finally:
             reader.close()
 

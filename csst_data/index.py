@@ -114,7 +114,9 @@ def _check_image(dataset, reader, images, i, shape):
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     if pixels.shape[:2] != shape:
-        raise ValueError(f"{where}: image is {pixels.shape[0]}x{pixels.shape[1]} but its label is {shape[0]}x{shape[1]}")
+        from csst_data.jpeg import size_mismatch
+
+        raise ValueError(f"{where}: {size_mismatch(data, pixels.shape[:2], shape)}")
 
 
 def _tasks(dataset, cols, lo, hi, chunk, params, check_images=False):

@@ -16,6 +16,7 @@ No library exposes this (libjpeg-turbo's own crop decodes every row above a
 window, and skips no entropy decoding), so it is written here.
 """
 
+import io
 import math
 from dataclasses import dataclass
 
@@ -140,6 +141,51 @@ def choose_restart_interval(width, mcu_width, most=4):
     if mcus < 1:
         raise ValueError(f"width {width}: no MCU in a row")
     return next(k for k in range(min(most, mcus), 0, -1) if mcus % k == 0)
+
+
+def exif_orientation(data):
+    """The EXIF orientation tag of an image (1..8; 1 when there is none)."""
+    from PIL import Image
+
+    try:
+        return int(Image.open(io.BytesIO(data)).getexif().get(0x0112, 1)) or 1
+    except Exception:
+        return 1
+
+
+def size_mismatch(data, image_hw, label_hw):
+    """The message for an image whose stored size differs from its label's, naming an EXIF
+    rotation when that is what happened (a mask drawn on a phone photo's rotated view)."""
+    msg = f"image is {image_hw[0]}x{image_hw[1]} but its label is {label_hw[0]}x{label_hw[1]}"
+    orientation = exif_orientation(data)
+    if orientation >= 5 and tuple(image_hw) == tuple(label_hw)[::-1]:
+        msg += (f"; the image's EXIF orientation {orientation} rotates it for viewers, and the label was drawn on that "
+                "view: csst reads pixels as stored, so rotate the image's pixels (e.g. `exiftran -ai`) first")
+    return msg
+
+
+def without_orientation(data, info=None):
+    """The same JPEG with its EXIF orientation tag set to 1 (the stored pixels are the view).
+
+    csst reads pixels as stored, never rotated; a tag left in place would make
+    viewers show the image rotated against its labels."""
+    from PIL import Image
+
+    info = info or parse(data)
+    buf = memoryview(data)
+    for marker, a, b in info.segments:
+        if marker == 0xE1 and bytes(buf[a + 4:a + 10]) == b"Exif\0\0":
+            exif = Image.Exif()
+            exif.load(bytes(buf[a + 10:b]))
+            if exif.get(0x0112, 1) == 1:
+                return bytes(data)
+            exif[0x0112] = 1
+            payload = b"Exif\0\0" + exif.tobytes()
+            if len(payload) + 2 > 65535:
+                return bytes(data)
+            segment = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+            return bytes(buf[:a]) + segment + bytes(buf[b:])
+    return bytes(data)
 
 
 def scaled_size(n, m):

@@ -89,7 +89,7 @@ def decode_window(data, params, key=None):
     if not is_jpeg(data):
         image = decode_image(data, key=key)
         if image.shape[:2] != (h, w):  # one rule with eval: an image and its label are one size
-            raise ValueError(f"image is {image.shape[0]}x{image.shape[1]} but its label is {h}x{w}")
+            raise ValueError(jpeg.size_mismatch(data, image.shape[:2], (h, w)))
         return image, 1.0, (0, 0), image.shape[:2]
     try:
         info = jpeg.parse(data)
@@ -99,7 +99,7 @@ def decode_window(data, params, key=None):
         raise ValueError(f"image {key!r}: cannot decode ({e})") from e
     size = (info.height, info.width) if info is not None else _header_size(data)
     if size != (h, w):
-        raise ValueError(f"image is {size[0]}x{size[1]} but its label is {h}x{w}")
+        raise ValueError(jpeg.size_mismatch(data, size, (h, w)))
     m = 8
     if max(params.side, 1.0) >= 2 * params.size:
         # DCT-domain downscaling: decode only as many pixels as the crop needs.

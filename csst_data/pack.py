@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 from csst_data import IGNORE
 from csst_data.codecs import encode_json, encode_label, is_jpeg
+from csst_data.jpeg import exif_orientation
 from csst_data.datasets import as_dataset
 from csst_data.locks import OutputLock
 from csst_data.workers import die_with_parent
@@ -70,7 +71,7 @@ def pack_image(data, options):
             size = Image.open(io.BytesIO(data)).size
             return "jpg", bytes(data), "kept", (size[1], size[0])
         if info.baseline:
-            return "jpg", transcode(data), "transcoded", (info.height, info.width)
+            return "jpg", jpeg.without_orientation(transcode(data)), "transcoded", (info.height, info.width)
         return "jpg", bytes(data), "kept", (info.height, info.width)
     if bytes(data[:8]) != _PNG_MAGIC:
         raise ValueError("neither a JPEG nor a PNG image")
@@ -99,6 +100,10 @@ def _pack_one(task):
         sample = {"__key__": key, suffix: image}
         meta = {"source": ds.describe({"key": [key], "shard": [shard], "image_path": [ip]}, 0, "image"),
                 "image": how, "height": int(h), "width": int(w)}
+        orientation = exif_orientation(data)
+        if orientation != 1:
+            # Pixels stay as stored (csst never rotates); the tag is reset in the stored copy and recorded here.
+            meta["exif_orientation"] = orientation
         if ls != -1 or lp:
             label = ds.decode_label(ds.read(reader, shard, lo, ls, lp), key)
             if label.shape != (h, w):

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from csst_data.codecs import check_label, decode_image
+from csst_data.jpeg import size_mismatch
 from csst_train.inference import normalise, predict_probs
 from csst_train.metrics import all_reduce_confusion, confusion_matrix, iou_from_confusion
 
@@ -35,10 +36,13 @@ def evaluate(model, samples, num_classes, device="cpu", scales=(1.0,), flip=Fals
         if label is None:
             raise ValueError(f"{where}: no label to evaluate against")
         check_label(label, num_classes, where)  # a class id the model cannot predict is an error, not a silent miss
+        data = image
         if isinstance(image, (bytes, bytearray, memoryview)):
             image = decode_image(image, key=where)
         if image.shape[:2] != label.shape:
-            raise ValueError(f"{where}: image {image.shape[:2]} and label {label.shape} differ in size")
+            detail = (size_mismatch(data, image.shape[:2], label.shape) if isinstance(data, (bytes, bytearray, memoryview))
+                      else f"image {image.shape[:2]} and label {label.shape} differ in size")
+            raise ValueError(f"{where}: {detail}")
         x = normalise(torch.from_numpy(np.ascontiguousarray(image))[None].to(device))
         probs = predict_probs(model, x, num_classes, scales=scales, flip=flip, crop=crop, amp_dtype=amp_dtype)
         pred = probs.argmax(1)[0]

@@ -30,6 +30,7 @@ from csst_data import IGNORE
 from csst_data.datasets import as_dataset, sanitise_key
 from csst_data.locks import OutputLock
 from csst_data.workers import chain, die_with_parent
+from csst_data.jpeg import exif_orientation
 from csst_data.pack import PackOptions, pack_image
 from csst_data.codecs import decode_image, encode_json, encode_label, encode_topk, is_jpeg
 from csst_data.shards import (
@@ -151,14 +152,18 @@ def _same_size_runs(rows):
 def _encode_sample(key, source, data, suffix, label, conf_mean, idx, prob, num_classes, images):
     hist = np.bincount(label.ravel(), minlength=256)
     how = "kept"
+    orientation = exif_orientation(data) if suffix == "jpg" else 1
     if images is not None:
-        # Restart-marker JPEGs, as `csst pack` writes them (JPEGs transcoded losslessly).
+        # Restart-marker JPEGs, as `csst pack` writes them (JPEGs transcoded losslessly, the
+        # orientation tag reset: the label was predicted on the stored pixels, as every viewer will now show).
         suffix, data, how, _ = pack_image(data, images)
-    meta = {"image": how,
-        "source": source, "height": int(label.shape[0]), "width": int(label.shape[1]),
+    meta = {
+        "image": how, "source": source, "height": int(label.shape[0]), "width": int(label.shape[1]),
         "producer": "csst label", "mean_confidence": round(float(conf_mean), 6),
         "class_histogram": hist[:num_classes].tolist(), "ignored_pixels": int(hist[IGNORE]),
     }
+    if orientation != 1:
+        meta["exif_orientation"] = orientation
     sample = {"__key__": key, suffix: data, "label.npy.zst": encode_label(label, num_classes, key), "json": encode_json(meta)}
     if idx is not None:
         sample["topk_idx.npy.zst"], sample["topk_prob.npy.zst"] = encode_topk(idx, prob)

@@ -1,6 +1,7 @@
 """Bad input never costs a run nor gives a silent wrong result (issue 15, the items done so far)."""
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -323,3 +324,41 @@ def test_index_build_check_images_finds_a_bad_image_before_training(tmp_path):
     r = CliRunner().invoke(cli, argv + ["-o", str(tmp_path / "b.zarr"), "--check-images"])
     assert r.exit_code == 1 and "shard-000000.tar:k1 (image at byte" in r.output and "cannot decode" in r.output
     assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "b.zarr").exists()
+
+
+# -- 2. EXIF orientation --------------------------------------------------------------------------
+def _phone_jpeg(h, w, orientation, seed=0):
+    img = Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def test_stored_pixels_and_labels_never_disagree_under_exif_orientation(tmp_path):
+    from csst_data import jpeg
+    from csst_data.pack import pack
+
+    os.makedirs(tmp_path / "m")
+    data = _phone_jpeg(32, 48, 6)
+    (tmp_path / "m" / "p.jpg").write_bytes(data)
+    Image.fromarray(np.zeros((32, 48), np.uint8), mode="L").save(tmp_path / "m" / "p_gt.png")  # drawn on the stored pixels
+    from csst_data.datasets import FolderOptions, parse_source
+
+    ds = parse_source(str(tmp_path / "m"), FolderOptions(img_suffix=".jpg", seg_map_suffix="_gt.png", num_classes=3))
+    s = pack([ds], tmp_path / "packed", workers=1)
+    assert s["transcoded"] == 1
+    import webdataset as wds
+
+    from csst_data import shards
+
+    (sample,) = wds.WebDataset(shards.shard_paths(tmp_path / "packed"), shardshuffle=False)
+    # The stored copy shows in every viewer as csst reads it: the tag is reset, the pixels untouched.
+    assert jpeg.exif_orientation(sample["jpg"]) == 1
+    assert np.array_equal(decode_image(sample["jpg"]), decode_image(data))
+    assert json.loads(sample["json"])["exif_orientation"] == 6
+    # A mask drawn on the rotated view: a one-line error that says so.
+    Image.fromarray(np.zeros((48, 32), np.uint8), mode="L").save(tmp_path / "m" / "p_gt.png")
+    with pytest.raises(ValueError, match="EXIF orientation 6 rotates it.*exiftran"):
+        ds.check(3)
