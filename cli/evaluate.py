@@ -4,8 +4,8 @@ import os
 
 import click
 
-from csst_cli.options import (SOURCE_HELP, folder_options, parse_floats, parse_sources, pop_folder_options,
-                              progress_bar, progress_option)
+from csst_cli.options import (SOURCE_HELP, check_writable, folder_options, parse_floats, parse_sources,
+                              pop_folder_options, progress_bar, progress_option)
 
 
 @click.command("eval", help=f"""Evaluate CHECKPOINT on the --data SOURCEs: per-class IoU table and mIoU.
@@ -41,6 +41,8 @@ def evaluate(checkpoint, data, scales, flip, crop, device, amp, json_path, progr
     from csst_cli.tables import iou_table
 
     scale_list = parse_floats(scales, "--scales")
+    if json_path:
+        check_writable(json_path, "--json")  # before the evaluation, not after it
     datasets = parse_sources(data, pop_folder_options(kw), param="--data")
     try:
         rank, world, dev = setup_distributed(device)

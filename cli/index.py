@@ -11,7 +11,8 @@ from rich.table import Table
 
 from csst_data.index import CentroidIndex, build_index, merge_indexes
 from csst_data.shards import ShardError, atomic_write_bytes
-from csst_cli.options import SOURCE_HELP, folder_options, parse_sources, pop_folder_options, progress_bar, progress_option
+from csst_cli.options import (SOURCE_HELP, check_writable, folder_options, parse_sources, pop_folder_options,
+                              progress_bar, progress_option)
 
 
 @click.group("index")
@@ -140,6 +141,9 @@ def _plot(summary, path):
 def stats(index_path, json_path, plot, no_check):
     """Per-class statistics of INDEX: components, images containing the class,
     share of pixels and median component area."""
+    for path, name in ((plot, "--plot"), (json_path, "--json")):
+        if path and path != "-":
+            check_writable(path, name)
     try:
         idx = CentroidIndex.open(index_path, check_stale=not no_check)
         summary = idx.summary()

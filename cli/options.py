@@ -136,6 +136,16 @@ def check_images_used(options, datasets):
                                  param_hint="--images")
 
 
+def check_writable(path, param, folder=False):
+    """Refuse, before any work, an output whose folder cannot be written (read-only, no permission)."""
+    target = os.path.abspath(path) if folder else os.path.dirname(os.path.abspath(path))
+    existing = target
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+        raise click.BadParameter(f"{path}: not writable ({existing} is read-only or not ours)", param_hint=param)
+
+
 def progress_option(f):
     return click.option("--progress/--no-progress", default=True, show_default=True,
                         help="Show a progress bar (on stderr).")(f)

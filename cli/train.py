@@ -7,8 +7,8 @@ import click
 
 from csst_data.sampling import STRATEGIES
 from csst_data.schedules import SCHEDULES
-from csst_cli.options import (SOURCE_HELP, check_images_used, folder_options, parse_floats, parse_sources,
-                              pop_folder_options, progress_option)
+from csst_cli.options import (SOURCE_HELP, check_images_used, check_writable, folder_options, parse_floats,
+                              parse_sources, pop_folder_options, progress_option)
 from csst_train.config import TrainConfig
 
 D = TrainConfig  # the defaults, declared once in the library
@@ -83,6 +83,7 @@ def train(data, more_data, val, output, sizes, source_weights, model, progress, 
 
     if ":" in model and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # let --model find the user's local module
+    check_writable(output, "-o/--output", folder=True)
     options = pop_folder_options(kw)
     datasets = parse_sources(data + more_data, options, param="--data", check_images=False)
     val_sets = parse_sources(val, options, param="--val", check_images=False) if val else []
@@ -100,7 +101,7 @@ def train(data, more_data, val, output, sizes, source_weights, model, progress, 
             bar.close()
         click.echo(f"csst train: {e}", err=True)
         sys.exit(EXIT_PREEMPTED)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         raise click.ClickException(str(e))
     finally:
         if bar:

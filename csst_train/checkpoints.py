@@ -8,12 +8,38 @@ from csst_train.models import build_model
 
 
 def save_checkpoint(state, path):
-    """torch.save through a temporary file and a rename, so a kill never leaves half a file."""
+    """torch.save through a temporary file and a rename, so a kill never leaves half a file.
+
+    A failed write (disk full, read-only) leaves the previous checkpoint as it was and raises
+    OSError naming the path and the reason."""
     tmp = f"{path}.tmp"
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise OSError(f"{path}: cannot write the checkpoint ({write_problem(path, e)})") from None
+
+
+def write_problem(path, error):
+    """Why a write to `path` failed, in words: no space left, read-only, or the error itself."""
+    import errno
+    import shutil
+
+    code = getattr(error, "errno", None)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        full = shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        full = False
+    if code == errno.ENOSPC or full:
+        return "no space left on device"
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM) or not os.access(folder, os.W_OK):
+        return "not writable"
+    return str(getattr(error, "strerror", None) or error).splitlines()[0]
 
 
 def load_checkpoint(path, map_location="cpu"):

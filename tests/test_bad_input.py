@@ -362,3 +362,57 @@ def test_stored_pixels_and_labels_never_disagree_under_exif_orientation(tmp_path
     Image.fromarray(np.zeros((48, 32), np.uint8), mode="L").save(tmp_path / "m" / "p_gt.png")
     with pytest.raises(ValueError, match="EXIF orientation 6 rotates it.*exiftran"):
         ds.check(3)
+
+
+# -- 8. disk full and read-only outputs (real small / read-only file systems) --------------------------
+@pytest.fixture
+def tmpfs(tmp_path):
+    """mount(size, read_only) -> a tmpfs folder; unmounted afterwards. Skips where mounting is not allowed."""
+    mounted = []
+
+    def mount(size="256k", read_only=False):
+        path = tmp_path / f"fs{len(mounted)}"
+        path.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a tmpfs here (not root, or no CAP_SYS_ADMIN)")
+        mounted.append(path)
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _tiny_run(tmp_path):
+    synth.write_dataset(tmp_path / "d", 4, 0, 2, size=(32, 64))
+    from csst_data.index import build_index
+
+    build_index([tmp_path / "d" / "labeled"], tmp_path / "i.zarr")
+    return ["train", "--data", str(tmp_path / "d" / "labeled"), "--index", str(tmp_path / "i.zarr"), "--epochs", "1",
+            "--crop", "32", "--batch-size", "2", "--workers", "0", "--no-progress"]
+
+
+def test_disk_full_while_training_is_one_line(tmp_path, tmpfs):
+    out = tmpfs("512k") / "run"  # room for the run folder, not for a Fast-SCNN checkpoint (~5 MB)
+    r = CliRunner().invoke(cli, _tiny_run(tmp_path) + ["-o", str(out)])
+    assert r.exit_code == 1 and "last.pt: cannot write the checkpoint (no space left on device)" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (out / "last.pt").exists() and not (out / "last.pt.tmp").exists()
+
+
+def test_read_only_outputs_are_refused_before_any_work(tmp_path, tmpfs):
+    ro = tmpfs("64k", read_only=True)
+    r = CliRunner().invoke(cli, _tiny_run(tmp_path) + ["-o", str(ro / "run")])
+    assert r.exit_code == 2 and "not writable" in r.output and "Traceback" not in r.output
+    from csst_train.checkpoints import save_checkpoint
+    from csst_train.models import build_model
+
+    save_checkpoint({"model": build_model("fastscnn", 19).state_dict(), "args": {"model": "fastscnn"},
+                     "num_classes": 19, "class_names": list(synth.CLASS_NAMES)}, tmp_path / "c.pt")
+    r = CliRunner().invoke(cli, ["eval", "--checkpoint", str(tmp_path / "c.pt"), "--data", str(tmp_path / "d" / "val"),
+                                 "--json", str(ro / "e.json"), "--no-progress"])
+    assert r.exit_code == 2 and "e.json: not writable" in r.output and "mIoU" not in r.output
+    r = CliRunner().invoke(cli, ["index", "stats", str(tmp_path / "i.zarr"), "--plot", str(ro / "p.png")])
+    assert r.exit_code == 2 and "p.png: not writable" in r.output
