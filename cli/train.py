@@ -64,6 +64,9 @@ EXIT_PREEMPTED = 75
               help="Loss on pseudo-labelled samples (paper Table 2).")
 @click.option("--mr-weight", default=D.mr_weight, show_default=True, help="Weight of the model regulariser for hard+mr.")
 @click.option("--workers", default=D.workers, show_default=True, type=click.IntRange(min=0), help="DataLoader workers per process.")
+@click.option("--max-bad-samples", default=D.max_bad_samples, show_default=True, type=click.IntRange(min=0),
+              help="Unreadable samples to skip (each replaced by the next of the epoch plan, listed in "
+                   "OUTPUT/bad_samples.jsonl); 0 stops at the first with its file named.")
 @click.option("--seed", default=D.seed, show_default=True)
 @click.option("--device", default=D.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default=D.amp, show_default=True, help="Autocast on CUDA.")

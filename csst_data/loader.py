@@ -124,8 +124,9 @@ class CropDataset(IterableDataset):
 
     def __init__(self, index, *, crop_table, seed=0, strategy="centroid", length=None,
                  rank=0, world_size=1, source_weights=None, augment=True, scale_range=(0.5, 2.0),
-                 p=0.5, temperature=0.01, topk=False):
+                 p=0.5, temperature=0.01, topk=False, skip_bad=False):
         self.index = index
+        self.skip_bad = skip_bad  # a sample that cannot be read is replaced, and reported in the batch
         self.crop_table = list(crop_table)
         self.seed, self.strategy, self.length = seed, strategy, length
         self.rank, self.world_size = rank, world_size
@@ -149,11 +150,27 @@ class CropDataset(IterableDataset):
         """One batch: the crops of `positions` in this rank's slice of the plan."""
         imgs = np.empty((len(positions), crop, crop, 3), np.uint8)
         labels = np.empty((len(positions), crop, crop), np.uint8)
-        soft = []
-        for i, j in enumerate(positions):
-            rng = np.random.default_rng([self.seed, epoch, int(plan["pos"][j])])
-            out = load_crop(self.reader, self.index, int(plan["image"][j]), float(plan["cy"][j]),
-                            float(plan["cx"][j]), crop, rng, self.augment, self.scale_range, topk=self.topk)
+        soft, bad = [], []
+        n = len(plan["image"])
+        positions = np.array(positions)
+        for i in range(len(positions)):
+            j = int(positions[i])
+            for attempt in range(n):
+                rng = np.random.default_rng([self.seed, epoch, int(plan["pos"][j])])
+                try:
+                    out = load_crop(self.reader, self.index, int(plan["image"][j]), float(plan["cy"][j]),
+                                    float(plan["cx"][j]), crop, rng, self.augment, self.scale_range, topk=self.topk)
+                    break
+                except ValueError as e:
+                    if not self.skip_bad:
+                        raise
+                    # The next plan entry takes its place: the same on every run, so resuming stays exact.
+                    bad.append({"row": int(plan["image"][j]), "key": str(self.index.images["key"][plan["image"][j]]),
+                                "reason": str(e)})
+                    j = (j + 1) % n
+            else:
+                raise ValueError("no sample of the epoch plan can be read")
+            positions[i] = j
             imgs[i], labels[i] = out[:2]
             soft.append(out[2] if self.topk else None)
         rows = plan["image"][positions]
@@ -179,6 +196,8 @@ class CropDataset(IterableDataset):
             batch.update(topk_idx=torch.from_numpy(idx), topk_prob=torch.from_numpy(prob))
         if self.topk:
             batch["has_topk"] = torch.tensor([s is not None for s in soft], dtype=torch.bool)
+        if self.skip_bad:
+            batch["bad"] = bad
         return batch
 
     def __iter__(self):
@@ -207,14 +226,14 @@ class CropLoader:
     def __init__(self, index, *, crop, batch_size, epochs, schedule="constant", sizes=None,
                  strategy="centroid", seed=0, workers=2, rank=None, world_size=None, length=None,
                  source_weights=None, augment=True, scale_range=(0.5, 2.0), p=0.5, temperature=0.01,
-                 pin_memory=False, topk=False):
+                 pin_memory=False, topk=False, skip_bad=False):
         if rank is None or world_size is None:
             rank, world_size = _dist_rank_world()
         self.table = schedules.schedule_table(schedule, epochs, crop, batch_size, sizes)
         self.dataset = CropDataset(index, crop_table=self.table, seed=seed, strategy=strategy, length=length,
                                    rank=rank, world_size=world_size, source_weights=source_weights,
                                    augment=augment, scale_range=scale_range, p=p, temperature=temperature,
-                                   topk=topk)
+                                   topk=topk, skip_bad=skip_bad)
         self.workers, self.pin_memory = workers, pin_memory
         self.samples_per_epoch = length or index.num_images
         self.rank, self.world_size = rank, world_size

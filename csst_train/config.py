@@ -35,6 +35,7 @@ class TrainConfig:
     pseudo_loss: str = "hard"       # hard, soft-topk or hard+mr on pseudo-labelled samples (paper Table 2)
     mr_weight: float = 0.1          # weight of the model regulariser for hard+mr
     workers: int = 2                # DataLoader workers per process
+    max_bad_samples: int = 0        # unreadable samples to skip (listed in OUT/bad_samples.jsonl); 0: stop at the first
     seed: int = 0
     device: str = "auto"            # auto, cpu, cuda or cuda:N
     amp: str = "off"                # off, bf16 or fp16 autocast on CUDA

@@ -98,7 +98,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, momentum, weight_decay, power,
            sampling, schedule, sizes, length, p, temperature, source_weights, loss, min_kept, pseudo_loss,
-           mr_weight, workers, seed, device, amp, val_every, val_crop, resume, save_every, tensorboard, trace,
+           mr_weight, workers, max_bad_samples, seed, device, amp, val_every, val_crop, resume, save_every, tensorboard, trace,
            kill_after_epoch, kill_at_iteration, signal_at_iteration, log, progress, on_validation):
     data = [as_dataset(d) for d in data]
     val = [as_dataset(v) for v in ([val] if isinstance(val, (str, os.PathLike)) else val or ())]
@@ -153,7 +153,8 @@ def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, 
     loader = CropLoader(idx, crop=crop, batch_size=batch_size, epochs=epochs, schedule=schedule, sizes=sizes,
                         strategy=sampling, seed=seed, workers=workers, rank=rank, world_size=world,
                         length=length, source_weights=source_weights, p=p, temperature=temperature,
-                        pin_memory=dev.type == "cuda", topk=pseudo_loss == "soft-topk")
+                        pin_memory=dev.type == "cuda", topk=pseudo_loss == "soft-topk", skip_bad=max_bad_samples > 0)
+    bad_rows = set()
     total_iters = loader.total_iterations()
     iteration, best_miou, stats = 0, -1.0, _new_stats()
     if ckpt is not None:
@@ -205,6 +206,9 @@ def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, 
                 if batch is None:
                     break
                 t_step = time.perf_counter()
+                if batch.get("bad"):
+                    _record_bad(out, batch.pop("bad"), bad_rows, max_bad_samples, rank)
+                batch.pop("bad", None)
                 lr_now = poly_lr(base_lr, iteration, total_iters, power)
                 for group in optimizer.param_groups:
                     group["lr"] = lr_now
@@ -283,6 +287,17 @@ def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, 
         dist.barrier()
         dist.destroy_process_group()
     return record if main else None
+
+
+def _record_bad(out, bad, seen, limit, rank):
+    """Append skipped samples to OUT/bad_samples.jsonl; more distinct ones than `limit` stop the run."""
+    with open(os.path.join(out, "bad_samples.jsonl"), "a") as f:
+        for b in bad:
+            f.write(json.dumps({**b, "rank": rank}) + "\n")
+            seen.add(b["row"])
+    if len(seen) > limit:
+        raise ValueError(f"{len(seen)} samples could not be read, more than --max-bad-samples {limit} "
+                         f"(listed in {os.path.join(out, 'bad_samples.jsonl')}); the last: {bad[-1]['reason']}")
 
 
 def _new_stats():

@@ -416,3 +416,26 @@ def test_read_only_outputs_are_refused_before_any_work(tmp_path, tmpfs):
     assert r.exit_code == 2 and "e.json: not writable" in r.output and "mIoU" not in r.output
     r = CliRunner().invoke(cli, ["index", "stats", str(tmp_path / "i.zarr"), "--plot", str(ro / "p.png")])
     assert r.exit_code == 2 and "p.png: not writable" in r.output
+
+
+def test_max_bad_samples_skips_and_records(tmp_path):
+    from csst_data import codecs, shards
+    from csst_data.index import build_index
+
+    rng = np.random.default_rng(0)
+    with shards.ShardWriter(tmp_path / "s", num_classes=3, maxcount=8) as w:
+        for i in range(6):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)).save(buf, format="JPEG")
+            data = buf.getvalue() if i != 3 else buf.getvalue()[:40] + b"\x00" * 30
+            w.write({"__key__": f"k{i}", "jpg": data, "label.npy.zst": codecs.encode_label(
+                rng.integers(0, 3, (32, 48)).astype(np.uint8), 3)})
+    build_index([tmp_path / "s"], tmp_path / "i.zarr")
+    argv = ["train", "--data", str(tmp_path / "s"), "--index", str(tmp_path / "i.zarr"), "--epochs", "2", "--crop", "32",
+            "--batch-size", "2", "--workers", "1", "--sampling", "uniform", "--no-progress"]
+    r = CliRunner().invoke(cli, argv + ["-o", str(tmp_path / "run"), "--max-bad-samples", "1"])
+    assert r.exit_code == 0, r.output
+    bad = [json.loads(line) for line in open(tmp_path / "run" / "bad_samples.jsonl")]
+    assert {b["key"] for b in bad} == {"k3"} and all("cannot decode" in b["reason"] for b in bad)
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert len(rows) == 2 and all(r_["crops"] == 6 for r_ in rows)  # every crop was made, from readable images
