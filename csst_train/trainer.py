@@ -249,7 +249,10 @@ def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, 
                 if kill_at_iteration == iteration:
                     os.kill(os.getpid(), signal.SIGKILL)  # tests: a real kill at an arbitrary step
             # -- end of epoch: metrics, validation, checkpoints --
-            record = _epoch_record(epoch, iteration, size, bsz, stats, lr_now if stats["steps"] else None, dev, world)
+            # The rate of the epoch's last step, from the iteration count: a run resumed right after that
+            # step takes none in this epoch.
+            last_lr = poly_lr(base_lr, iteration - 1, total_iters, power) if stats["steps"] else None
+            record = _epoch_record(epoch, iteration, size, bsz, stats, last_lr, dev, world)
             stats = _new_stats()
             if val_samples is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):
                 result = evaluate(_unwrap(net), val_samples(), num_classes, dev, crop=val_crop, amp_dtype=dtype,

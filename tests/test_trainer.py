@@ -259,3 +259,16 @@ def test_two_process_gloo_mid_epoch_kill_and_resume(data, tmp_path):
     proc = torchrun(tmp_path / "run", "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
     _same_params(tmp_path / "full" / "last.pt", tmp_path / "run" / "last.pt")
+
+
+def test_stop_at_the_last_step_of_an_epoch_resumes(data, tmp_path):
+    # 12 samples, batch 4: iteration 3 is the last of epoch 1; the stop comes before the epoch's own checkpoint.
+    _run(_args(data, tmp_path / "full"))
+    cmd = [sys.executable, "-m", "csst_cli.main", *_args(data, tmp_path / "run", "--signal-at-iteration", "3")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 75, proc.stderr
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert saved["iteration"] == 3 and saved["loader"]["batches_done"] == 3
+    _run(_args(data, tmp_path / "run", "--resume"))
+    _same_params(tmp_path / "full" / "last.pt", tmp_path / "run" / "last.pt")
+    assert _metrics(tmp_path / "full") == _metrics(tmp_path / "run")
