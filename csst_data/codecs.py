@@ -140,6 +140,10 @@ def is_jpeg(data):
     return bytes(data[:3]) == b"\xff\xd8\xff"
 
 
+def is_png(data):
+    return bytes(data[:8]) == b"\x89PNG\r\n\x1a\n"
+
+
 def decode_image(data, min_height=None, min_width=None, key=None):
     """Image bytes -> uint8 H x W x 3 RGB array.
 

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 
 from csst_data import IGNORE, dataset_tables as tables
-from csst_data.codecs import decode_label, decode_label_png
+from csst_data.codecs import decode_label, decode_label_png, is_png
 from csst_data.shards import RangeReader, ShardError, group_members, is_shard_set, read_manifest
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
@@ -186,20 +186,25 @@ class Dataset:
 
     def _sample(self, cols, i, images, labels, reader):
         key = cols["key"][i]
-        out = {"key": key, "image": None, "label": None, "meta": None, "dataset": self,
-               "name": self.describe(cols, i, "label" if labels else "image")}
+        name = self.describe(cols, i, "label" if labels else "image")
+        out = {"key": key, "image": None, "label": None, "meta": None, "dataset": self, "name": name}
         if images and cols["image_size"][i] != -1 or images and cols["image_path"][i]:
             out["image"] = self.read(reader, cols["shard"][i], cols["image_offset"][i], cols["image_size"][i],
                                      cols["image_path"][i])
         if labels:
             data = self.read(reader, cols["shard"][i], cols["label_offset"][i], cols["label_size"][i],
                              cols["label_path"][i])
-            out["label"] = self.decode_label(data, self.describe(cols, i))
+            out["label"] = self.decode_label(data, name)
         return out
 
     def describe(self, cols, i, what="label"):
         """Where sample i's label (or image) lives, for messages."""
         raise NotImplementedError
+
+    def locate(self, what, key, shard=-1, offset=-1, path=""):
+        """`describe` of one sample given its column values."""
+        cols = {"key": [key], "shard": [shard], f"{what}_offset": [offset], f"{what}_path": [path]}
+        return self.describe(cols, 0, what)
 
     def fingerprint(self):
         raise NotImplementedError
@@ -210,6 +215,15 @@ class Dataset:
 
     def __repr__(self):
         return f"{type(self).__name__}({self.name})"
+
+
+def source_name(fields):
+    """A dataset's name from its fields (a FolderSpec's, or the attributes an index stores):
+    `PRESET:ROOT[:SPLIT]` for a preset, else its folder."""
+    if fields.get("preset"):
+        split = fields.get("split_name")
+        return f"{fields['preset']}:{fields['data_root']}" + (f":{split}" if split else "")
+    return fields.get("path") or fields.get("ann_dir") or fields.get("img_dir")
 
 
 def _rel(path, base):
@@ -247,7 +261,7 @@ def decode_label_bytes(data, name=None):
     head = bytes(data[:4])
     if head == _ZSTD_MAGIC:
         return decode_label(data, key=name)
-    if head == b"\x89PNG":
+    if is_png(data):
         return decode_label_png(data, key=name)
     raise ValueError(f"label {name!r}: neither a .npy.zst nor a PNG")
 
@@ -536,10 +550,7 @@ class FolderDataset(Dataset):
 
     @property
     def name(self):
-        s = self.spec
-        if s.preset:
-            return f"{s.preset}:{s.data_root}" + (f":{s.split_name}" if s.split_name else "")
-        return s.ann_dir or s.img_dir
+        return source_name(vars(self.spec))
 
     @property
     def classes(self):
@@ -579,10 +590,6 @@ class FolderDataset(Dataset):
         return lut
 
     # -- listing --
-    def _stems(self, folder, suffixes, what):
-        root, files = _list_files(folder, suffixes, what, self.name)
-        return root, files
-
     def _key(self, stem):
         return sanitise_key(os.path.basename(stem) if self.spec.keys == "name" else stem)
 
@@ -596,8 +603,8 @@ class FolderDataset(Dataset):
         img_suffixes = (s.img_suffix,) if s.img_suffix else IMAGE_EXTS
         if s.split is not None:
             return self._split_pairs(want_labels, want_images, img_suffixes)
-        masks = self._stems(s.ann_dir, (s.seg_map_suffix,), "mask")[1] if want_labels else {}
-        imgs = self._stems(s.img_dir, img_suffixes, "image")[1] if want_images else {}
+        masks = _list_files(s.ann_dir, (s.seg_map_suffix,), "mask", self.name)[1] if want_labels else {}
+        imgs = _list_files(s.img_dir, img_suffixes, "image", self.name)[1] if want_images else {}
         if want_labels and not masks:
             raise ValueError(f"{self.name}: no masks ending in {s.seg_map_suffix!r} in {s.ann_dir}")
         if want_images and not imgs:
@@ -1053,10 +1060,9 @@ class SampleReader:
     def where(self, row, what="image"):
         """The file, or shard member and byte offset, of row `row`'s image or label, for messages."""
         row = int(row)
-        cols = {"key": [self.key[row]], "shard": [self.shard[row]],
-                f"{what}_offset": [self.columns[f"{what}_offset"][row]],
-                f"{what}_path": [self.paths[what][row] if self.paths[what] is not None else ""]}
-        return self.datasets[self.source[row]].describe(cols, 0, what)
+        path = self.paths[what][row] if self.paths[what] is not None else ""
+        return self.datasets[self.source[row]].locate(what, self.key[row], self.shard[row],
+                                                      self.columns[f"{what}_offset"][row], path)
 
     def image_bytes(self, row):
         """The original image bytes (JPEG or PNG) of index row `row`."""

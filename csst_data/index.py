@@ -30,7 +30,7 @@ import numpy as np
 
 from csst_data import IGNORE
 from csst_data.components import components as find_components
-from csst_data.datasets import as_dataset, from_attrs, label_decoder
+from csst_data.datasets import as_dataset, from_attrs, label_decoder, source_name
 from csst_data.locks import OutputLock
 from csst_data.workers import die_with_parent
 from csst_data.shards import RangeReader
@@ -394,7 +394,7 @@ class CentroidIndex:
         return {
             "path": self.path, "num_images": self.num_images, "num_components": self.num_components,
             "num_classes": self.num_classes, "connectivity": self.connectivity, "min_area": self.min_area,
-            "sources": [{"kind": s["kind"], "name": _source_name(s), "samples": s.get("samples"), "pseudo": s["pseudo"]}
+            "sources": [{"kind": s["kind"], "name": source_name(s), "samples": s.get("samples"), "pseudo": s["pseudo"]}
                         for s in self.sources],
             "part": self.part, "classes": classes,
             "absent_classes": [self.class_names[c] for c in self.absent_classes()],
@@ -405,13 +405,6 @@ class CentroidIndex:
         images = {c: (np.asarray(v, dtype=object) if IMAGE_COLUMNS[c] is str else v) for c, v in self.images.items()}
         comps = dict(self._components)
         return images, comps
-
-
-def _source_name(attrs):
-    """A stored source's name (paths relative to the index folder), without opening it."""
-    if attrs.get("preset"):
-        return f"{attrs['preset']}:{attrs['data_root']}" + (f":{attrs['split_name']}" if attrs.get("split_name") else "")
-    return attrs.get("path") or attrs.get("ann_dir") or attrs.get("img_dir")
 
 
 # -- building ----------------------------------------------------------------

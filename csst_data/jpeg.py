@@ -124,11 +124,6 @@ def restart_offsets(data, info):
     return scan_markers(data, info)[0]
 
 
-def scan_end(data, info):
-    """Offset of the marker that ends the first scan (EOI, or a next scan's)."""
-    return scan_markers(data, info)[1]
-
-
 def can_splice(info):
     """Whether windows of this JPEG can be spliced from restart intervals."""
     k = info.restart_interval
@@ -201,15 +196,14 @@ def dct_scale(height, width, min_height=0, min_width=0):
     return 8
 
 
-def splice(data, info, row0, row1, col0, col1, offsets=None, end=None):
+def splice(data, info, row0, row1, col0, col1):
     """A JPEG of MCU rows [row0, row1) and restart intervals [col0, col1) of each row.
 
     Returns (jpeg bytes, (top, left) pixel offset of the piece in the image).
     """
     k = info.restart_interval
     per_row = info.mcus_x // k
-    if offsets is None or end is None:
-        offsets, end = scan_markers(data, info)
+    offsets, end = scan_markers(data, info)
     count = info.mcus_y * per_row
     if len(offsets) != count - 1:
         raise ValueError(f"JPEG: {len(offsets)} restart markers, expected {count - 1}")

@@ -155,7 +155,7 @@ class CropDataset(IterableDataset):
         positions = np.array(positions)
         for i in range(len(positions)):
             j = int(positions[i])
-            for attempt in range(n):
+            for _ in range(n):
                 rng = np.random.default_rng([self.seed, epoch, int(plan["pos"][j])])
                 try:
                     out = load_crop(self.reader, self.index, int(plan["image"][j]), float(plan["cy"][j]),

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from csst_data import IGNORE
-from csst_data.codecs import encode_json, encode_label, is_jpeg
+from csst_data.codecs import encode_json, encode_label, is_jpeg, is_png
 from csst_data.jpeg import exif_orientation
 from csst_data.datasets import as_dataset
 from csst_data.locks import OutputLock
@@ -34,7 +34,6 @@ from csst_data.shards import MANIFEST, RangeReader, ShardWriter
 
 # Test hook: SIGKILL this process after that many samples were written.
 KILL_ENV = "CSST_PACK_KILL_AFTER"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ def pack_image(data, options):
         if info.baseline:
             return "jpg", jpeg.without_orientation(transcode(data)), "transcoded", (info.height, info.width)
         return "jpg", bytes(data), "kept", (info.height, info.width)
-    if bytes(data[:8]) != _PNG_MAGIC:
+    if not is_png(data):
         raise ValueError("neither a JPEG nor a PNG image")
     rgb = decode_image(data)
     if options.lossless:
@@ -98,7 +97,7 @@ def _pack_one(task):
         data = ds.read(reader, shard, io_, is_, ip)
         suffix, image, how, (h, w) = pack_image(data, options)
         sample = {"__key__": key, suffix: image}
-        meta = {"source": ds.describe({"key": [key], "shard": [shard], "image_path": [ip]}, 0, "image"),
+        meta = {"source": ds.locate("image", key, shard, io_, ip),
                 "image": how, "height": int(h), "width": int(w)}
         orientation = exif_orientation(data)
         if orientation != 1:

@@ -32,7 +32,7 @@ from csst_data.locks import OutputLock
 from csst_data.workers import chain, die_with_parent
 from csst_data.jpeg import exif_orientation
 from csst_data.pack import PackOptions, pack_image
-from csst_data.codecs import decode_image, encode_json, encode_label, encode_topk, is_jpeg
+from csst_data.codecs import decode_image, encode_json, encode_label, encode_topk, is_jpeg, is_png
 from csst_data.shards import (
     MANIFEST, RangeReader, ShardWriter, file_sha256,
 )
@@ -48,7 +48,6 @@ BACKGROUND_NICE = 10
 # Options that change what is stored: a resumed run must use the same ones.
 _CONTENT_OPTIONS = ("scales", "flip", "crop", "stride", "topk", "min_confidence", "amp", "keep_bytes", "quality",
                     "lossless")
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 # -- inputs --------------------------------------------------------------------
@@ -103,7 +102,7 @@ class ImageDataset(torch.utils.data.Dataset):
             data = self.reader.read(ref) if isinstance(ref, str) else self.reader.read(ref[0], ref[1], ref[2])
             if is_jpeg(data):
                 suffix = "jpg"
-            elif data[:8] == _PNG_MAGIC:
+            elif is_png(data):
                 suffix = "png"
             else:
                 raise ValueError("not a JPEG or PNG file")
