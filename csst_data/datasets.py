@@ -217,6 +217,23 @@ class Dataset:
         return f"{type(self).__name__}({self.name})"
 
 
+def declared_classes(datasets, num_classes=None, class_names=None):
+    """(class count, class names) that the given values and the datasets declare, each None where
+    nobody does; a dataset that disagrees with the others or with the given values is an error."""
+    for ds in datasets:
+        c, names = ds.num_classes, ds.classes
+        if c is not None and num_classes is not None and c != num_classes:
+            raise ValueError(f"{ds.name} has {c} classes, but {num_classes} were asked for"
+                             if class_names is None else f"{ds.name} has {c} classes, not {num_classes}")
+        num_classes = c if num_classes is None else num_classes
+        if names is not None:
+            if class_names is not None and list(names) != list(class_names):
+                raise ValueError(f"{ds.name}: its class names differ from those of the other sources or options "
+                                 f"({list(names)[:3]}... vs {list(class_names)[:3]}...)")
+            class_names = list(names)
+    return num_classes, class_names
+
+
 def source_name(fields):
     """A dataset's name from its fields (a FolderSpec's, or the attributes an index stores):
     `PRESET:ROOT[:SPLIT]` for a preset, else its folder."""

@@ -30,7 +30,7 @@ import numpy as np
 
 from csst_data import IGNORE
 from csst_data.components import components as find_components
-from csst_data.datasets import as_dataset, from_attrs, label_decoder, source_name
+from csst_data.datasets import as_dataset, declared_classes, from_attrs, label_decoder, source_name
 from csst_data.locks import OutputLock
 from csst_data.workers import die_with_parent
 from csst_data.shards import RangeReader
@@ -409,18 +409,9 @@ class CentroidIndex:
 
 # -- building ----------------------------------------------------------------
 def _resolve_classes(datasets, num_classes, class_names):
-    """The index's class count and names: given, or declared by the datasets (which must agree)."""
-    for ds in datasets:
-        c, names = ds.num_classes, ds.classes
-        if c is not None and num_classes is not None and c != num_classes:
-            raise ValueError(f"{ds.name} has {c} classes, but {num_classes} were asked for"
-                             if class_names is None else f"{ds.name} has {c} classes, not {num_classes}")
-        num_classes = c if num_classes is None else num_classes
-        if names is not None:
-            if class_names is not None and list(names) != list(class_names):
-                raise ValueError(f"{ds.name}: its class names differ from those of the other sources or options "
-                                 f"({list(names)[:3]}... vs {list(class_names)[:3]}...)")
-            class_names = list(names)
+    """The index's class count and names: given, or declared by the datasets (which must agree),
+    else "0", "1", ..."""
+    num_classes, class_names = declared_classes(datasets, num_classes, class_names)
     if num_classes is None and class_names is not None:
         num_classes = len(class_names)
     if num_classes is None:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from csst_data import IGNORE
 from csst_data.codecs import encode_json, encode_label, is_jpeg, is_png
 from csst_data.jpeg import exif_orientation
-from csst_data.datasets import as_dataset
+from csst_data.datasets import as_dataset, declared_classes
 from csst_data.locks import OutputLock
 from csst_data.workers import die_with_parent
 from csst_data.shardrun import (check_resumable, finish_rank, rank_manifest_name, rank_of, rank_prefix,
@@ -128,19 +128,6 @@ def _imap(tasks, workers, initargs):
 
 
 # -- the run ---------------------------------------------------------------------------------
-def _classes(datasets, num_classes=None, class_names=None):
-    for ds in datasets:
-        if ds.num_classes is not None:
-            if num_classes is not None and ds.num_classes != num_classes:
-                raise ValueError(f"{ds.name} has {ds.num_classes} classes, another source {num_classes}")
-            num_classes = ds.num_classes
-        if ds.classes is not None:
-            if class_names is not None and list(ds.classes) != list(class_names):
-                raise ValueError(f"{ds.name}: its class names differ from those of the other sources")
-            class_names = list(ds.classes)
-    return num_classes, class_names
-
-
 def pack(sources, out, options=PackOptions(), workers=2, rank=None, world_size=None, num_classes=None,
          class_names=None, progress=None):
     """Pack `sources` (datasets or SOURCE strings) into the shard set `out`; resumes a killed run.
@@ -155,7 +142,7 @@ def pack(sources, out, options=PackOptions(), workers=2, rank=None, world_size=N
     datasets = [as_dataset(s) for s in sources]
     if not datasets:
         raise ValueError("no sources given")
-    num_classes, class_names = _classes(datasets, num_classes, class_names)
+    num_classes, class_names = declared_classes(datasets, num_classes, class_names)
     items, seen = [], {}
     for s, ds in enumerate(datasets):
         cols = ds.samples(labels=None)
