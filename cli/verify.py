@@ -1,5 +1,6 @@
 """`csst verify DIR`: check a shard set against its manifest."""
 
+import os
 import sys
 
 import click
@@ -11,26 +12,30 @@ from csst_data.shards import ShardError, read_manifest, verify_shards
 
 
 @click.command("verify")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("directory")
 @progress_option
 def verify(directory, progress):
-    """Verify the shard set in DIRECTORY.
+    """Verify the shard set in DIRECTORY (a folder, or an s3://, gs://, az:// or https:// URL).
 
     Recomputes each shard's sha256 and sample count against manifest.json,
     decodes every label, and reports missing or unlisted shards. Exits with
     status 1 if any shard fails.
     """
+    from csst_data import storage
     from csst_data.shardrun import unfinished_run
 
-    problem = unfinished_run(directory)
-    if problem:
-        raise click.ClickException(problem)
+    if not storage.is_url(directory):
+        if not os.path.isdir(directory):
+            raise click.ClickException(f"{directory}: no such folder")
+        problem = unfinished_run(directory)
+        if problem:
+            raise click.ClickException(problem)
     try:
         total = len(read_manifest(directory)["shards"])
         done = []
         with progress_bar("verifying", "shards", progress) as bar:
             rows = verify_shards(directory, progress=lambda name: (done.append(name), bar(len(done), total)))
-    except (ShardError, OSError) as e:
+    except (ShardError, storage.StorageError, OSError) as e:
         raise click.ClickException(str(e))
     table = Table(title=f"shard set {directory}")
     for col in ("shard", "samples", "status"):

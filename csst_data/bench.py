@@ -58,10 +58,9 @@ def io_throughput(dataset, workers=1, order="sequential", samples=None, seed=0, 
         results = map(_io_read, rows)
         pool = None
     else:
-        import multiprocessing as mp
+        from csst_data.workers import mp_context
 
-        method = "fork" if "fork" in mp.get_all_start_methods() else None
-        pool = mp.get_context(method).Pool(workers, initializer=_chain_init, initargs=(dataset, cols))
+        pool = mp_context().Pool(workers, initializer=_chain_init, initargs=(dataset, cols))
         results = pool.imap(_io_read, rows, chunksize=4)
     try:
         for b in results:

@@ -2,7 +2,7 @@
 
 | class | SOURCE string | samples |
 | --- | --- | --- |
-| `ShardSet` | a folder holding manifest.json | a csst shard set (docs/formats.md) |
+| `ShardSet` | a folder holding manifest.json, or an `s3://`, `gs://`, `az://`, `http(s)://` URL of one | a csst shard set (docs/formats.md; storage.py) |
 | `FolderDataset` | a mask folder (with `--images`), a spec file (`.json`/`.toml`), `PRESET:ROOT[:SPLIT]` | images + masks as mmsegmentation reads them |
 
 Both have the same few methods: `samples()` lists the samples as columns
@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-from csst_data import IGNORE, dataset_tables as tables
+from csst_data import IGNORE, dataset_tables as tables, storage
 from csst_data.codecs import decode_label, decode_label_png, is_png
 from csst_data.shards import RangeReader, ShardError, group_members, is_shard_set, read_manifest
 
@@ -334,17 +334,19 @@ class ShardSet(Dataset):
     kind = "shards"
 
     def __init__(self, path):
-        self.path = os.path.realpath(os.fspath(path))
-        if not os.path.isdir(self.path):
+        path = os.fspath(path)
+        self.remote = storage.is_url(path)  # an object-store URL (storage.py), read by ranged GETs
+        self.path = path.rstrip("/") if self.remote else os.path.realpath(path)
+        if not self.remote and not os.path.isdir(self.path):
             raise ValueError(f"{path}: no such folder")
         try:
             self.manifest = read_manifest(self.path)
         except ShardError as e:
             raise ValueError(str(e)) from e
-        self.shard_files = [os.path.join(self.path, s["name"]) for s in self.manifest["shards"]]
+        self.shard_files = [storage.join(self.path, s["name"]) for s in self.manifest["shards"]]
 
     def __getstate__(self):
-        return {"path": self.path, "manifest": self.manifest, "shard_files": self.shard_files}
+        return {"path": self.path, "remote": self.remote, "manifest": self.manifest, "shard_files": self.shard_files}
 
     @property
     def has_topk(self):
@@ -460,6 +462,22 @@ class ShardSet(Dataset):
         """sha256 of manifest.json and of every listed shard's size: a truncated or
         replaced shard makes an index built on the set stale, not silently wrong."""
         sha = hashlib.sha256()
+        if self.remote:
+            # The manifest's bytes, and each shard's size and ETag (one LIST, or a HEAD per shard
+            # where the store cannot list): a rewritten object gets a new ETag.
+            sha.update(storage.read(storage.join(self.path, "manifest.json")))
+            listing = storage.listdir(self.path)
+            for path in self.shard_files:
+                name = storage.basename(path)
+                if listing is not None:
+                    meta = listing.get(name, {"size": -1, "etag": None})
+                else:
+                    try:
+                        meta = storage.head(path)
+                    except storage.NotFound:
+                        meta = {"size": -1, "etag": None}
+                sha.update(f"\0{name}\0{meta['size']}\0{meta['etag']}".encode())
+            return sha.hexdigest()
         with open(os.path.join(self.path, "manifest.json"), "rb") as f:
             sha.update(f.read())
         for path in self.shard_files:
@@ -468,11 +486,12 @@ class ShardSet(Dataset):
         return sha.hexdigest()
 
     def to_attrs(self, base):
-        return {"kind": self.kind, "path": _rel(self.path, base)}
+        # A URL is stored as it is; a folder relative to the index.
+        return {"kind": self.kind, "path": self.path if self.remote else _rel(self.path, base)}
 
     @classmethod
     def from_attrs(cls, attrs, base):
-        return cls(_abs(attrs["path"], base))
+        return cls(attrs["path"] if storage.is_url(attrs["path"]) else _abs(attrs["path"], base))
 
 
 # -- images + masks in folders (mmsegmentation's conventions) --------------------------
@@ -972,13 +991,19 @@ def parse_source(text, options=FolderOptions(), role="labels"):
 
     - `PRESET:ROOT[:SPLIT]` (cityscapes, voc, ade20k, coco-stuff, loveda);
     - a spec file (`.json` / `.toml`);
-    - a folder holding manifest.json: a csst shard set;
+    - a folder holding manifest.json, or an object-store URL of one: a csst shard set;
     - any other folder, glob or file: with role "labels" a mask folder (paired
       with `options.images` when given), with role "images" an image folder.
     """
     if isinstance(text, Dataset):
         return text
     text = os.fspath(text)
+    if storage.is_url(text):
+        # Object storage holds csst shard sets (pack a folder dataset first: `csst pack SOURCE -o URL`).
+        if not is_shard_set(text):
+            raise ValueError(f"{text}: no manifest.json there; only csst shard sets are read from object storage "
+                             "(make one with `csst pack SOURCE -o URL`)")
+        return ShardSet(text)
     head, sep, rest = text.partition(":")
     if sep and head in PRESETS:
         root, _, split = rest.partition(":")
@@ -1033,7 +1058,8 @@ def as_dataset(source, role="labels"):
 
 def describe_grammar():
     """The SOURCE forms, for --help texts."""
-    return ("SOURCE is a csst shard set (folder with manifest.json), a dataset spec file (.json/.toml), "
+    return ("SOURCE is a csst shard set (folder with manifest.json, or its s3://, gs://, az:// or https:// URL), "
+            "a dataset spec file (.json/.toml), "
             "a folder of masks (pair it with images by --images), or PRESET:ROOT[:SPLIT] with PRESET one of "
             + ", ".join(PRESETS) + ".")
 

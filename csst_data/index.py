@@ -32,7 +32,7 @@ from csst_data import IGNORE
 from csst_data.components import components as find_components
 from csst_data.datasets import as_dataset, declared_classes, from_attrs, label_decoder, source_name
 from csst_data.locks import OutputLock
-from csst_data.workers import die_with_parent
+from csst_data.workers import die_with_parent, mp_context
 from csst_data.shards import RangeReader
 
 FORMAT = "csst-centroid-index"
@@ -462,16 +462,13 @@ def _run(tasks, workers, total, progress):
         for t in tasks:
             done(t, _process(t))
     else:
-        import multiprocessing as mp
-
         # Compile (or load) the kernel before forking so workers inherit it.
         warm = np.zeros((1, 8), np.uint8)
         find_components(warm, 1)
         warm.flags.writeable = False  # decoded masks are read-only views
         find_components(warm, 1)
-        method = "fork" if "fork" in mp.get_all_start_methods() else None
         ahead = 2 * (workers - 1)  # tasks queued per pool worker: enough to never starve
-        with mp.get_context(method).Pool(workers - 1, initializer=die_with_parent) as pool:
+        with mp_context().Pool(workers - 1, initializer=die_with_parent) as pool:
             pending = deque()
             for t in tasks:
                 if sum(not r.ready() for _, r in pending) < ahead:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from csst_data import crops, jpeg, sampling, schedules
 from csst_data.codecs import decode_image, is_jpeg
 from csst_data.datasets import SampleReader
-from csst_data.workers import die_with_parent
+from csst_data.workers import die_with_parent, mp_context
 
 
 def pseudo_sources(index):
@@ -271,6 +271,7 @@ class CropLoader:
         # torch's global RNG, whose stream (dropout) must not depend on where a run was resumed.
         dl = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
                         prefetch_factor=2 if workers else None, persistent_workers=False, worker_init_fn=die_with_parent,
+                        multiprocessing_context=mp_context() if workers else None,
                         generator=torch.Generator().manual_seed(ds.seed))
         for batch in dl:
             self.batches_done += 1

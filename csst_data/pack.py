@@ -27,7 +27,7 @@ from csst_data.codecs import encode_json, encode_label, is_jpeg, is_png
 from csst_data.jpeg import exif_orientation
 from csst_data.datasets import as_dataset, declared_classes
 from csst_data.locks import OutputLock
-from csst_data.workers import die_with_parent
+from csst_data.workers import die_with_parent, mp_context
 from csst_data.shardrun import (check_resumable, finish_rank, rank_manifest_name, rank_of, rank_prefix,
                                 record_failure, start_rank)
 from csst_data.shards import MANIFEST, RangeReader, ShardWriter
@@ -120,10 +120,7 @@ def _imap(tasks, workers, initargs):
         _init(*initargs)
         yield from map(_pack_one, tasks)
         return
-    import multiprocessing as mp
-
-    method = "fork" if "fork" in mp.get_all_start_methods() else None
-    with mp.get_context(method).Pool(workers, initializer=_init, initargs=initargs) as pool:
+    with mp_context().Pool(workers, initializer=_init, initargs=initargs) as pool:
         yield from pool.imap(_pack_one, tasks, chunksize=2)
 
 

@@ -14,7 +14,7 @@ import os
 import re
 import tarfile
 
-from csst_data import IGNORE
+from csst_data import IGNORE, storage
 
 MANIFEST = "manifest.json"
 FORMAT = "csst-shards"
@@ -249,11 +249,21 @@ def _numbered(root, prefix):
 
 # -- reading ---------------------------------------------------------------
 def read_manifest(root):
-    """The manifest of a shard set, with a clear error if it is not one."""
-    path = os.path.join(str(root), MANIFEST)
-    if not os.path.exists(path):
+    """The manifest of a shard set (a folder or an object-store URL), with a clear error if it is not one."""
+    path = storage.join(str(root), MANIFEST)
+    if storage.is_url(path):
+        try:
+            data = storage.read(path)
+        except storage.NotFound:
+            raise ShardError(f"{root}: no {MANIFEST}; not a csst shard set") from None
+        try:
+            manifest = json.loads(data)
+        except json.JSONDecodeError as e:
+            raise ShardError(f"{path}: not valid JSON ({e})") from None
+    elif not os.path.exists(path):
         raise ShardError(f"{root}: no {MANIFEST}; not a csst shard set")
-    manifest = _read_json(path)
+    else:
+        manifest = _read_json(path)
     if manifest.get("format") != FORMAT:
         raise ShardError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
     if manifest.get("version") != VERSION:
@@ -262,12 +272,28 @@ def read_manifest(root):
 
 
 def is_shard_set(path):
+    if storage.is_url(path):
+        return storage.exists(storage.join(str(path), MANIFEST))
     return os.path.isfile(os.path.join(str(path), MANIFEST))
 
 
 def shard_paths(root):
-    """Paths of the listed shards, in manifest order."""
-    return [os.path.join(str(root), s["name"]) for s in read_manifest(root)["shards"]]
+    """Paths (or URLs) of the listed shards, in manifest order."""
+    return [storage.join(str(root), s["name"]) for s in read_manifest(root)["shards"]]
+
+
+# The last remote shard read whole (to list its members), kept for the reads
+# that follow it: an index build or a pass over a remote set reads each shard
+# with one request instead of one per member.
+_whole = {"url": None, "data": None}
+
+
+def whole_shard(url):
+    """The bytes of a remote shard, fetched once and kept until another is asked for."""
+    if _whole["url"] != url:
+        _whole["url"], _whole["data"] = None, None
+        _whole["data"], _whole["url"] = storage.read(url), url
+    return _whole["data"]
 
 
 def iter_samples(root, decode=True):
@@ -297,7 +323,8 @@ def member_offsets(path):
     their folder); anything else is a ShardError naming the member."""
     out = []
     try:
-        with tarfile.open(path, "r:") as tar:
+        with (tarfile.open(fileobj=io.BytesIO(whole_shard(path)), mode="r:") if storage.is_url(path)
+              else tarfile.open(path, "r:")) as tar:
             for info in tar:
                 if info.isfile():
                     key, dot, suffix = info.name.partition(".")
@@ -343,7 +370,15 @@ class RangeReader:
         self.fds = {}
 
     def read(self, path, offset=0, size=None):
-        """`size` bytes at `offset` of `path`; the whole file when size is None."""
+        """`size` bytes at `offset` of `path` (a file or an object-store URL); the whole file when size is None."""
+        if storage.is_url(path):
+            if _whole["url"] == path:
+                data = _whole["data"][offset:None if size is None else offset + size]
+                if size is not None and len(data) != size:
+                    raise ShardError(f"{path}: short read at byte {offset} ({len(data)} of {size} bytes); "
+                                     "truncated shard?")
+                return data
+            return storage.read(path, offset, size)
         fd = self.fds.get(path)
         if fd is None:
             if len(self.fds) >= 256:  # bound the open descriptors of folder datasets
@@ -427,20 +462,40 @@ def verify_shards(root, progress=None):
     manifest = read_manifest(root)
     rows = []
     listed = set()
+    remote = storage.is_url(root)
     for entry in manifest.get("shards", []):
         listed.add(entry["name"])
-        path = os.path.join(str(root), entry["name"])
-        problems = verify_shard(path, entry, manifest.get("num_classes"))
+        path = storage.join(str(root), entry["name"])
+        if remote:
+            problems = _verify_remote_shard(path, entry, manifest.get("num_classes"))
+        else:
+            problems = verify_shard(path, entry, manifest.get("num_classes"))
         rows.append({"name": entry["name"], "samples": entry.get("samples"), "problems": problems})
         if progress:
             progress(entry["name"])
-    for name in sorted(os.listdir(root)):
+    names = (storage.listdir(root) or {}) if remote else os.listdir(root)
+    for name in sorted(names):
         if name.endswith(".tar") and name not in listed:
             rows.append({"name": name, "samples": None, "problems": ["unlisted shard (not in manifest.json)"]})
         elif name.endswith(".tar" + TMP_SUFFIX):
             rows.append({"name": name, "samples": None, "problems": [],
                          "note": "temporary file of an unfinished writer; resume removes it"})
     return rows
+
+
+def _verify_remote_shard(url, entry, num_classes):
+    """verify_shard on a remote shard: streamed once into a temporary file (memory stays
+    bounded whatever the shard's size), then checked like a local one."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(prefix="csst-verify-", suffix=".tar") as tmp:
+            for block in storage.stream(url):
+                tmp.write(block)
+            tmp.flush()
+            return verify_shard(tmp.name, entry, num_classes)
+    except storage.NotFound:
+        return ["missing"]
 
 
 # -- merging per-rank manifests (added for `csst label`) -----------------------

@@ -22,9 +22,37 @@ def die_with_parent(*_):
         os._exit(1)
 
 
-def chain(*inits):
-    """One worker_init_fn / initializer that calls several."""
-    def init(*args):
-        for f in inits:
+class chain:
+    """One worker_init_fn / initializer that calls several (a class, so a forkserver can pickle it)."""
+
+    def __init__(self, *inits):
+        self.inits = inits
+
+    def __call__(self, *args):
+        for f in self.inits:
             f(*args)
-    return init
+
+
+# Modules a forkserver imports once, so that each worker it forks starts warm.
+_PRELOAD = ["numpy", "torch", "csst_data.datasets", "csst_data.loader"]
+
+
+def mp_context():
+    """The multiprocessing context for worker processes (pools and DataLoaders).
+
+    "fork" where the platform has it: cheap, and workers inherit compiled
+    kernels. "forkserver" once this process has talked to an object store
+    (storage.py): its client runs a tokio runtime, and a forked child inherits
+    the runtime without its threads, so its first request hangs. A forkserver
+    is a fresh process that never touched the store; it forks the workers.
+    """
+    import multiprocessing as mp
+
+    from csst_data import storage
+
+    methods = mp.get_all_start_methods()
+    if storage.in_use() and "forkserver" in methods:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        return ctx
+    return mp.get_context("fork" if "fork" in methods else None)

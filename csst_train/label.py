@@ -29,7 +29,7 @@ import torch
 from csst_data import IGNORE
 from csst_data.datasets import as_dataset, sanitise_key
 from csst_data.locks import OutputLock
-from csst_data.workers import chain, die_with_parent
+from csst_data.workers import chain, die_with_parent, mp_context
 from csst_data.jpeg import exif_orientation
 from csst_data.pack import PackOptions, pack_image
 from csst_data.codecs import decode_image, encode_json, encode_label, encode_topk, is_jpeg, is_png
@@ -427,7 +427,7 @@ def _label(checkpoint, items, out_dir, *, device, batch_size, workers, shard_siz
     loader = torch.utils.data.DataLoader(
         ImageDataset(todo), batch_size=batch_size, shuffle=False, num_workers=workers,
         collate_fn=_collate, worker_init_fn=chain(die_with_parent, functools.partial(_lower_priority, nice)),
-        prefetch_factor=4 if workers else None,
+        prefetch_factor=4 if workers else None, multiprocessing_context=mp_context() if workers else None,
     )
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True

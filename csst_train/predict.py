@@ -20,7 +20,7 @@ import torch
 from csst_data import dataset_tables as tables
 from csst_data.shardrun import rank_of, record_failure, start_rank
 from csst_data.shards import atomic_write_bytes
-from csst_data.workers import die_with_parent
+from csst_data.workers import die_with_parent, mp_context
 from csst_train.distributed import amp_dtype as to_amp_dtype
 from csst_train.distributed import dist_env, pick_device
 from csst_train.label import ImageDataset, _collate, _same_size_runs, default_workers, predict_labels, ref_name
@@ -91,7 +91,8 @@ def predict(checkpoint, items, out_dir, *, fmt="ids", device="auto", batch_size=
     workers = default_workers() if workers is None else workers
     loader = torch.utils.data.DataLoader(ImageDataset(todo), batch_size=batch_size, shuffle=False,
                                          num_workers=workers, collate_fn=_collate, worker_init_fn=die_with_parent,
-                                         prefetch_factor=4 if workers else None)
+                                         prefetch_factor=4 if workers else None,
+                                         multiprocessing_context=mp_context() if workers else None)
     amp_dtype = to_amp_dtype(amp, dev)
     if progress:
         progress(done, len(mine))
