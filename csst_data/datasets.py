@@ -125,6 +125,10 @@ class Dataset:
         """Bytes of one image or label, given its columns (shard, byte range, relative path)."""
         raise NotImplementedError
 
+    def read_ranges(self, reader, shard, ranges):
+        """The bytes of several (offset, size) ranges of one shard (a shard set's), by as few reads as possible."""
+        return [self.read(reader, shard, o, n, "") for o, n in ranges]
+
     def decode_label(self, data, name=None, decode=None):
         """Label bytes -> uint8 H x W class ids (255 = ignore). `decode` may replace
         the plain `.npy.zst` decoder (e.g. `label_decoder()` reusing a buffer)."""
@@ -415,6 +419,9 @@ class ShardSet(Dataset):
         if offset < 0:
             raise ValueError(f"{self.path}: sample has no such member")
         return reader.read(self.shard_files[int(shard)], int(offset), int(size))
+
+    def read_ranges(self, reader, shard, ranges):
+        return reader.read_ranges(self.shard_files[int(shard)], ranges)
 
     def decode_label(self, data, name=None, decode=None):
         return (decode or decode_label_bytes)(data, name)
@@ -1085,15 +1092,50 @@ class SampleReader:
         self.paths = {"label": images.get("label_path"), "image": images.get("image_path")}
         self.reader = RangeReader()
         self._decode = None  # label_decoder(), made in each process
+        # Rows of object-store sources are read whole (image and label in one request) and held
+        # until the next row is asked for; `prefetch` fetches them ahead, in plan order.
+        self.remote = np.array([getattr(ds, "remote", False) for ds in self.datasets], dtype=bool)
+        self._held, self._ahead = None, None
 
     def __getstate__(self):
-        return {**self.__dict__, "_decode": None}
+        return {**self.__dict__, "_decode": None, "_held": None, "_ahead": None}
 
     def __len__(self):
         return len(self.key)
 
+    def prefetch(self, rows, depth=32, threads=8, max_bytes=256 << 20):
+        """Fetch the rows of object-store sources among `rows` ahead of their use, in this order
+        (prefetch.Prefetcher); rows of local sources are read when asked for, as before."""
+        from csst_data.prefetch import Prefetcher
+
+        self.stop_prefetch()
+        rows = [int(r) for r in rows if self.remote[self.source[int(r)]]]
+        if rows:
+            sizes = self.columns["image_size"] + self.columns["label_size"]
+            self._ahead = Prefetcher(self._fetch_row, ((r, int(sizes[r])) for r in rows), depth, threads, max_bytes)
+
+    def stop_prefetch(self):
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
+
+    def _fetch_row(self, row):
+        """{"image", "label"} bytes of a remote row, in one request (a tar header apart)."""
+        ds = self.datasets[self.source[row]]
+        parts = [w for w in ("image", "label") if self.columns[f"{w}_offset"][row] >= 0]
+        data = ds.read_ranges(self.reader, self.shard[row], [(int(self.columns[f"{w}_offset"][row]),
+                                                              int(self.columns[f"{w}_size"][row])) for w in parts])
+        return dict(zip(parts, data))
+
     def _read(self, row, what):
         ds = self.datasets[self.source[row]]
+        if self.remote[self.source[row]]:
+            if self._held is None or self._held[0] != row:
+                got = self._ahead.take(row) if self._ahead is not None else None
+                self._held = (row, got if got is not None else self._fetch_row(row))
+            if what not in self._held[1]:
+                raise ValueError(f"sample {self.key[row]!r} of {ds.name} has no {what}")
+            return self._held[1][what]
         offset, size = int(self.columns[f"{what}_offset"][row]), int(self.columns[f"{what}_size"][row])
         path = self.paths[what][row] if self.paths[what] is not None else ""
         if offset < 0 and not path:
@@ -1128,4 +1170,5 @@ class SampleReader:
         return self.datasets[self.source[row]].decode_label(self._read(row, "label"), self.key[row], self._decode)
 
     def close(self):
+        self.stop_prefetch()
         self.reader.close()

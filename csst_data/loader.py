@@ -211,8 +211,13 @@ class CropDataset(IterableDataset):
         # Skip the batches already consumed, then take this worker's whole batches.
         first = self.start * batch
         positions = first + sampling.worker_slice(len(plan["image"]) - first, wid, nw, batch)
-        for s in range(0, len(positions), batch):
-            yield self.make_batch(plan, positions[s:s + batch], crop, epoch)
+        # Samples in object storage are fetched ahead, in the order this worker uses them.
+        self.reader.prefetch(plan["image"][positions])
+        try:
+            for s in range(0, len(positions), batch):
+                yield self.make_batch(plan, positions[s:s + batch], crop, epoch)
+        finally:
+            self.reader.stop_prefetch()
 
 
 class CropLoader:

@@ -28,6 +28,8 @@ from csst_data.jpeg import exif_orientation
 from csst_data.datasets import as_dataset, declared_classes
 from csst_data.locks import OutputLock
 from csst_data.workers import die_with_parent, mp_context
+from csst_data import storage
+from csst_data.mirror import open_output
 from csst_data.shardrun import (check_resumable, finish_rank, rank_manifest_name, rank_of, rank_prefix,
                                 record_failure, start_rank)
 from csst_data.shards import MANIFEST, RangeReader, ShardWriter
@@ -154,14 +156,22 @@ def pack(sources, out, options=PackOptions(), workers=2, rank=None, world_size=N
         raise ValueError(f"the number of classes of {datasets[0].name} is unknown: give --num-classes")
     producer = {"name": "csst pack", "options": {**asdict(options), "sources": [ds.name for ds in datasets]}}
     fingerprint = hashlib.sha256(json.dumps([producer["options"], sorted(seen)]).encode()).hexdigest()
+    # An object-store URL is written through a local staging folder (mirror.py).
+    out, mirror = open_output(out, rank_prefix(rank) if world_size > 1 else "shard")
     os.makedirs(out, exist_ok=True)
     with OutputLock(out, f".lock-{rank_prefix(rank)}"):
-        return _pack(datasets, items, out, options, workers, rank, world_size, num_classes, class_names, labelled,
-                     producer, fingerprint, seen, progress)
+        summary = _pack(datasets, items, out, options, workers, rank, world_size, num_classes, class_names,
+                        labelled, producer, fingerprint, seen, progress, mirror)
+    if mirror is not None:
+        mirror.push()
+        summary["manifest"] = storage.join(mirror.url, os.path.basename(summary["manifest"]))
+        if summary["merged"]:
+            mirror.cleanup()
+    return summary
 
 
 def _pack(datasets, items, out, options, workers, rank, world_size, num_classes, class_names, labelled, producer,
-          fingerprint, seen, progress):
+          fingerprint, seen, progress, mirror=None):
     ranked = world_size > 1
     manifest_name = rank_manifest_name(rank) if ranked else MANIFEST
     check_resumable(out, manifest_name, producer, world_size, fixed_options=("quality", "lossless"))
@@ -171,7 +181,7 @@ def _pack(datasets, items, out, options, workers, rank, world_size, num_classes,
     pseudo = any(ds.pseudo for ds in datasets)
     writer = ShardWriter(out, prefix=rank_prefix(rank) if ranked else "shard", maxcount=options.shard_size,
                          num_classes=num_classes, class_names=class_names, fields=fields, producer=producer,
-                         manifest=manifest_name, resume=True,
+                         manifest=manifest_name, resume=True, on_finish=mirror.sync if mirror else None,
                          extra={"pseudo": pseudo, **({"rank": rank, "world_size": world_size} if ranked else {})})
     todo = [it for it in mine if it[1] not in writer.existing_keys]
     kill_after = int(os.environ[KILL_ENV]) if os.environ.get(KILL_ENV) else None
@@ -200,7 +210,8 @@ def _pack(datasets, items, out, options, workers, rank, world_size, num_classes,
         writer.abort()
         raise
     writer.close()
-    merged = finish_rank(out, rank, world_size, fingerprint, len(writer.keys), counts["failed"]) if ranked else True
+    merged = finish_rank(out, rank, world_size, fingerprint, len(writer.keys), counts["failed"],
+                         mirror) if ranked else True
     return {"packed": len(todo) - counts["failed"], "skipped": len(mine) - len(todo), "total": total,
             "seconds": time.perf_counter() - start, "merged": merged, "rank": rank, "world_size": world_size,
             "manifest": os.path.join(out, MANIFEST if merged else manifest_name), "shards": len(writer.shards),

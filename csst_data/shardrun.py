@@ -93,11 +93,18 @@ def start_rank(out_dir, rank, world_size):
             os.remove(path)
 
 
-def finish_rank(out_dir, rank, world_size, fingerprint, samples, failed):
-    """Write this rank's done marker and merge if every rank has finished. Returns True when merged."""
+def finish_rank(out_dir, rank, world_size, fingerprint, samples, failed, mirror=None):
+    """Write this rank's done marker and merge if every rank has finished. Returns True when merged.
+
+    With a `mirror` (an output in object storage, mirror.py) this rank's files are uploaded
+    before the others' markers are read from the URL, so of two ranks finishing together at
+    least the later one sees both markers."""
     atomic_write_json(os.path.join(out_dir, done_name(rank)), {
         "rank": rank, "world_size": world_size, "fingerprint": fingerprint, "samples": samples, "failed": failed,
     })
+    if mirror is not None:
+        mirror.push()
+        mirror.pull(shards=False)
     done = 0
     for r in range(world_size):
         try:
@@ -108,11 +115,11 @@ def finish_rank(out_dir, rank, world_size, fingerprint, samples, failed):
         done += marker.get("fingerprint") == fingerprint and marker.get("world_size") == world_size
     if done < world_size:
         return False
-    merge_ranks(out_dir)
+    merge_ranks(out_dir, exists=mirror.exists if mirror is not None else None)
     return True
 
 
-def merge_ranks(out_dir):
+def merge_ranks(out_dir, exists=None):
     """Write OUT_DIR/manifest.json from the per-rank manifests of a finished multi-rank run.
 
     Every rank must have written its done marker (all with the same inputs and
@@ -134,7 +141,7 @@ def merge_ranks(out_dir):
     missing = sorted(set(range(world)) - {m["rank"] for m in markers})
     if missing:
         raise ValueError(f"{out_dir}: rank(s) {missing} of {world} have not finished; rerun them first")
-    merge_manifests(out_dir, [rank_manifest_name(r) for r in range(world)], drop=("rank",))
+    merge_manifests(out_dir, [rank_manifest_name(r) for r in range(world)], drop=("rank",), exists=exists)
     lines = []
     for r in range(world):
         path = failures_path(out_dir, r, world)

@@ -94,11 +94,12 @@ class ShardWriter:
 
     def __init__(self, root, *, prefix="shard", maxcount=1000, maxsize=1 << 30,
                  num_classes=None, class_names=None, fields=None, producer=None,
-                 ignore_index=IGNORE, manifest=MANIFEST, resume=False, extra=None):
+                 ignore_index=IGNORE, manifest=MANIFEST, resume=False, extra=None, on_finish=None):
         if maxcount < 1 or maxsize < 1:
             raise ValueError("maxcount and maxsize must be positive")
         check_key(prefix)
         self.root, self.prefix = str(root), prefix
+        self.on_finish = on_finish  # called with the manifest's name after each finished shard
         self.maxcount, self.maxsize = maxcount, maxsize
         self.manifest_path = os.path.join(self.root, manifest)
         os.makedirs(self.root, exist_ok=True)
@@ -196,6 +197,8 @@ class ShardWriter:
         self._tar = None
         self.next_number += 1
         self._write_manifest()
+        if self.on_finish is not None:
+            self.on_finish(os.path.basename(self.manifest_path))
 
     def _write_manifest(self):
         atomic_write_json(self.manifest_path, {**self.meta, "shards": self.shards})
@@ -388,6 +391,13 @@ class RangeReader:
             size = os.fstat(fd).st_size - offset
         return read_member(fd, offset, size, path)
 
+    def read_ranges(self, path, ranges):
+        """The bytes of several (offset, size) ranges of `path`; of an object, ranges close together
+        come in one request."""
+        if storage.is_url(path) and _whole["url"] != path:
+            return storage.read_ranges(path, ranges)
+        return [self.read(path, o, n) for o, n in ranges]
+
     def close(self):
         for fd in self.fds.values():
             os.close(fd)
@@ -499,7 +509,7 @@ def _verify_remote_shard(url, entry, num_classes):
 
 
 # -- merging per-rank manifests (added for `csst label`) -----------------------
-def merge_manifests(root, parts, drop=(), out=MANIFEST):
+def merge_manifests(root, parts, drop=(), out=MANIFEST, exists=None):
     """Write `root/out` listing the shards of the part manifests `parts` (file names in `root`), in order.
 
     Used when several processes wrote one shard set, each with its own prefix
@@ -507,6 +517,7 @@ def merge_manifests(root, parts, drop=(), out=MANIFEST):
     ignore_index; `fields` are united; other top-level keys come from the first
     part, less those in `drop`. The file is written under a unique temporary
     name and renamed, so ranks merging at the same time do not collide.
+    `exists(name)` says whether a listed shard is there (default: a file in `root`).
     """
     import tempfile
 
@@ -534,7 +545,7 @@ def merge_manifests(root, parts, drop=(), out=MANIFEST):
         for s in meta.get("shards", []):
             if s["name"] in names:
                 raise ShardError(f"{path}: shard {s['name']} is listed by two part manifests")
-            if not os.path.exists(os.path.join(root, s["name"])):
+            if not (exists(s["name"]) if exists else os.path.exists(os.path.join(root, s["name"]))):
                 raise ShardError(f"{path} lists {s['name']}, which is missing")
             names.add(s["name"])
             shards.append(s)

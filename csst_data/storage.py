@@ -22,6 +22,7 @@ commands report it as bad input) naming that URL, or `NotFound`.
 import datetime
 import os
 import posixpath
+import threading
 import urllib.parse
 
 SCHEMES = ("s3", "gs", "az", "abfs", "http", "https")
@@ -30,9 +31,10 @@ SCHEMES = ("s3", "gs", "az", "abfs", "http", "https")
 RETRY = {"max_retries": 10, "retry_timeout": datetime.timedelta(minutes=3),
          "backoff": {"init_backoff": datetime.timedelta(milliseconds=100),
                      "max_backoff": datetime.timedelta(seconds=15), "base": 2.0}}
-TIMEOUT = os.environ.get("CSST_STORAGE_TIMEOUT", "60s")  # one request, connect to last byte
+TIMEOUT = "60s"  # one request, connect to last byte (CSST_STORAGE_TIMEOUT replaces it)
 
 STATS = {"gets": 0, "bytes": 0, "puts": 0}
+_stats_lock = threading.Lock()  # prefetch threads count too
 _clients = {}  # (pid, scheme://authority, environment) -> obstore store
 _ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_", "CSST_STORAGE")
 
@@ -62,6 +64,12 @@ def basename(path):
     return posixpath.basename(str(path).rstrip("/")) if is_url(path) else os.path.basename(path)
 
 
+def _count(**kw):
+    with _stats_lock:
+        for k, v in kw.items():
+            STATS[k] += v
+
+
 def in_use():
     """Whether this process has made an object-store client (see workers.mp_context)."""
     pid = os.getpid()
@@ -86,7 +94,7 @@ def _split(url):
 def _make_client(root, scheme):
     from obstore.store import from_url
 
-    options = {"timeout": TIMEOUT, "connect_timeout": "10s"}
+    options = {"timeout": os.environ.get("CSST_STORAGE_TIMEOUT", TIMEOUT), "connect_timeout": "10s"}
     # Client options given here replace those object_store reads from the environment, so
     # AWS_ALLOW_HTTP is honoured by hand; a plain http:// endpoint is allowed as the user asked for it.
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
@@ -145,8 +153,7 @@ def read(url, offset=0, size=None):
         data = bytes(_call(url, "GET", lambda c, k: obstore.get_range(c, k, start=offset, length=size)))
         if len(data) != size:
             raise StorageError(f"{url}: short read at byte {offset} ({len(data)} of {size} bytes); truncated object?")
-    STATS["gets"] += 1
-    STATS["bytes"] += len(data)
+    _count(gets=1, bytes=len(data))
     return data
 
 
@@ -163,9 +170,8 @@ def read_ranges(url, ranges):
         blob = read(url, lo, hi - lo)
         return [blob[s - lo:e - lo] for s, e in zip(starts, ends)]
     out = _call(url, "GET", lambda c, k: obstore.get_ranges(c, k, starts=starts, ends=ends))
-    STATS["gets"] += len(out)
     out = [bytes(b) for b in out]
-    STATS["bytes"] += sum(map(len, out))
+    _count(gets=len(out), bytes=sum(map(len, out)))
     return out
 
 
@@ -174,10 +180,10 @@ def stream(url, chunk=8 << 20):
     import obstore
 
     result = _call(url, "GET", lambda c, k: obstore.get(c, k))
-    STATS["gets"] += 1
+    _count(gets=1)
     try:
         for block in result.stream(min_chunk_size=chunk):
-            STATS["bytes"] += len(block)
+            _count(bytes=len(block))
             yield bytes(block)
     except Exception as e:
         raise StorageError(f"{url}: GET failed while streaming ({_reason(e)})") from None
@@ -221,7 +227,7 @@ def write(url, data):
     import obstore
 
     _call(url, "PUT", lambda c, k: obstore.put(c, k, bytes(data)))
-    STATS["puts"] += 1
+    _count(puts=1)
 
 
 def upload(url, path):
@@ -230,7 +236,7 @@ def upload(url, path):
     from pathlib import Path
 
     _call(url, "PUT", lambda c, k: obstore.put(c, k, Path(path)))
-    STATS["puts"] += 1
+    _count(puts=1)
 
 
 def delete(url):

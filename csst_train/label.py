@@ -26,7 +26,7 @@ import numba
 import numpy as np
 import torch
 
-from csst_data import IGNORE
+from csst_data import IGNORE, storage
 from csst_data.datasets import as_dataset, sanitise_key
 from csst_data.locks import OutputLock
 from csst_data.workers import chain, die_with_parent, mp_context
@@ -36,6 +36,7 @@ from csst_data.codecs import decode_image, encode_json, encode_label, encode_top
 from csst_data.shards import (
     MANIFEST, RangeReader, ShardWriter, file_sha256,
 )
+from csst_data.mirror import open_output
 from csst_data.shardrun import (FAILED, check_resumable, finish_rank, merge_ranks, rank_manifest_name,  # noqa: F401
                                 rank_of, rank_prefix, record_failure, start_rank)
 from csst_train.distributed import amp_dtype as to_amp_dtype
@@ -359,16 +360,26 @@ def label(checkpoint, items, out_dir, *, device="auto", batch_size=4, workers=No
     manifest, shards. One writer per rank and output: a second raises OutputBusy.
     """
     rank, world_size = dist_env(rank, world_size)
+    # An object-store URL is written through a local staging folder (csst_data/mirror.py).
+    out_dir, mirror = open_output(os.fspath(out_dir), rank_prefix(rank) if world_size > 1 else "shard")
+    os.makedirs(out_dir, exist_ok=True)
     with OutputLock(out_dir, f".lock-{rank_prefix(rank)}"):
-        return _label(checkpoint, items, os.fspath(out_dir), device=device, batch_size=batch_size, workers=workers,
-                      shard_size=shard_size, scales=scales, flip=flip, crop=crop, stride=stride, topk=topk,
-                      min_confidence=min_confidence, amp=amp, rank=rank, world_size=world_size,
-                      encode_threads=encode_threads, inputs=inputs, progress=progress, keep_bytes=keep_bytes,
-                      quality=quality, lossless=lossless)
+        summary = _label(checkpoint, items, out_dir, device=device, batch_size=batch_size, workers=workers,
+                         shard_size=shard_size, scales=scales, flip=flip, crop=crop, stride=stride, topk=topk,
+                         min_confidence=min_confidence, amp=amp, rank=rank, world_size=world_size,
+                         encode_threads=encode_threads, inputs=inputs, progress=progress, keep_bytes=keep_bytes,
+                         quality=quality, lossless=lossless, mirror=mirror)
+    if mirror is not None:
+        mirror.push()
+        summary["manifest"] = storage.join(mirror.url, os.path.basename(summary["manifest"]))
+        if summary["merged"]:
+            mirror.cleanup()
+    return summary
 
 
 def _label(checkpoint, items, out_dir, *, device, batch_size, workers, shard_size, scales, flip, crop, stride, topk,
-           min_confidence, amp, rank, world_size, encode_threads, inputs, progress, keep_bytes, quality, lossless):
+           min_confidence, amp, rank, world_size, encode_threads, inputs, progress, keep_bytes, quality, lossless,
+           mirror=None):
     from csst_train.checkpoints import model_from_checkpoint
     from csst_train.inference import normalise
 
@@ -412,7 +423,7 @@ def _label(checkpoint, items, out_dir, *, device, batch_size, workers, shard_siz
     writer = ShardWriter(
         out_dir, prefix=rank_prefix(rank) if ranked else "shard", maxcount=shard_size,
         num_classes=num_classes, class_names=class_names, fields=fields, producer=producer,
-        manifest=manifest_name, resume=True,
+        manifest=manifest_name, resume=True, on_finish=mirror.sync if mirror else None,
         extra={"pseudo": True, **({"rank": rank, "world_size": world_size} if ranked else {})},
     )
     # Keys already stored by any earlier run of this rank.
@@ -467,7 +478,7 @@ def _label(checkpoint, items, out_dir, *, device, batch_size, workers, shard_siz
     seconds = time.perf_counter() - start
     merged = False
     if ranked:
-        merged = finish_rank(out_dir, rank, world_size, fingerprint, len(writer.keys), failed)
+        merged = finish_rank(out_dir, rank, world_size, fingerprint, len(writer.keys), failed, mirror)
     return {
         "labelled": len(todo) - failed, "skipped": skipped, "failed": failed, "total": total,
         "seconds": seconds, "rank": rank, "world_size": world_size, "merged": merged or not ranked,

