@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHMARKS = ("io", "index", "loader", "schedule", "label", "selftrain")
+BENCHMARKS = ("io", "index", "loader", "objectstore", "schedule", "label", "selftrain")
 # (benchmark, JSON field, target description, check)
 HEADLINES = [
     ("io", "decode_speedup", ">= 10", lambda v: v >= 10),
@@ -34,6 +34,9 @@ HEADLINES = [
     ("loader", "splice_bytes_ratio", "<= 1.03", lambda v: v <= 1.03),
     ("loader", "min_class_coverage_centroid", ">= 0.8/C", lambda v: v >= 0.8 / 19),
     ("loader", "coverage_ratio", ">= 5", lambda v: v >= 5),
+    ("objectstore", "s3_over_local", ">= 0.7", lambda v: v >= 0.7),
+    ("objectstore", "gets_per_sample", "<= 1.1", lambda v: v <= 1.1),
+    ("objectstore", "whole_shard_bytes_over_csst_bytes", ">= 3", lambda v: v >= 3),
     ("schedule", "speedup_coarse2fine_plus", ">= 1.5", lambda v: v >= 1.5),
     ("label", "overhead_fraction", "<= 0.10", lambda v: v <= 0.10),
 ]

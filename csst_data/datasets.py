@@ -38,7 +38,7 @@ import numpy as np
 
 from csst_data import IGNORE, dataset_tables as tables, storage
 from csst_data.codecs import decode_label, decode_label_png, is_png
-from csst_data.shards import RangeReader, ShardError, group_members, is_shard_set, read_manifest
+from csst_data.shards import RangeReader, ShardError, forget_whole, group_members, is_shard_set, read_manifest
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 SPEC_EXTS = (".json", ".toml")
@@ -155,6 +155,7 @@ class Dataset:
                 for i in range(count):
                     yield self._sample(cols, i, images, labels, reader)
         finally:
+            forget_whole()
             if own:
                 reader.close()
 
@@ -186,6 +187,7 @@ class Dataset:
                         raise ValueError(f"{self.describe(cols, i, 'image')}: "
                                          f"{size_mismatch(s['image'], (h, w), s['label'].shape)} ({where})")
         finally:
+            forget_whole()
             reader.close()
 
     def _sample(self, cols, i, images, labels, reader):
@@ -364,6 +366,7 @@ class ShardSet(Dataset):
         shard = int(shard)
         if shard not in cache:
             cache[shard] = group_members(self.shard_files[shard])
+            forget_whole()  # a remote shard was read whole to list its members; keep only the list
         members = cache[shard].get(key, {})
         if "topk_idx.npy.zst" not in members or "topk_prob.npy.zst" not in members:
             return None
@@ -447,6 +450,7 @@ class ShardSet(Dataset):
                         out["meta"] = json.loads(reader.read(path, *members["json"]))
                     yield out
         finally:
+            forget_whole()
             if own:
                 reader.close()
 
@@ -458,6 +462,7 @@ class ShardSet(Dataset):
                 if suffix is None:
                     raise ValueError(f"{path}: sample {key!r} has no image member (.jpg/.jpeg/.png)")
                 refs.append((key, (path, *members[suffix], f"{key}.{suffix}")))
+        forget_whole()
         return refs
 
     def describe(self, cols, i, what="label"):

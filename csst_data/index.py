@@ -33,7 +33,7 @@ from csst_data.components import components as find_components
 from csst_data.datasets import as_dataset, declared_classes, from_attrs, label_decoder, source_name
 from csst_data.locks import OutputLock
 from csst_data.workers import die_with_parent, mp_context
-from csst_data.shards import RangeReader
+from csst_data.shards import RangeReader, forget_whole
 
 FORMAT = "csst-centroid-index"
 # 2: sources are stored as datasets (datasets.py `to_attrs`).
@@ -607,8 +607,11 @@ def _build_index(sources, out, num_classes, class_names, connectivity, min_area,
     total = sum(counts)
     lo, hi = (total * rank // world_size, total * (rank + 1) // world_size) if parted else (0, total)
     base = len(old.sources) if old is not None else 0
-    images, comps = _build_table(datasets, blocks, base, lo, hi, num_classes, connectivity, min_area, workers,
-                                 progress, check_images)
+    try:
+        images, comps = _build_table(datasets, blocks, base, lo, hi, num_classes, connectivity, min_area, workers,
+                                     progress, check_images)
+    finally:
+        forget_whole()  # the last remote shard read whole
     src_attrs = [_source_attrs(ds, target, sha256=p, samples=c, pseudo=ds.pseudo)
                  for ds, p, c in zip(datasets, prints, counts)]
     if old is not None:

@@ -291,6 +291,11 @@ def shard_paths(root):
 _whole = {"url": None, "data": None}
 
 
+def forget_whole():
+    """Drop the kept shard (at the end of a pass), so no process holds it for longer."""
+    _whole["url"], _whole["data"] = None, None
+
+
 def whole_shard(url):
     """The bytes of a remote shard, fetched once and kept until another is asked for."""
     if _whole["url"] != url:
@@ -394,7 +399,7 @@ class RangeReader:
     def read_ranges(self, path, ranges):
         """The bytes of several (offset, size) ranges of `path`; of an object, ranges close together
         come in one request."""
-        if storage.is_url(path) and _whole["url"] != path:
+        if storage.is_url(path):  # random access: never the kept shard of a pass
             return storage.read_ranges(path, ranges)
         return [self.read(path, o, n) for o, n in ranges]
 

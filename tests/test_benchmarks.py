@@ -21,6 +21,8 @@ FIELDS = {
     "loader": ["speedup_vs_folder", "small_over_full", "min_class_coverage_centroid", "min_class_coverage_uniform",
                "crops_per_s_by_size", "packed_over_cityscapes_png", "decode_ms_by_size", "splice_bytes_ratio",
                "pack_images_per_s"],
+    "objectstore": ["s3_crops_per_s", "local_crops_per_s", "s3_over_local", "whole_shard_bytes_over_csst_bytes",
+                    "gets_per_sample"],
     "schedule": ["device", "epoch_s", "speedup_coarse2fine_plus"],
     "label": ["label_images_per_s", "forward_images_per_s", "overhead_fraction", "label_bytes_per_image", "device"],
     "selftrain": ["teacher_uniform", "teacher_centroid", "student_uniform", "student_centroid", "rare_miou"],

@@ -258,3 +258,14 @@ def test_label_to_s3_killed_then_rerun_elsewhere_has_every_key_once(data, tmp_pa
     assert sorted(keys) == sorted(ShardSet(urls["train"]).samples(labels=None)["key"]) and len(keys) == len(set(keys))
     assert not any(n.endswith(".tmp") for n in storage.listdir(out))
     assert "12 samples verified" in run("verify", out, "--no-progress").output
+
+
+def test_bench_io_reads_a_remote_set(data, tmp_path):
+    import json
+
+    _, urls = data
+    run("bench", "io", urls["train"], "--workers", "1,2", "--json", tmp_path / "io.json", "--no-progress")
+    result = json.load(open(tmp_path / "io.json"))
+    (entry,) = result["sources"]
+    assert entry["source"] == urls["train"]
+    assert all(r["samples"] == 12 and r["samples_per_s"] > 0 for r in entry["runs"])
