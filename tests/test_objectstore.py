@@ -269,3 +269,21 @@ def test_bench_io_reads_a_remote_set(data, tmp_path):
     (entry,) = result["sources"]
     assert entry["source"] == urls["train"]
     assert all(r["samples"] == 12 and r["samples_per_s"] > 0 for r in entry["runs"])
+
+
+def test_two_rank_pack_to_s3_merges_on_the_url(data, tmp_path, monkeypatch):
+    """Ranks on different machines (separate staging folders) write one set at a URL; the last to
+    finish merges the part manifests it reads from the URL."""
+    root, _ = data
+    out = f"s3://{BUCKET}/packed/ranks"
+    for rank in (0, 1):
+        monkeypatch.setenv("CSST_STAGING", str(tmp_path / f"machine{rank}"))
+        res = run("pack", root / "train", "-o", out, "--workers", "1", "--shard-size", "3", "--rank", rank,
+                  "--world-size", "2", "--no-progress")
+        assert ("waiting for other ranks" in res.output) == (rank == 0)
+    names = storage.listdir(out)
+    assert "manifest.json" in names and "done-rank00000.json" in names and "done-rank00001.json" in names
+    manifest = shards.read_manifest(out)
+    assert sum(s["samples"] for s in manifest["shards"]) == 12
+    assert {s["name"][:9] for s in manifest["shards"]} == {"rank00000", "rank00001"}
+    assert "12 samples verified" in run("verify", out, "--no-progress").output
