@@ -34,7 +34,7 @@ class chain:
 
 
 # Modules a forkserver imports once, so that each worker it forks starts warm.
-_PRELOAD = ["numpy", "torch", "csst_data.datasets", "csst_data.loader"]
+_PRELOAD = ["csst_data.forkserver_init", "numpy", "torch", "csst_data.datasets", "csst_data.loader"]
 
 
 def mp_context():

@@ -287,3 +287,23 @@ def test_two_rank_pack_to_s3_merges_on_the_url(data, tmp_path, monkeypatch):
     assert sum(s["samples"] for s in manifest["shards"]) == 12
     assert {s["name"][:9] for s in manifest["shards"]} == {"rank00000", "rank00001"}
     assert "12 samples verified" in run("verify", out, "--no-progress").output
+
+
+def test_mid_epoch_resume_from_s3_equals_an_uninterrupted_run(data, tmp_path):
+    """Killed mid-epoch while prefetching from S3, resumed: the same parameters as a run never stopped."""
+    import subprocess
+    import sys
+
+    from test_trainer import _same_params
+
+    _, urls = data
+    run("index", "build", urls["train"], "-o", tmp_path / "s3.zarr", "--no-progress")
+    common = ["--data", urls["train"], "--index", str(tmp_path / "s3.zarr"), "--epochs", "2", "--crop", "64",
+              "--batch-size", "4", "--workers", "2", "--no-progress", "--loss", "ce", "--save-every", "2"]
+    run("train", *common, "-o", tmp_path / "full")
+    cmd = [sys.executable, "-m", "csst_cli.main", "train", *common, "-o", str(tmp_path / "killed"),
+           "--kill-at-iteration", "5"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    run("train", *common, "-o", tmp_path / "killed", "--resume")
+    _same_params(tmp_path / "full" / "last.pt", tmp_path / "killed" / "last.pt")
