@@ -13,8 +13,9 @@ a `Mirror` keeps the URL in step with it:
   is uploaded (in parts when large), then those manifest bytes. An object
   appears whole or not at all, so a reader of the URL never sees a manifest
   listing a shard that is not there, and a kill loses at most the open shard;
-- `push()`, at the end: shards, then part manifests and failure lists, then
-  done markers, then manifest.json last.
+- `push()`, at the end: part manifests (each after its shards) and failure
+  lists, then done markers, then manifest.json last; a shard of this writer
+  that no manifest lists (a run killed between the two uploads) is deleted.
 
 Staging lives in `$CSST_STAGING` (default: the system's temporary folder),
 one subfolder per URL, and is removed once the run has written manifest.json.
@@ -37,7 +38,7 @@ def staging_dir(url):
 
 
 def _order(name):
-    """Upload order: shards, part manifests and failure lists, done markers, manifest.json."""
+    """Upload order: part manifests and failure lists, done markers, manifest.json."""
     if name.endswith(".tar"):
         return 0
     if name == MANIFEST:
@@ -47,11 +48,19 @@ def _order(name):
     return 1
 
 
+# Test hook: SIGKILL this process after that many uploads (e.g. between a shard and its manifest).
+KILL_ENV = "CSST_MIRROR_KILL_AFTER_UPLOADS"
+
+
 class Mirror:
-    def __init__(self, url, staging=None):
+    def __init__(self, url, staging=None, prefix=None):
         self.url = url.rstrip("/")
         self.staging = staging or staging_dir(self.url)
+        self.prefix = prefix  # this writer's shard prefix: its unlisted shards at the URL are removed by push()
         self.remote = {}  # name -> size of what the URL holds, as far as this process knows
+        self.confirmed = {}  # shard name -> sha256 of the version known to be at the URL (listed there, or sent)
+        self.pulled = {}  # JSON file name -> the bytes downloaded: not sent back unless changed here
+        self.uploads = 0
 
     def refresh(self):
         self.remote = {n: m["size"] for n, m in (storage.listdir(self.url) or {}).items()}
@@ -72,6 +81,15 @@ class Mirror:
                 for block in storage.stream(storage.join(self.url, name)):
                     f.write(block)
             os.replace(tmp, path)
+            if not name.endswith(".tar"):
+                with open(path, "rb") as f:
+                    self.pulled[name] = f.read()
+        # Shards a manifest at the URL lists are complete there (uploaded before the manifest).
+        for name in os.listdir(self.staging):
+            if name.endswith(".json") and name in self.remote:
+                with open(os.path.join(self.staging, name), "rb") as f:
+                    for entry in json.load(f).get("shards", []):
+                        self.confirmed[entry["name"]] = entry.get("sha256")
 
     def _upload(self, name, data=None):
         url = storage.join(self.url, name)
@@ -81,6 +99,11 @@ class Mirror:
         else:
             storage.write(url, data)
             self.remote[name] = len(data)
+        self.uploads += 1
+        if os.environ.get(KILL_ENV) and self.uploads >= int(os.environ[KILL_ENV]):
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def sync(self, manifest=MANIFEST):
         """Upload the shards `manifest` lists that the URL lacks, then the manifest itself."""
@@ -90,8 +113,9 @@ class Mirror:
         with open(path, "rb") as f:
             data = f.read()  # these bytes, not a later version listing shards not yet uploaded
         for entry in json.loads(data).get("shards", []):
-            if self.remote.get(entry["name"]) != entry.get("bytes"):
+            if self.confirmed.get(entry["name"]) != entry.get("sha256"):
                 self._upload(entry["name"])
+                self.confirmed[entry["name"]] = entry.get("sha256")
         self._upload(manifest, data)
 
     def push(self):
@@ -99,18 +123,31 @@ class Mirror:
         failure lists that a rerun removed (no failures any more) are removed from the URL too."""
         names = [n for n in os.listdir(self.staging)
                  if not n.endswith(TMP_SUFFIX) and not n.startswith(".") and os.path.isfile(os.path.join(self.staging, n))]
-        for name in [n for n in self.refresh() if n.startswith("failed") and n not in names]:
+        mine = {"failed.jsonl" if self.prefix in (None, "shard") else f"failed-{self.prefix}.jsonl"}
+        for name in [n for n in self.refresh() if n in mine and n not in names]:
             storage.delete(storage.join(self.url, name))
         for name in sorted(names, key=lambda n: (_order(n), n)):
             path = os.path.join(self.staging, name)
-            if name.endswith(".tar") and self.remote.get(name) == os.path.getsize(path):
-                continue
+            if name.endswith(".tar"):
+                continue  # shards go up with the manifest that lists them (sync); unlisted ones stay here
             with open(path, "rb") as f:
-                data = f.read() if not name.endswith(".tar") else None
-            if data is not None and name.endswith(".json") and "shards" in json.loads(data or b"{}"):
+                data = f.read()
+            if self.pulled.get(name) == data:
+                continue  # another writer's file (or ours, unchanged): never send an old copy back
+            if name.endswith(".json") and "shards" in json.loads(data or b"{}"):
                 self.sync(name)
             else:
                 self._upload(name, data)
+        # A shard of ours that no manifest lists: uploaded by a run killed before its manifest was.
+        listed = set()
+        for name in names:
+            if name.endswith(".json"):
+                with open(os.path.join(self.staging, name), "rb") as f:
+                    listed.update(s["name"] for s in json.load(f).get("shards", []))
+        for name in list(self.remote):
+            if name.endswith(".tar") and self.prefix and name.startswith(self.prefix + "-") and name not in listed:
+                storage.delete(storage.join(self.url, name))
+                del self.remote[name]
 
     def exists(self, name):
         return name in self.remote or name in self.refresh()
@@ -124,6 +161,6 @@ def open_output(out, shard_prefix):
     folder is brought up to date with it first (this rank's shards, every JSON file)."""
     if not storage.is_url(out):
         return out, None
-    mirror = Mirror(out)
+    mirror = Mirror(out, prefix=shard_prefix)
     mirror.pull(shard_prefix)
     return mirror.staging, mirror

@@ -307,3 +307,52 @@ def test_mid_epoch_resume_from_s3_equals_an_uninterrupted_run(data, tmp_path):
     assert proc.returncode == -9, proc.stderr
     run("train", *common, "-o", tmp_path / "killed", "--resume")
     _same_params(tmp_path / "full" / "last.pt", tmp_path / "killed" / "last.pt")
+
+
+def test_pack_killed_between_a_shard_and_its_manifest(data, tmp_path, monkeypatch):
+    """SIGKILL right after a shard's upload, before its manifest's: the URL holds a shard no
+    manifest lists. The rerun (from another machine) rewrites it, lists it, and leaves nothing unlisted."""
+    import subprocess
+    import sys
+
+    from csst_data.mirror import KILL_ENV
+
+    root, _ = data
+    out = f"s3://{BUCKET}/packed/killed"
+    args = [sys.executable, "-m", "csst_cli.main", "pack", str(root / "train"), "-o", out, "--workers", "1",
+            "--shard-size", "3", "--no-progress"]
+    env = {**os.environ, "CSST_STAGING": str(tmp_path / "m1")}
+    # Uploads: shard 0, manifest, shard 1 (killed here: listed nowhere).
+    killed = subprocess.run(args, env={**env, KILL_ENV: "3"}, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert len(shards.read_manifest(out)["shards"]) == 1 and "shard-000001.tar" in storage.listdir(out)
+    done = subprocess.run(args, env={**env, "CSST_STAGING": str(tmp_path / "m2")}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "3 already stored" in done.stdout
+    res = run("verify", out, "--no-progress")
+    assert "ok: 4 shard(s), 12 samples verified" in res.output and "unlisted" not in res.output
+
+
+def test_a_run_against_a_stalled_server_completes(data, server, tmp_path):
+    """The server stops answering (SIGSTOP) before an index build starts and for seconds after:
+    its requests time out and are retried with backoff, and the build completes with the same index."""
+    import subprocess
+    import sys
+    import time
+
+    root, urls = data
+    build_index([root / "train"], tmp_path / "local.zarr", progress=False)
+    args = [sys.executable, "-m", "csst_cli.main", "index", "build", urls["train"], "-o", str(tmp_path / "s3.zarr"),
+            "--no-progress"]
+    server.pause()
+    try:
+        proc = subprocess.Popen(args, env={**os.environ, "CSST_STORAGE_TIMEOUT": "1s"}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(4)
+        assert proc.poll() is None  # still waiting on the stalled server
+    finally:
+        server.resume()
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    assert_same_index(tmp_path / "s3.zarr", tmp_path / "local.zarr", skip_attrs=("sources", "content_hash"))
