@@ -164,3 +164,14 @@ def open_output(out, shard_prefix):
     mirror = Mirror(out, prefix=shard_prefix)
     mirror.pull(shard_prefix)
     return mirror.staging, mirror
+
+
+def close_output(mirror, summary):
+    """After a run into `open_output`'s folder: upload what is left, name the manifest by its URL,
+    and drop the staging folder once manifest.json is up. Returns `summary`."""
+    if mirror is not None:
+        mirror.push()
+        summary["manifest"] = storage.join(mirror.url, os.path.basename(summary["manifest"]))
+        if summary["merged"]:
+            mirror.cleanup()
+    return summary

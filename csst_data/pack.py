@@ -28,8 +28,7 @@ from csst_data.jpeg import exif_orientation
 from csst_data.datasets import as_dataset, declared_classes
 from csst_data.locks import OutputLock
 from csst_data.workers import die_with_parent, mp_context
-from csst_data import storage
-from csst_data.mirror import open_output
+from csst_data.mirror import close_output, open_output
 from csst_data.shardrun import (check_resumable, finish_rank, rank_manifest_name, rank_of, rank_prefix,
                                 record_failure, start_rank)
 from csst_data.shards import MANIFEST, RangeReader, ShardWriter
@@ -162,12 +161,7 @@ def pack(sources, out, options=PackOptions(), workers=2, rank=None, world_size=N
     with OutputLock(out, f".lock-{rank_prefix(rank)}"):
         summary = _pack(datasets, items, out, options, workers, rank, world_size, num_classes, class_names,
                         labelled, producer, fingerprint, seen, progress, mirror)
-    if mirror is not None:
-        mirror.push()
-        summary["manifest"] = storage.join(mirror.url, os.path.basename(summary["manifest"]))
-        if summary["merged"]:
-            mirror.cleanup()
-    return summary
+    return close_output(mirror, summary)
 
 
 def _pack(datasets, items, out, options, workers, rank, world_size, num_classes, class_names, labelled, producer,

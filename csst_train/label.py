@@ -26,7 +26,7 @@ import numba
 import numpy as np
 import torch
 
-from csst_data import IGNORE, storage
+from csst_data import IGNORE
 from csst_data.datasets import as_dataset, sanitise_key
 from csst_data.locks import OutputLock
 from csst_data.workers import chain, die_with_parent, mp_context
@@ -36,7 +36,7 @@ from csst_data.codecs import decode_image, encode_json, encode_label, encode_top
 from csst_data.shards import (
     MANIFEST, RangeReader, ShardWriter, file_sha256,
 )
-from csst_data.mirror import open_output
+from csst_data.mirror import close_output, open_output
 from csst_data.shardrun import (FAILED, check_resumable, finish_rank, merge_ranks, rank_manifest_name,  # noqa: F401
                                 rank_of, rank_prefix, record_failure, start_rank)
 from csst_train.distributed import amp_dtype as to_amp_dtype
@@ -369,12 +369,7 @@ def label(checkpoint, items, out_dir, *, device="auto", batch_size=4, workers=No
                          min_confidence=min_confidence, amp=amp, rank=rank, world_size=world_size,
                          encode_threads=encode_threads, inputs=inputs, progress=progress, keep_bytes=keep_bytes,
                          quality=quality, lossless=lossless, mirror=mirror)
-    if mirror is not None:
-        mirror.push()
-        summary["manifest"] = storage.join(mirror.url, os.path.basename(summary["manifest"]))
-        if summary["merged"]:
-            mirror.cleanup()
-    return summary
+    return close_output(mirror, summary)
 
 
 def _label(checkpoint, items, out_dir, *, device, batch_size, workers, shard_size, scales, flip, crop, stride, topk,
