@@ -16,7 +16,7 @@ L = library_defaults("csst_train.label", "label")
 @click.option("--input", "inputs", multiple=True,
               help="SOURCE of images to label (repeatable); a bare folder, glob ('**' allowed) or file holds images.")
 @folder_options
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Output shard set folder (a rerun resumes it).")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Output shard set: a folder, or an s3://, gs:// or az:// URL (written through a local staging folder, $CSST_STAGING). A rerun resumes it.")
 @click.option("--device", default=L["device"], show_default=True, help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK).")
 @click.option("--batch-size", default=L["batch_size"], show_default=True, type=click.IntRange(min=1), help="Images per forward pass (images of different sizes go in separate passes).")
 @click.option("--workers", type=click.IntRange(min=0), help="DataLoader workers that read and decode images [default: half the CPU cores, at most 8].")

@@ -55,7 +55,8 @@ def library_defaults(module, function):
 
 
 # -- the one source grammar ----------------------------------------------------
-SOURCE_HELP = ("a csst shard set, a dataset spec file (.json/.toml), a mask folder (with --images), "
+SOURCE_HELP = ("a csst shard set (a folder, or its s3://, gs://, az:// or https:// URL), a dataset spec file "
+               "(.json/.toml), a mask folder (with --images), "
                "or PRESET:ROOT[:SPLIT] (cityscapes, voc, ade20k, coco-stuff, loveda)")
 
 

@@ -27,9 +27,10 @@ P = PackOptions  # the defaults, declared once in the library
     \b
     csst pack cityscapes:/data/cityscapes:train -o cs-train --workers 8
     csst pack ade20k:/data/ADEChallengeData2016 -o ade-train
+    csst pack cityscapes:/data/cityscapes:val -o s3://bucket/cs-val
     """)
 @click.argument("sources", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Shard set folder to write.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Shard set to write: a folder, or an s3://, gs:// or az:// URL (written through a local staging folder, $CSST_STAGING). A rerun resumes it.")
 @folder_options
 @click.option("--quality", default=P.quality, show_default=True, type=click.IntRange(1, 100),
               help="JPEG quality for images that are not JPEGs (PNG).")
