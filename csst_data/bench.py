@@ -119,12 +119,13 @@ def page_cache_note(paths, drop=False):
 
 
 # -- loader --------------------------------------------------------------------------------
-def loader_throughput(index, crop, batch_size, workers, samples, strategy="centroid", seed=0):
-    """{crops_per_s, pixels_per_s, crops, seconds} of the crop loader at one crop size."""
+def loader_throughput(index, crop, batch_size, workers, samples, strategy="centroid", seed=0, reuse_buffers=True):
+    """{crops_per_s, pixels_per_s, crops, seconds} of the crop loader at one crop size, as `csst train`
+    runs it (reusing shared-memory batch buffers)."""
     from csst_data.loader import CropLoader
 
     loader = CropLoader(index, crop=crop, batch_size=batch_size, epochs=1, sizes=[crop], seed=seed,
-                        workers=workers, length=samples, strategy=strategy)
+                        workers=workers, length=samples, strategy=strategy, reuse_buffers=reuse_buffers)
     loader.set_epoch(0)
     start = time.perf_counter()
     n = sum(len(b["label"]) for b in loader)

@@ -119,13 +119,20 @@ def decode_window(data, params, key=None):
     return image, scale, origin, shape
 
 
+PREFETCH = 2  # batches each worker prepares ahead (DataLoader prefetch_factor)
+KEEP = 3  # batches per worker that the consumer may still hold (see CropLoader)
+RING = PREFETCH + KEEP  # shared-memory batch buffers per worker with reuse_buffers
+
+
 class CropDataset(IterableDataset):
     """Yields whole batches (dicts of tensors) for one epoch of one rank."""
 
     def __init__(self, index, *, crop_table, seed=0, strategy="centroid", length=None,
                  rank=0, world_size=1, source_weights=None, augment=True, scale_range=(0.5, 2.0),
-                 p=0.5, temperature=0.01, topk=False, skip_bad=False):
+                 p=0.5, temperature=0.01, topk=False, skip_bad=False, reuse_buffers=False):
         self.index = index
+        self.reuse_buffers = reuse_buffers  # workers fill a ring of shared-memory batches (CropLoader)
+        self._ring = None
         self.skip_bad = skip_bad  # a sample that cannot be read is replaced, and reported in the batch
         self.crop_table = list(crop_table)
         self.seed, self.strategy, self.length = seed, strategy, length
@@ -146,10 +153,27 @@ class CropDataset(IterableDataset):
         out["pos"] = np.asarray(pos)
         return out
 
+    def _buffers(self, n, crop):
+        """(image tensor N x S x S x 3, label tensor N x S x S), uint8: fresh, or in a worker that
+        reuses buffers the next of RING shared-memory pairs. Sending a batch to the main process
+        otherwise costs a fresh allocation (page faults) and a copy into shared memory, as much as
+        the crop work itself at crop 768; a reused shared buffer is sent as a handle."""
+        if not self.reuse_buffers or get_worker_info() is None:
+            return torch.empty((n, crop, crop, 3), dtype=torch.uint8), torch.empty((n, crop, crop), dtype=torch.uint8)
+        batch = self.crop_table[self.epoch][1]
+        if self._ring is None or self._ring["shape"] != (batch, crop):
+            self._ring = {"shape": (batch, crop), "next": 0, "buffers": [
+                (torch.empty((batch, crop, crop, 3), dtype=torch.uint8).share_memory_(),
+                 torch.empty((batch, crop, crop), dtype=torch.uint8).share_memory_()) for _ in range(RING)]}
+        ring = self._ring
+        image, label = ring["buffers"][ring["next"] % RING]
+        ring["next"] += 1
+        return image[:n], label[:n]
+
     def make_batch(self, plan, positions, crop, epoch):
         """One batch: the crops of `positions` in this rank's slice of the plan."""
-        imgs = np.empty((len(positions), crop, crop, 3), np.uint8)
-        labels = np.empty((len(positions), crop, crop), np.uint8)
+        image_t, label_t = self._buffers(len(positions), crop)
+        imgs, labels = image_t.numpy(), label_t.numpy()
         soft, bad = [], []
         n = len(plan["image"])
         positions = np.array(positions)
@@ -177,8 +201,8 @@ class CropDataset(IterableDataset):
         source = self.index.images["source"][rows]
         batch = {
             # N x 3 x S x S in channels-last memory (no copy here; convolutions take it as it is).
-            "image": torch.from_numpy(imgs).permute(0, 3, 1, 2),
-            "label": torch.from_numpy(labels),  # uint8: the trainer widens it on the device
+            "image": image_t.permute(0, 3, 1, 2),
+            "label": label_t,  # uint8: the trainer widens it on the device
             "row": torch.from_numpy(rows.astype(np.int64)),
             "cls": torch.from_numpy(plan["cls"][positions].astype(np.int64)),
             "source": torch.from_numpy(source.astype(np.int64)),
@@ -226,19 +250,25 @@ class CropLoader:
     `batch_size` is per process at the full crop; smaller crops of a fast
     schedule get proportionally larger batches. Iterate once per epoch after
     `set_epoch(e)`; `state_dict()` / `load_state_dict()` resume mid-epoch.
+
+    With `reuse_buffers` (what `csst train` uses) workers write batches into a
+    ring of shared-memory buffers, as FFCV and DALI do: a batch stays intact
+    until `KEEP` x workers more batches have been taken (a training step that
+    moves it to the device, or copies it, is done with it long before). Keep a
+    batch longer only as a copy.
     """
 
     def __init__(self, index, *, crop, batch_size, epochs, schedule="constant", sizes=None,
                  strategy="centroid", seed=0, workers=2, rank=None, world_size=None, length=None,
                  source_weights=None, augment=True, scale_range=(0.5, 2.0), p=0.5, temperature=0.01,
-                 pin_memory=False, topk=False, skip_bad=False):
+                 pin_memory=False, topk=False, skip_bad=False, reuse_buffers=False):
         if rank is None or world_size is None:
             rank, world_size = _dist_rank_world()
         self.table = schedules.schedule_table(schedule, epochs, crop, batch_size, sizes)
         self.dataset = CropDataset(index, crop_table=self.table, seed=seed, strategy=strategy, length=length,
                                    rank=rank, world_size=world_size, source_weights=source_weights,
                                    augment=augment, scale_range=scale_range, p=p, temperature=temperature,
-                                   topk=topk, skip_bad=skip_bad)
+                                   topk=topk, skip_bad=skip_bad, reuse_buffers=reuse_buffers)
         self.workers, self.pin_memory = workers, pin_memory
         self.samples_per_epoch = length or index.num_images
         self.rank, self.world_size = rank, world_size
@@ -275,7 +305,7 @@ class CropLoader:
         # A generator of its own: creating the iterator draws the workers' base seed from it, not from
         # torch's global RNG, whose stream (dropout) must not depend on where a run was resumed.
         dl = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
-                        prefetch_factor=2 if workers else None, persistent_workers=False, worker_init_fn=die_with_parent,
+                        prefetch_factor=PREFETCH if workers else None, persistent_workers=False, worker_init_fn=die_with_parent,
                         multiprocessing_context=mp_context() if workers else None,
                         generator=torch.Generator().manual_seed(ds.seed))
         for batch in dl:

@@ -37,7 +37,7 @@ def step_rates(index, model="fastscnn", crop=768, batch_size=8, sizes=None, work
     for n, size in enumerate(sizes):
         bsz = batch_for_crop(crop, batch_size, size)
         loader = CropLoader(index, crop=size, batch_size=bsz, epochs=1, sizes=[size], seed=seed, workers=workers,
-                            length=(warmup + steps) * bsz, pin_memory=dev.type == "cuda")
+                            length=(warmup + steps) * bsz, pin_memory=dev.type == "cuda", reuse_buffers=True)
         loader.set_epoch(0)
         data_s = step_s = 0.0
         timed = 0

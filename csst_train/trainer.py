@@ -153,7 +153,8 @@ def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, 
     loader = CropLoader(idx, crop=crop, batch_size=batch_size, epochs=epochs, schedule=schedule, sizes=sizes,
                         strategy=sampling, seed=seed, workers=workers, rank=rank, world_size=world,
                         length=length, source_weights=source_weights, p=p, temperature=temperature,
-                        pin_memory=dev.type == "cuda", topk=pseudo_loss == "soft-topk", skip_bad=max_bad_samples > 0)
+                        pin_memory=dev.type == "cuda", topk=pseudo_loss == "soft-topk", skip_bad=max_bad_samples > 0,
+                        reuse_buffers=True)  # each batch goes to the device within its step
     bad_rows = set()
     total_iters = loader.total_iterations()
     iteration, best_miou, stats = 0, -1.0, _new_stats()

@@ -124,3 +124,26 @@ def test_schedule_sets_crop_and_batch_per_epoch(index, schedule):
         assert batches[0]["image"].shape[-1] == crop and len(batches[0]["row"]) == min(bsz, 12)
         assert sum(len(b["row"]) for b in batches) == 12
     assert loader.total_iterations() == sum(-(-12 // b) for _, b in table)
+
+
+def test_reused_batch_buffers_give_the_same_batches_and_keep_each_intact(index):
+    """Workers that fill a ring of shared-memory buffers yield the batches fresh buffers give, and a
+    batch stays intact while KEEP x workers more are taken."""
+    from csst_data.loader import KEEP
+
+    runs = {}
+    for reuse in (False, True):
+        loader = CropLoader(index, crop=32, batch_size=2, epochs=1, workers=2, length=40, seed=3, reuse_buffers=reuse)
+        held, copies, later = [], [], []
+        for i, b in enumerate(loader):
+            if i == 1:
+                held, copies = b, {k: b[k].clone() for k in ("image", "label")}
+            if 1 < i <= 1 + KEEP * 2:
+                later.append(i)
+            if i == 1 + KEEP * 2:
+                assert all(torch.equal(held[k], copies[k]) for k in copies)
+            runs.setdefault(reuse, []).append({k: b[k].clone() for k in ("image", "label", "row")})
+        assert later  # the check above ran
+    assert len(runs[False]) == len(runs[True])
+    for a, b in zip(runs[False], runs[True]):
+        assert all(torch.equal(a[k], b[k]) for k in a)
