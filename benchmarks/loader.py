@@ -145,21 +145,27 @@ def decode_ms(index, size, samples):
     return bench.crop_time_split(index, size, samples)["image_decode_ms"]
 
 
+# Every timed pass holds the same number of batches (`samples` crops at the full crop, proportionally
+# more at smaller crops, whose batches are larger) and is timed from its first batch on
+# (bench.steady_throughput), as an epoch of many batches runs: worker start-up is not charged.
+def crops_for(size, samples):
+    return samples * batch_for_crop(FULL_CROP, BASE_BATCH, size) // BASE_BATCH
+
+
 def time_csst(index, size, workers, samples):
     return bench.loader_throughput(index, size, batch_for_crop(FULL_CROP, BASE_BATCH, size), workers,
-                                   samples)["crops_per_s"]
+                                   crops_for(size, samples))["crops_per_s"]
 
 
 def time_folder(pairs, size, workers, samples, augment=True):
     import torch
 
-    ds = FolderDataset([pairs[i % len(pairs)] for i in range(samples)], size, augment)
+    n = crops_for(size, samples)
+    ds = FolderDataset([pairs[i % len(pairs)] for i in range(n)], size, augment)
     batch = batch_for_crop(FULL_CROP, BASE_BATCH, size)
     dl = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
                                      generator=torch.Generator().manual_seed(0))
-    t = time.perf_counter()
-    n = sum(len(lab) for _, lab in dl)
-    return n / (time.perf_counter() - t)
+    return bench.steady_throughput(dl, lambda b: len(b[1]))[0]
 
 
 def coverage(index, strategy, samples, num_classes):
@@ -170,7 +176,8 @@ def coverage(index, strategy, samples, num_classes):
 @click.command()
 @click.option("--images", default=64, show_default=True, help="Synthetic 1024x2048 images (JPEG folder).")
 @click.option("--cityscapes-images", default=32, show_default=True, help="Synthetic 1024x2048 images (Cityscapes PNGs).")
-@click.option("--samples", default=96, show_default=True, help="Crops per timed pass.")
+@click.option("--samples", default=96, show_default=True,
+              help="Crops per timed pass at the full crop (smaller crops: as many batches, so more crops).")
 @click.option("--coverage-samples", default=1900, show_default=True, help="Crops per epoch for class coverage (100 per class).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 @click.option("--quick", is_flag=True, help="Tiny smoke run (small images, few samples).")

@@ -1115,6 +1115,8 @@ class SampleReader:
 
         self.stop_prefetch()
         rows = [int(r) for r in rows if self.remote[self.source[int(r)]]]
+        # A row drawn twice in a row is served the second time from the held copy (`_read`).
+        rows = [r for i, r in enumerate(rows) if i == 0 or r != rows[i - 1]]
         if rows:
             sizes = self.columns["image_size"] + self.columns["label_size"]
             self._ahead = Prefetcher(self._fetch_row, ((r, int(sizes[r])) for r in rows), depth, threads, max_bytes)
