@@ -118,12 +118,15 @@ class Mirror:
                 self.confirmed[entry["name"]] = entry.get("sha256")
         self._upload(manifest, data)
 
-    def push(self):
+    def push(self, merged=False):
         """Upload everything in staging that the URL lacks or holds in another version, in `_order`;
-        failure lists that a rerun removed (no failures any more) are removed from the URL too."""
+        this writer's failure lists that a rerun removed (no failures any more) are removed from the
+        URL too (with `merged`, the run's merged failed.jsonl as well)."""
         names = [n for n in os.listdir(self.staging)
                  if not n.endswith(TMP_SUFFIX) and not n.startswith(".") and os.path.isfile(os.path.join(self.staging, n))]
         mine = {"failed.jsonl" if self.prefix in (None, "shard") else f"failed-{self.prefix}.jsonl"}
+        if merged:
+            mine.add("failed.jsonl")
         for name in [n for n in self.refresh() if n in mine and n not in names]:
             storage.delete(storage.join(self.url, name))
         for name in sorted(names, key=lambda n: (_order(n), n)):
@@ -170,7 +173,7 @@ def close_output(mirror, summary):
     """After a run into `open_output`'s folder: upload what is left, name the manifest by its URL,
     and drop the staging folder once manifest.json is up. Returns `summary`."""
     if mirror is not None:
-        mirror.push()
+        mirror.push(merged=summary["merged"])
         summary["manifest"] = storage.join(mirror.url, os.path.basename(summary["manifest"]))
         if summary["merged"]:
             mirror.cleanup()
