@@ -153,14 +153,13 @@ class CropDataset(IterableDataset):
         out["pos"] = np.asarray(pos)
         return out
 
-    def _buffers(self, n, crop):
-        """(image tensor N x S x S x 3, label tensor N x S x S), uint8: fresh, or in a worker that
-        reuses buffers the next of RING shared-memory pairs. Sending a batch to the main process
+    def _buffers(self, n, crop, batch):
+        """(image tensor N x S x S x 3, label tensor N x S x S), uint8, N <= `batch`: fresh, or in a
+        worker that reuses buffers the next of RING shared-memory pairs of `batch` crops. Sending a batch to the main process
         otherwise costs a fresh allocation (page faults) and a copy into shared memory, as much as
         the crop work itself at crop 768; a reused shared buffer is sent as a handle."""
         if not self.reuse_buffers or get_worker_info() is None:
             return torch.empty((n, crop, crop, 3), dtype=torch.uint8), torch.empty((n, crop, crop), dtype=torch.uint8)
-        batch = self.crop_table[self.epoch][1]
         if self._ring is None or self._ring["shape"] != (batch, crop):
             self._ring = {"shape": (batch, crop), "next": 0, "buffers": [
                 (torch.empty((batch, crop, crop, 3), dtype=torch.uint8).share_memory_(),
@@ -172,7 +171,7 @@ class CropDataset(IterableDataset):
 
     def make_batch(self, plan, positions, crop, epoch):
         """One batch: the crops of `positions` in this rank's slice of the plan."""
-        image_t, label_t = self._buffers(len(positions), crop)
+        image_t, label_t = self._buffers(len(positions), crop, self.crop_table[epoch][1])
         imgs, labels = image_t.numpy(), label_t.numpy()
         soft, bad = [], []
         n = len(plan["image"])

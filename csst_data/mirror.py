@@ -105,13 +105,15 @@ class Mirror:
 
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def sync(self, manifest=MANIFEST):
-        """Upload the shards `manifest` lists that the URL lacks, then the manifest itself."""
-        path = os.path.join(self.staging, manifest)
-        if not os.path.exists(path):
-            return
-        with open(path, "rb") as f:
-            data = f.read()  # these bytes, not a later version listing shards not yet uploaded
+    def sync(self, manifest=MANIFEST, data=None):
+        """Upload the shards `manifest` lists that the URL lacks, then the manifest itself
+        (`data`: its bytes, when the caller has read them)."""
+        if data is None:
+            path = os.path.join(self.staging, manifest)
+            if not os.path.exists(path):
+                return
+            with open(path, "rb") as f:
+                data = f.read()  # these bytes, not a later version listing shards not yet uploaded
         for entry in json.loads(data).get("shards", []):
             if self.confirmed.get(entry["name"]) != entry.get("sha256"):
                 self._upload(entry["name"])
@@ -122,31 +124,29 @@ class Mirror:
         """Upload everything in staging that the URL lacks or holds in another version, in `_order`;
         this writer's failure lists that a rerun removed (no failures any more) are removed from the
         URL too (with `merged`, the run's merged failed.jsonl as well)."""
-        names = [n for n in os.listdir(self.staging)
-                 if not n.endswith(TMP_SUFFIX) and not n.startswith(".") and os.path.isfile(os.path.join(self.staging, n))]
+        files = {}  # every file but shards (they go up with the manifest that lists them), read once
+        for name in os.listdir(self.staging):
+            path = os.path.join(self.staging, name)
+            if not name.endswith((".tar", TMP_SUFFIX)) and not name.startswith(".") and os.path.isfile(path):
+                with open(path, "rb") as f:
+                    files[name] = f.read()
         mine = {"failed.jsonl" if self.prefix in (None, "shard") else f"failed-{self.prefix}.jsonl"}
         if merged:
             mine.add("failed.jsonl")
-        for name in [n for n in self.refresh() if n in mine and n not in names]:
+        for name in [n for n in self.refresh() if n in mine and n not in files]:
             storage.delete(storage.join(self.url, name))
-        for name in sorted(names, key=lambda n: (_order(n), n)):
-            path = os.path.join(self.staging, name)
-            if name.endswith(".tar"):
-                continue  # shards go up with the manifest that lists them (sync); unlisted ones stay here
-            with open(path, "rb") as f:
-                data = f.read()
+        listed = set()
+        for name in sorted(files, key=lambda n: (_order(n), n)):
+            data = files[name]
+            entries = json.loads(data or b"{}").get("shards") if name.endswith(".json") else None
+            listed.update(e["name"] for e in entries or ())
             if self.pulled.get(name) == data:
                 continue  # another writer's file (or ours, unchanged): never send an old copy back
-            if name.endswith(".json") and "shards" in json.loads(data or b"{}"):
-                self.sync(name)
+            if entries is not None:
+                self.sync(name, data)
             else:
                 self._upload(name, data)
         # A shard of ours that no manifest lists: uploaded by a run killed before its manifest was.
-        listed = set()
-        for name in names:
-            if name.endswith(".json"):
-                with open(os.path.join(self.staging, name), "rb") as f:
-                    listed.update(s["name"] for s in json.load(f).get("shards", []))
         for name in list(self.remote):
             if name.endswith(".tar") and self.prefix and name.startswith(self.prefix + "-") and name not in listed:
                 storage.delete(storage.join(self.url, name))

@@ -198,15 +198,11 @@ def test_truncated_shard_makes_the_index_stale_and_commands_say_so(tmp_path):
 
 # -- 10. failed.jsonl lists this run's failures ---------------------------------------------------------
 def test_failed_jsonl_is_rewritten_by_each_run(tmp_path):
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        image, label = synth.render_scene(32, 48, rng)
-        Image.fromarray(image).save(tmp_path / f"{i}.jpg", quality=90)
-        Image.fromarray(np.where(label >= 19, 255, label).astype(np.uint8), mode="L").save(tmp_path / f"{i}_gt.png")
+    from test_pack import scene_folder
+
+    argv = scene_folder(tmp_path, 3) + ["-o", str(tmp_path / "p"), "--no-progress"]
     good = (tmp_path / "2.jpg").read_bytes()
     (tmp_path / "2.jpg").write_bytes(good[:200])
-    argv = ["pack", str(tmp_path), "--img-suffix", ".jpg", "--seg-map-suffix", "_gt.png", "--num-classes", "19",
-            "-o", str(tmp_path / "p"), "--no-progress"]
     r = CliRunner().invoke(cli, argv)
     assert r.exit_code == 1 and (tmp_path / "p" / "failed.jsonl").read_text().count("\n") == 1
     (tmp_path / "2.jpg").write_bytes(good)  # the input is fixed

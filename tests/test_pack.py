@@ -104,16 +104,22 @@ def test_killed_pack_resumes_with_every_key_once(tmp_path):
     assert CliRunner().invoke(cli, ["verify", str(tmp_path / "p")]).exit_code == 0
 
 
-def test_corrupt_images_go_to_failed_jsonl(tmp_path):
+def scene_folder(root, count):
+    """`count` small scenes as a user keeps them: `{i}.jpg` images beside `{i}_gt.png` masks (19 classes,
+    255 = ignore). Returns the `csst pack` arguments that read the folder."""
     rng = np.random.default_rng(0)
-    for i in range(4):
+    for i in range(count):
         image, label = synth.render_scene(32, 48, rng)
-        Image.fromarray(image).save(tmp_path / f"{i}.jpg", quality=90)
-        Image.fromarray(np.where(label >= 19, 255, label).astype(np.uint8), mode="L").save(tmp_path / f"{i}_gt.png")
+        Image.fromarray(image).save(root / f"{i}.jpg", quality=90)
+        Image.fromarray(np.where(label >= 19, 255, label).astype(np.uint8), mode="L").save(root / f"{i}_gt.png")
+    return ["pack", str(root), "--img-suffix", ".jpg", "--seg-map-suffix", "_gt.png", "--num-classes", "19"]
+
+
+def test_corrupt_images_go_to_failed_jsonl(tmp_path):
+    args = scene_folder(tmp_path, 4)
     (tmp_path / "2.jpg").write_bytes((tmp_path / "2.jpg").read_bytes()[:300])  # truncated
     (tmp_path / "3.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
-    argv = ["pack", str(tmp_path), "--img-suffix", ".jpg", "--seg-map-suffix", "_gt.png", "--num-classes", "19",
-            "-o", str(tmp_path / "p"), "--no-progress"]
+    argv = args + ["-o", str(tmp_path / "p"), "--no-progress"]
     r = CliRunner().invoke(cli, argv)
     assert r.exit_code == 1 and "2 sample(s) could not be read" in r.output
     failed = [json.loads(line) for line in open(tmp_path / "p" / "failed.jsonl")]
