@@ -7,9 +7,9 @@ DCT scale before cropping:
                     a numpy Generator; the window is in ORIGINAL image pixels.
   apply_crop(...)   cuts the window out of an image (full size or a reduced
                     decode) and the label (always full size) and resizes it to
-                    size x size: bilinear image (Pillow), nearest label
-                    (numpy index arrays). Only the window is touched, so the
-                    cost does not grow with the image.
+                    size x size: bilinear image (OpenCV, antialiased when
+                    shrinking), nearest label (numpy index arrays). Only the
+                    window is touched, so the cost does not grow with the image.
 
 Geometry: pixel i covers [i, i + 1). The window is [y0, y0 + side) x
 [x0, x0 + side) with integer y0, x0 and side = size / scale. Output pixel j
@@ -23,7 +23,6 @@ import math
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from csst_data import IGNORE
 
@@ -137,6 +136,20 @@ def source_box(params, image_scale, shape):
     return _source(params, image_scale, image_scale, shape)[0]
 
 
+def _prefilter_sigma(p, f):
+    """Gaussian sigma (in source pixels) applied before bilinear sampling at `f` source pixels per
+    output pixel: the antialiasing a shrink needs, plus the crop's blur folded in (f > 1).
+
+    The antialiasing stands in for Pillow's antialiased bilinear (a triangle filter as wide as the
+    step) at a quarter of its cost: sigma = 0.4 f - 0.05, fitted to Pillow's output for f in
+    1.1-2 on a street scene and on edges plus noise (37-50 dB PSNR; Pillow's own bicubic is
+    34-35 dB from its bilinear on the second), ramping from 0 at f = 1, where the two agree."""
+    if f <= 1.0:
+        return 0.0
+    aa = min(3.9 * (f - 1.0), 0.4 * f - 0.05)
+    return math.sqrt(aa * aa + (p.blur_sigma * f) ** 2)  # the output blur, in source pixels
+
+
 def _source(p, sy, sx, shape):
     """(box, resize box, output range) of the inside part of the window; box None when empty."""
     rows, j0, j1, step = _axis(p.y0, p.side, p.size, p.height)
@@ -149,12 +162,36 @@ def _source(p, sy, sx, shape):
     by1 = min(float(h), (p.y0 + j1 * step) * sy)
     bx0 = max(0.0, (p.x0 + i0 * step) * sx)
     bx1 = min(float(w), (p.x0 + i1 * step) * sx)
-    # Hand Pillow only the window plus the resampling support, not the
-    # whole image (fromarray copies).
-    pad = int(math.ceil(max(step * max(sy, sx), 1.0))) + 1
+    # The window plus the support of the resampling and of the Gaussian in front of it.
+    f = step * max(sy, sx)
+    pad = int(math.ceil(max(f, 1.0) + 3.0 * _prefilter_sigma(p, f))) + 1
     ya, yb = max(0, int(by0) - pad), min(h, int(math.ceil(by1)) + pad)
     xa, xb = max(0, int(bx0) - pad), min(w, int(math.ceil(bx1)) + pad)
     return (ya, yb, xa, xb), (by0, by1, bx0, bx1), (rows, cols, j0, j1, i0, i1)
+
+
+def _resample(region, ty, tx, fy, fx, h_out, w_out, sigma):
+    """Bilinear samples of `region` at the output pixel centres: output (j, i) reads region
+    coordinate (ty + (j + 0.5) fy - 0.5, tx + (i + 0.5) fx - 0.5), after a Gaussian of `sigma`.
+
+    cv2.resize does exactly this when the offsets ty, tx are whole pixels (the window starts
+    inside the image, the usual case) at 4-5x the speed of cv2.warpAffine, which takes the rest.
+    Both clamp at the region's edges, which the padding of `_source` keeps away from the window."""
+    if sigma >= 0.3:  # below that a 3-tap kernel is the identity up to rounding
+        region = cv2.GaussianBlur(region, (0, 0), sigma)
+    if ty == int(ty) and tx == int(tx):
+        ty, tx = int(ty), int(tx)
+        # Just enough source for the output (the last sample's right neighbour included), so that
+        # the output of cv2.resize, rounded from (source / f), holds h_out x w_out.
+        hs = min(region.shape[0] - ty, int(math.ceil(h_out * fy)) + 2)
+        ws = min(region.shape[1] - tx, int(math.ceil(w_out * fx)) + 2)
+        out = cv2.resize(region[ty:ty + hs, tx:tx + ws], None, fx=1.0 / fx, fy=1.0 / fy,
+                         interpolation=cv2.INTER_LINEAR)
+        if out.shape[0] >= h_out and out.shape[1] >= w_out:
+            return out[:h_out, :w_out]
+    m = np.array([[fx, 0.0, tx + 0.5 * fx - 0.5], [0.0, fy, ty + 0.5 * fy - 0.5]])
+    return cv2.warpAffine(region, m, (w_out, h_out), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def apply_crop(image, label, params, image_scale=None, mean=MEAN, origin=(0, 0), shape=None):
@@ -166,8 +203,14 @@ def apply_crop(image, label, params, image_scale=None, mean=MEAN, origin=(0, 0),
     image.shape against params.height / width). A part of such a decode is
     given by `origin` (its top-left pixel in the decode) and `shape` (the
     whole decode's height and width); it must hold `source_box`. label:
-    params.height x params.width uint8, or None. The returned image may be
-    read-only (a view of Pillow's buffer); the loader copies it into its batch anyway.
+    params.height x params.width uint8, or None.
+
+    The image is sampled bilinearly at each output pixel's centre; a shrink is
+    antialiased by a Gaussian in front (see `_prefilter_sigma`), into which the
+    crop's blur is folded; an enlarged crop is blurred after. Jitter is one
+    colour-matrix pass and the flip comes last: jitter and blur act on every
+    pixel alike and the blur kernel is symmetric, so the order does not matter.
+    Every step is one OpenCV pass over the window or the crop, never the image.
     """
     p = params
     S = p.size
@@ -184,38 +227,27 @@ def apply_crop(image, label, params, image_scale=None, mean=MEAN, origin=(0, 0),
 
     out_label = None if label is None else crop_nearest(label, p, IGNORE, (rows, cols, j0, j1, i0, i1))
 
+    blurred = False
     if box is not None:
         (ya, yb, xa, xb), (by0, by1, bx0, bx1), (oy, ox) = box, resize_box, origin
         if ya < oy or xa < ox or yb > oy + image.shape[0] or xb > ox + image.shape[1]:
             raise ValueError(f"image part at {origin} of {image.shape[:2]} does not hold the source box {box}")
         region = image[ya - oy:yb - oy, xa - ox:xb - ox]
-        w_out, h_out = i1 - i0, j1 - j0
+        h_out, w_out = j1 - j0, i1 - i0
         fx, fy = (bx1 - bx0) / w_out, (by1 - by0) / h_out  # source pixels per output pixel
-        if fx <= 1.0 and fy <= 1.0:
-            # Enlarging: bilinear interpolation at each output pixel's centre, which is what Pillow's
-            # BILINEAR does here (no antialiasing when enlarging), in one OpenCV pass (~4x faster).
-            m = np.array([[fx, 0.0, bx0 - xa + 0.5 * fx - 0.5], [0.0, fy, by0 - ya + 0.5 * fy - 0.5]])
-            inside = Image.fromarray(cv2.warpAffine(region, m, (w_out, h_out), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                                    borderMode=cv2.BORDER_REPLICATE))
-        else:
-            # Shrinking: Pillow's antialiased bilinear (a triangle filter as wide as the step).
-            inside = Image.fromarray(np.ascontiguousarray(region)).resize(
-                (w_out, h_out), Image.BILINEAR, box=(bx0 - xa, by0 - ya, bx1 - xa, by1 - ya))
+        sigma = _prefilter_sigma(p, max(fx, fy))
+        blurred = max(fx, fy) > 1.0
+        inside = _resample(region, by0 - ya, bx0 - xa, fy, fx, h_out, w_out, sigma)
+    if box is not None and (j0, i0, j1, i1) == (0, 0, S, S):
+        out_image = np.ascontiguousarray(inside)
     else:
-        inside = None
-    if inside is not None and (j0, i0, j1, i1) == (0, 0, S, S):
-        crop = inside
-    else:
-        crop = Image.new("RGB", (S, S), tuple(int(v) for v in mean))
-        if inside is not None:
-            crop.paste(inside, (i0, j0))
-
-    out_image = np.asarray(crop)
-    # Jitter and blur act on every pixel alike and the blur kernel is symmetric, so flipping
-    # last gives the same image; each step is one OpenCV pass (several times Pillow's speed).
+        out_image = np.empty((S, S, 3), np.uint8)
+        out_image[:] = np.array(mean, np.uint8)
+        if box is not None:
+            out_image[j0:j1, i0:i1] = inside
     if (p.brightness, p.contrast, p.saturation) != (1.0, 1.0, 1.0):
         out_image = cv2.transform(out_image, _jitter_matrix(out_image, p.brightness, p.contrast, p.saturation))
-    if p.blur_sigma > 0:
+    if p.blur_sigma > 0 and not blurred:
         out_image = cv2.GaussianBlur(out_image, (0, 0), p.blur_sigma)
     if p.flip:
         out_image = cv2.flip(out_image, 1)
@@ -229,24 +261,33 @@ def crop_nearest(array, params, fill, _axes=None):
     p = params
     rows, cols, j0, j1, i0, i1 = _axes or _source(p, 1.0, 1.0, (p.height, p.width))[2]
     out = np.full(array.shape[:-2] + (p.size, p.size), fill, dtype=array.dtype)
-    # Rows, then columns: two cheap gathers (much faster than np.ix_).
-    out[..., j0:j1, i0:i1] = array.take(rows, axis=-2).take(cols, axis=-1)
+    if j1 > j0 and i1 > i0:
+        # Rows, then columns, of the window's bounding box only: two cheap gathers (much faster
+        # than np.ix_), the first of which would otherwise copy whole image rows.
+        box = array[..., rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        out[..., j0:j1, i0:i1] = box.take(rows - rows[0], axis=-2).take(cols - cols[0], axis=-1)
     return np.ascontiguousarray(out[..., ::-1]) if p.flip else out
 
 
 # ITU-R 601-2 luma, as Pillow's "L" conversion and ImageEnhance use.
-_LUMA = np.array([0.299, 0.587, 0.114])
+_LUMA = (0.299, 0.587, 0.114)
+_LUMA_ROW = np.array(_LUMA)
 
 
 def _jitter_matrix(image, brightness, contrast, saturation):
     """One 3x4 colour matrix doing ImageEnhance's Color (saturation), then
     Brightness, then Contrast (around the mean luma): all three are affine in
     RGB, so a single pass replaces three blends."""
-    mean = float(_LUMA @ np.asarray(cv2.mean(image)[:3]))
-    sat = saturation * np.eye(3) + (1.0 - saturation) * np.outer(np.ones(3), _LUMA)
-    m = contrast * brightness * sat  # saturation keeps the luma, so the mean after brightness is brightness * mean
+    r, g, b = cv2.mean(image)[:3]
+    mean = _LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b
+    # saturation keeps the luma, so the mean after brightness is brightness * mean
+    k = contrast * brightness
     offset = (1.0 - contrast) * brightness * mean
-    return np.hstack([m, np.full((3, 1), offset)])
+    m = np.empty((3, 4))
+    m[:, :3] = _LUMA_ROW * (k * (1.0 - saturation))
+    m[[0, 1, 2], [0, 1, 2]] += k * saturation
+    m[:, 3] = offset
+    return m
 
 
 def random_crop(image, label, size, rng, center=None, mean=MEAN, **aug):

@@ -71,14 +71,15 @@ def pack_image(data, options):
             size = Image.open(io.BytesIO(data)).size
             return "jpg", bytes(data), "kept", (size[1], size[0])
         if info.baseline:
-            return "jpg", jpeg.without_orientation(transcode(data)), "transcoded", (info.height, info.width)
+            out = jpeg.with_restart_index(jpeg.without_orientation(transcode(data)))
+            return "jpg", out, "transcoded", (info.height, info.width)
         return "jpg", bytes(data), "kept", (info.height, info.width)
     if not is_png(data):
         raise ValueError("neither a JPEG nor a PNG image")
     rgb = decode_image(data)
     if options.lossless:
         return "png", bytes(data), "kept", rgb.shape[:2]
-    return "jpg", encode_restart_jpeg(rgb, options.quality), "encoded", rgb.shape[:2]
+    return "jpg", jpeg.with_restart_index(encode_restart_jpeg(rgb, options.quality)), "encoded", rgb.shape[:2]
 
 
 # -- work in pool processes --------------------------------------------------------------

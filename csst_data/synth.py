@@ -943,9 +943,10 @@ def encode_jpeg(image, restart=False):
 
     data = simplejpeg.encode_jpeg(image, quality=JPEG_QUALITY, colorspace="RGB", colorsubsampling=JPEG_SUBSAMPLING)
     if restart:
+        from csst_data.jpeg import with_restart_index
         from csst_data.jpegtran import transcode
 
-        data = transcode(data)
+        data = with_restart_index(transcode(data))
     return data
 
 

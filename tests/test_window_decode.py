@@ -35,6 +35,8 @@ def jpegs():
         mcu = 8 if sub == 0 else 16
         k = jpeg.choose_restart_interval(w, mcu if sub != 1 else 16)
         out.append(encode(scene(h, w, h), subsampling=sub, restart=k))
+    # The same JPEGs with the restart index that csst adds to those it writes.
+    out += [jpeg.with_restart_index(d) for d in out if jpeg.can_splice(jpeg.parse(d))]
     grey = scene(90, 131, 7)[..., 1].copy()
     buf = io.BytesIO()
     Image.fromarray(grey).convert("L").save(buf, format="JPEG", quality=85,
@@ -115,3 +117,52 @@ def test_jpegs_without_markers_and_pngs_fall_back_to_whole_decodes():
         Image.fromarray(image).save(prog, format="JPEG", progressive=True)
         jpeg.parse(prog.getvalue())
     assert math.isclose(decode_window(prog.getvalue(), params)[1], 1.0)  # progressive: decoded whole
+
+
+def test_restart_index_is_invisible_to_decoders_and_matches_the_scan(jpegs):
+    import cv2
+    import simplejpeg
+
+    plain = [d for d in jpegs if jpeg.can_splice(jpeg.parse(d)) and all(m != 0xE9 for m, _, _ in jpeg.parse(d).segments)]
+    assert len(plain) == 6
+    for data in plain:
+        indexed = jpeg.with_restart_index(data)
+        info, new = jpeg.parse(data), jpeg.parse(indexed)
+        count = info.mcus_y * info.mcus_x // info.restart_interval
+        assert len(indexed) - len(data) == 2 + 2 + len(jpeg._INDEX_ID) + 11 + 2 * count
+        assert jpeg.with_restart_index(indexed) == indexed  # added once
+        for decode in (lambda d: np.asarray(Image.open(io.BytesIO(d))),
+                       lambda d: cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_COLOR),
+                       lambda d: simplejpeg.decode_jpeg(d)):
+            assert np.array_equal(decode(indexed), decode(data))
+        # The index gives the intervals that a scan finds (shifted by the segments' bytes).
+        assert jpeg._read_index(indexed, new, count) is not None
+        starts, stops = jpeg.restart_intervals(indexed, new)
+        offsets, end = jpeg.scan_markers(indexed, new)
+        assert np.array_equal(stops, np.append(offsets, end)) and starts[0] == new.scan
+        assert np.array_equal(starts[1:], offsets + 2)
+
+
+def test_restart_index_spans_segments_and_a_stale_one_is_ignored():
+    grey = scene(1456, 1456, 3)[..., 0].copy()  # 182 x 182 MCUs of 8x8, one per interval: two segments
+    buf = io.BytesIO()
+    Image.fromarray(grey).save(buf, format="JPEG", quality=80, restart_marker_blocks=1)
+    data = buf.getvalue()
+    indexed = jpeg.with_restart_index(data)
+    info = jpeg.parse(indexed)
+    assert sum(1 for m, a, _ in info.segments if m == 0xE9) == 2
+    assert np.array_equal(jpeg.restart_intervals(indexed, info)[1], np.append(*jpeg.scan_markers(indexed, info)))
+    # The index of one encode copied into another (as a tool that re-codes the scan but keeps APP
+    # segments leaves it): it does not match, so the markers are found by scanning.
+    buf = io.BytesIO()
+    Image.fromarray(grey).save(buf, format="JPEG", quality=60, restart_marker_blocks=1)
+    other = buf.getvalue()
+    o = jpeg.parse(other)
+    stale = other[:o.sos] + indexed[info.segments[-2][1]:info.sos] + other[o.sos:]
+    s = jpeg.parse(stale)
+    assert jpeg._read_index(stale, s, 182 * 182) is not None  # well formed, but for another scan
+    starts, stops = jpeg.restart_intervals(stale, s)
+    assert np.array_equal(stops, np.append(*jpeg.scan_markers(stale, s)))
+    full = jpeg._decode(stale, 8)
+    px, (top, left) = jpeg.window_decode(stale, 700, 760, 300, 420, 8, s)
+    assert np.array_equal(px, full[top:top + px.shape[0], left:left + px.shape[1]])
