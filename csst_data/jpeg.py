@@ -180,6 +180,35 @@ def _read_index(data, info, count):
     return lengths if len(lengths) == count else None
 
 
+def _index_intervals(data, info, count):
+    """(starts, stops) from the restart index, unchecked; None without a fitting index."""
+    lengths = _read_index(data, info, count)
+    if lengths is None:
+        return None
+    stops = info.scan + np.cumsum(lengths + 2) - 2
+    return stops - lengths, stops
+
+
+def _markers_at(data, stops, which, count):
+    """Whether intervals `which` end where `stops` says: at RST (i mod 8), the last one at another marker."""
+    buf = np.frombuffer(data, np.uint8)
+    pos = stops[which]
+    if not len(pos):
+        return True
+    if int(pos.max()) + 1 >= len(buf):
+        return False
+    nxt = buf[pos + 1]
+    rst = (nxt >= 0xD0) & (nxt <= 0xD7)
+    return bool(((buf[pos] == 0xFF) & np.where(which == count - 1, ~rst & (nxt != 0), nxt == 0xD0 + (which & 7))).all())
+
+
+def _scan_intervals(data, info, count):
+    offsets, end = scan_markers(data, info)
+    if len(offsets) != count - 1:
+        raise ValueError(f"JPEG: {len(offsets)} restart markers, expected {count - 1}")
+    return np.concatenate([[info.scan], offsets + 2]), np.concatenate([offsets, [end]])
+
+
 def restart_intervals(data, info):
     """(starts, stops): the byte range of each restart interval's entropy-coded data, in order.
 
@@ -187,19 +216,10 @@ def restart_intervals(data, info):
     where the index puts it; an index copied along by a tool that re-coded the scan does not match
     and is ignored), else by scanning the data for markers."""
     count = info.mcus_y * (info.mcus_x // info.restart_interval)
-    lengths = _read_index(data, info, count)
-    if lengths is not None:
-        stops = info.scan + np.cumsum(lengths + 2) - 2
-        end = int(stops[-1])
-        buf = np.frombuffer(data, np.uint8)
-        if end + 1 < len(buf) and buf[end] == 0xFF and not 0xD0 <= buf[end + 1] <= 0xD7:
-            marks = stops[:-1]
-            if (buf[marks] == 0xFF).all() and (buf[marks + 1] == 0xD0 + (np.arange(len(marks)) & 7)).all():
-                return stops - lengths, stops
-    offsets, end = scan_markers(data, info)
-    if len(offsets) != count - 1:
-        raise ValueError(f"JPEG: {len(offsets)} restart markers, expected {count - 1}")
-    return np.concatenate([[info.scan], offsets + 2]), np.concatenate([offsets, [end]])
+    got = _index_intervals(data, info, count)
+    if got is not None and _markers_at(data, got[1], np.arange(count), count):
+        return got
+    return _scan_intervals(data, info, count)
 
 
 def can_splice(info):
@@ -281,7 +301,14 @@ def splice(data, info, row0, row1, col0, col1):
     """
     k = info.restart_interval
     per_row = info.mcus_x // k
-    starts, stops = restart_intervals(data, info)
+    count = info.mcus_y * per_row
+    sel = np.arange(row0, row1)[:, None] * per_row + np.arange(col0, col1)
+    # From the restart index, checking only the markers this piece uses (each copied interval's
+    # end and the one before each row's first): a stale index falls back to scanning.
+    got = _index_intervals(data, info, count)
+    if got is None or not _markers_at(data, got[1], np.concatenate([sel.ravel(), sel[sel[:, 0] > 0, 0] - 1]), count):
+        got = _scan_intervals(data, info, count)
+    starts, stops = got
     top, left = row0 * info.mcu_height, col0 * k * info.mcu_width
     height = min(info.height, row1 * info.mcu_height) - top
     width = min(info.width, col1 * k * info.mcu_width) - left
@@ -297,7 +324,6 @@ def splice(data, info, row0, row1, col0, col1):
     parts.append(buf[info.sos:info.scan])
     # The intervals [col0, col1) of a row are one byte range, RST markers included: copy each row
     # whole, a marker between rows, then renumber every marker in order (the n-th is RST n mod 8).
-    sel = np.arange(row0, row1)[:, None] * per_row + np.arange(col0, col1)
     a, b = starts[sel[:, 0]], stops[sel[:, -1]]
     body = bytearray(b"\xff\xd0".join([buf[x:y] for x, y in zip(a.tolist(), b.tolist())]))
     at = np.concatenate([[0], np.cumsum(b - a + 2)[:-1]])  # where each row starts in the body
