@@ -156,12 +156,13 @@ def crop_time_split(index, crop, samples, strategy="centroid", seed=0):
     crop + augment, in this process over one plan's first `samples` crops; `total_ms` is timed around all,
     `image_decode_ms` is the image's part of `decode_ms`."""
     from csst_data import crops
-    from csst_data.datasets import SampleReader
+    from csst_data.datasets import SampleReader, label_decoder
     from csst_data.loader import decode_window
     from csst_data.sampling import epoch_plan
 
     plan = epoch_plan(index, 0, seed, strategy=strategy, length=samples)
     reader = SampleReader(index)
+    decode_label = label_decoder()  # one reused buffer, as the loader decodes labels
     ds_of = index.images["source"]
     split = {"read_ms": 0.0, "decode_ms": 0.0, "crop_ms": 0.0}
     image_ms = 0.0
@@ -180,7 +181,7 @@ def crop_time_split(index, crop, samples, strategy="centroid", seed=0):
         t1 = time.perf_counter()
         image, scale, origin, shape = decode_window(data, params)
         image_ms += 1e3 * (time.perf_counter() - t1)
-        label = reader.datasets[ds_of[row]].decode_label(raw_label, index.images["key"][row])
+        label = reader.datasets[ds_of[row]].decode_label(raw_label, index.images["key"][row], decode_label)
         t2 = time.perf_counter()
         crops.apply_crop(image, label, params, image_scale=scale, origin=origin, shape=shape)
         t3 = time.perf_counter()

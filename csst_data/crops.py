@@ -194,7 +194,7 @@ def _resample(region, ty, tx, fy, fx, h_out, w_out, sigma):
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-def apply_crop(image, label, params, image_scale=None, mean=MEAN, origin=(0, 0), shape=None):
+def apply_crop(image, label, params, image_scale=None, mean=MEAN, origin=(0, 0), shape=None, out=None):
     """Cut, resize and augment one crop -> (image size x size x 3 uint8,
     label size x size uint8, or None when `label` is None).
 
@@ -211,6 +211,8 @@ def apply_crop(image, label, params, image_scale=None, mean=MEAN, origin=(0, 0),
     colour-matrix pass and the flip comes last: jitter and blur act on every
     pixel alike and the blur kernel is symmetric, so the order does not matter.
     Every step is one OpenCV pass over the window or the crop, never the image.
+
+    out: (image, label) arrays to write the crop into (a batch's slots), saving a copy.
     """
     p = params
     S = p.size
@@ -225,7 +227,9 @@ def apply_crop(image, label, params, image_scale=None, mean=MEAN, origin=(0, 0),
         sy = sx = float(image_scale)
     box, resize_box, (rows, cols, j0, j1, i0, i1) = _source(p, sy, sx, shape)
 
-    out_label = None if label is None else crop_nearest(label, p, IGNORE, (rows, cols, j0, j1, i0, i1))
+    out_image, out_label = out if out is not None else (None, None)
+    if label is not None:
+        out_label = crop_nearest(label, p, IGNORE, (rows, cols, j0, j1, i0, i1), out=out_label)
 
     blurred = False
     if box is not None:
@@ -239,34 +243,49 @@ def apply_crop(image, label, params, image_scale=None, mean=MEAN, origin=(0, 0),
         blurred = max(fx, fy) > 1.0
         inside = _resample(region, by0 - ya, bx0 - xa, fy, fx, h_out, w_out, sigma)
     if box is not None and (j0, i0, j1, i1) == (0, 0, S, S):
-        out_image = np.ascontiguousarray(inside)
+        crop = inside
     else:
-        out_image = np.empty((S, S, 3), np.uint8)
-        out_image[:] = np.array(mean, np.uint8)
+        crop = np.empty((S, S, 3), np.uint8)
+        crop[:] = np.array(mean, np.uint8)
         if box is not None:
-            out_image[j0:j1, i0:i1] = inside
+            crop[j0:j1, i0:i1] = inside
+    steps = []
     if (p.brightness, p.contrast, p.saturation) != (1.0, 1.0, 1.0):
-        out_image = cv2.transform(out_image, _jitter_matrix(out_image, p.brightness, p.contrast, p.saturation))
+        m = _jitter_matrix(crop, p.brightness, p.contrast, p.saturation)
+        steps.append(lambda a, dst: cv2.transform(a, m, dst=dst))
     if p.blur_sigma > 0 and not blurred:
-        out_image = cv2.GaussianBlur(out_image, (0, 0), p.blur_sigma)
+        steps.append(lambda a, dst: cv2.GaussianBlur(a, (0, 0), p.blur_sigma, dst=dst))
     if p.flip:
-        out_image = cv2.flip(out_image, 1)
+        steps.append(lambda a, dst: cv2.flip(a, 1, dst=dst))
+    for k, step in enumerate(steps):  # the last step writes into `out` when there is one
+        crop = step(np.ascontiguousarray(crop), out_image if k == len(steps) - 1 else None)
+    if out_image is None:
+        out_image = np.ascontiguousarray(crop)
+    elif not steps:
+        out_image[...] = crop
     return out_image, out_label
 
 
-def crop_nearest(array, params, fill, _axes=None):
+def crop_nearest(array, params, fill, _axes=None, out=None):
     """The label geometry of a crop (window, scale, flip; nearest neighbour) applied to
     an H x W or K x H x W map of the original size: labels, top-k class ids and probabilities.
-    Output pixels outside the image get `fill`."""
+    Output pixels outside the image get `fill`. `out`: an array to write into (e.g. a batch slot)."""
     p = params
+    S = p.size
     rows, cols, j0, j1, i0, i1 = _axes or _source(p, 1.0, 1.0, (p.height, p.width))[2]
-    out = np.full(array.shape[:-2] + (p.size, p.size), fill, dtype=array.dtype)
+    if out is None:
+        out = np.empty(array.shape[:-2] + (S, S), dtype=array.dtype)
+    if p.flip:  # mirrored: the columns gathered in reverse order, into the mirrored range
+        cols, i0, i1 = cols[::-1], S - i1, S - i0
+    if (j0, i0, j1, i1) != (0, 0, S, S):
+        out[...] = fill
     if j1 > j0 and i1 > i0:
         # Rows, then columns, of the window's bounding box only: two cheap gathers (much faster
         # than np.ix_), the first of which would otherwise copy whole image rows.
-        box = array[..., rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-        out[..., j0:j1, i0:i1] = box.take(rows - rows[0], axis=-2).take(cols - cols[0], axis=-1)
-    return np.ascontiguousarray(out[..., ::-1]) if p.flip else out
+        r0, c0 = rows[0], min(cols[0], cols[-1])
+        box = array[..., r0:rows[-1] + 1, c0:max(cols[0], cols[-1]) + 1]
+        out[..., j0:j1, i0:i1] = box.take(rows - r0, axis=-2).take(cols - c0, axis=-1)
+    return out
 
 
 # ITU-R 601-2 luma, as Pillow's "L" conversion and ImageEnhance use.

@@ -33,14 +33,15 @@ def pseudo_sources(index):
 
 
 def load_crop(reader, index, row, cy, cx, size, rng, augment=True, scale_range=(0.5, 2.0), decode=None,
-              topk=False):
+              topk=False, out=None):
     """One (image uint8 S x S x 3, label uint8 S x S) crop of index image `row`.
 
     The crop is centred on (cy, cx) at a random position (NaN: anywhere).
     `decode(data, params, key)` -> (pixels, image_scale, origin, decoded shape)
     replaces the image decoding (default: `decode_window`). With `topk`, a third
     item: the sample's top-k (class ids, probabilities) cropped with the label's
-    geometry (uint8 K x S x S each), or None when it has none.
+    geometry (uint8 K x S x S each), or None when it has none. `out`: (image, label)
+    arrays to write the crop into, e.g. a batch's slots.
     """
     images = index.images
     h, w = int(images["height"][row]), int(images["width"][row])
@@ -58,7 +59,7 @@ def load_crop(reader, index, row, cy, cx, size, rng, augment=True, scale_range=(
         image, scale, origin, shape = (decode or decode_window)(data, params, key)
     except ValueError as e:  # name the file, or the shard and byte offset
         raise ValueError(f"{reader.where(row, 'image')}: {e}") from None
-    out = crops.apply_crop(image, label, params, image_scale=scale, origin=origin, shape=shape)
+    out = crops.apply_crop(image, label, params, image_scale=scale, origin=origin, shape=shape, out=out)
     if not topk:
         return out
     soft = reader.topk(row)
@@ -181,8 +182,10 @@ class CropDataset(IterableDataset):
             for _ in range(n):
                 rng = np.random.default_rng([self.seed, epoch, int(plan["pos"][j])])
                 try:
+                    # Written straight into the batch's slots (a retry overwrites them).
                     out = load_crop(self.reader, self.index, int(plan["image"][j]), float(plan["cy"][j]),
-                                    float(plan["cx"][j]), crop, rng, self.augment, self.scale_range, topk=self.topk)
+                                    float(plan["cx"][j]), crop, rng, self.augment, self.scale_range, topk=self.topk,
+                                    out=(imgs[i], labels[i]))
                     break
                 except ValueError as e:
                     if not self.skip_bad:
@@ -194,7 +197,6 @@ class CropDataset(IterableDataset):
             else:
                 raise ValueError("no sample of the epoch plan can be read")
             positions[i] = j
-            imgs[i], labels[i] = out[:2]
             soft.append(out[2] if self.topk else None)
         rows = plan["image"][positions]
         source = self.index.images["source"][rows]

@@ -265,3 +265,16 @@ def test_shrinking_blur_is_folded_into_the_antialiasing():
     want = ndimage.gaussian_filter(pillow_crop(image, p).astype(float), (1.0, 1.0, 0), mode="mirror")
     assert psnr(got[4:-4, 4:-4], want[4:-4, 4:-4]) > 36
     assert psnr(got, sharp) < 30  # the blur is there
+
+
+def test_crops_written_into_given_arrays_equal_returned_ones():
+    rng = np.random.default_rng(9)
+    label = blocks(rng, 200, 330)
+    image = LUT[label]
+    for _ in range(40):
+        p = crop_params(200, 330, 96, rng, scale_range=(0.3, 2.0))  # some windows run past the image
+        want = apply_crop(image, label, p)
+        slots = (np.full((96, 96, 3), 7, np.uint8), np.full((96, 96), 7, np.uint8))
+        got = apply_crop(image, label, p, out=slots)
+        assert got[0] is slots[0] and got[1] is slots[1]
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
