@@ -19,6 +19,7 @@ pixel takes the value of the source pixel containing that point, or ignore
 """
 
 import dataclasses
+import functools
 import math
 
 import cv2
@@ -150,8 +151,10 @@ def _prefilter_sigma(p, f):
     return math.sqrt(aa * aa + (p.blur_sigma * f) ** 2)  # the output blur, in source pixels
 
 
+@functools.lru_cache(maxsize=8)  # the loader asks twice per crop: for the decode, then the crop
 def _source(p, sy, sx, shape):
-    """(box, resize box, output range) of the inside part of the window; box None when empty."""
+    """(box, resize box, output range) of the inside part of the window; box None when empty.
+    The index arrays returned are shared: callers must not write to them."""
     rows, j0, j1, step = _axis(p.y0, p.side, p.size, p.height)
     cols, i0, i1, _ = _axis(p.x0, p.side, p.size, p.width)
     if not (j1 > j0 and i1 > i0):
@@ -284,7 +287,8 @@ def crop_nearest(array, params, fill, _axes=None, out=None):
         # than np.ix_), the first of which would otherwise copy whole image rows.
         r0, c0 = rows[0], min(cols[0], cols[-1])
         box = array[..., r0:rows[-1] + 1, c0:max(cols[0], cols[-1]) + 1]
-        out[..., j0:j1, i0:i1] = box.take(rows - r0, axis=-2).take(cols - c0, axis=-1)
+        # (mode="clip": the indices are in range, and numpy skips its buffered bounds check)
+        box.take(rows - r0, axis=-2, mode="clip").take(cols - c0, axis=-1, out=out[..., j0:j1, i0:i1], mode="clip")
     return out
 
 

@@ -254,9 +254,9 @@ class CropLoader:
 
     With `reuse_buffers` (what `csst train` uses) workers write batches into a
     ring of shared-memory buffers, as FFCV and DALI do: a batch stays intact
-    until `KEEP` x workers more batches have been taken (a training step that
-    moves it to the device, or copies it, is done with it long before). Keep a
-    batch longer only as a copy.
+    while fewer than `KEEP` x workers more batches have been taken (a training
+    step that moves it to the device, or copies it, is done with it long
+    before). Keep a batch longer only as a copy.
     """
 
     def __init__(self, index, *, crop, batch_size, epochs, schedule="constant", sizes=None,

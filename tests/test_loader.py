@@ -128,7 +128,8 @@ def test_schedule_sets_crop_and_batch_per_epoch(index, schedule):
 
 def test_reused_batch_buffers_give_the_same_batches_and_keep_each_intact(index):
     """Workers that fill a ring of shared-memory buffers yield the batches fresh buffers give, and a
-    batch stays intact while KEEP x workers more are taken."""
+    batch stays intact while fewer than KEEP x workers more are taken (on taking the KEEP x workers-th,
+    the DataLoader asks its worker for the batch that reuses the buffer)."""
     from csst_data.loader import KEEP
 
     runs = {}
@@ -138,9 +139,9 @@ def test_reused_batch_buffers_give_the_same_batches_and_keep_each_intact(index):
         for i, b in enumerate(loader):
             if i == 1:
                 held, copies = b, {k: b[k].clone() for k in ("image", "label")}
-            if 1 < i <= 1 + KEEP * 2:
+            if 1 < i <= KEEP * 2:
                 later.append(i)
-            if i == 1 + KEEP * 2:
+            if i == KEEP * 2:
                 assert all(torch.equal(held[k], copies[k]) for k in copies)
             runs.setdefault(reuse, []).append({k: b[k].clone() for k in ("image", "label", "row")})
         assert later  # the check above ran
