@@ -135,16 +135,38 @@ _INDEX_HEAD = len(_INDEX_ID) + 1 + 2 + 4 + 4
 _INDEX_PER_SEGMENT = (0xFFFF - 2 - _INDEX_HEAD) // 2
 
 
+def without_restart_index(data, info=None):
+    """The JPEG without restart-index segments (for a writer that re-codes the scan)."""
+    info = info or parse(data)
+    old = [(a, b) for marker, a, b in info.segments if marker == 0xE9 and is_restart_index(data, a)]
+    if not old:
+        return bytes(data)
+    view, parts, pos = memoryview(data), [], 0
+    for a, b in old:
+        parts.append(view[pos:a])
+        pos = b
+    parts.append(view[pos:])
+    return b"".join(parts)
+
+
 def with_restart_index(data, info=None):
     """The JPEG with a restart index (APP9 segments before the scan) when its windows can be
-    spliced; other JPEGs, and those that carry one already, come back unchanged."""
+    spliced; other JPEGs come back unchanged, as do those whose index matches their scan (a
+    stale one is replaced)."""
     info = info or parse(data)
-    if not can_splice(info) or any(_is_index(data, a) for marker, a, _ in info.segments if marker == 0xE9):
+    if not can_splice(info):
         return bytes(data)
+    count = info.mcus_y * (info.mcus_x // info.restart_interval)
+    got = _index_intervals(data, info, count)
+    if got is not None and _markers_at(data, got[1], np.arange(count), count):
+        return bytes(data)
+    if any(marker == 0xE9 and is_restart_index(data, a) for marker, a, _ in info.segments):
+        data = without_restart_index(data, info)
+        info = parse(data)
     offsets, end = scan_markers(data, info)
     starts = np.concatenate([[info.scan], offsets + 2])
     lengths = np.concatenate([offsets, [end]]) - starts
-    if len(lengths) != info.mcus_y * (info.mcus_x // info.restart_interval) or lengths.max() > 0xFFFF:
+    if len(lengths) != count or lengths.max() > 0xFFFF:
         return bytes(data)
     parts = [bytes(data[:info.sos])]
     for first in range(0, len(lengths), _INDEX_PER_SEGMENT):
@@ -156,7 +178,8 @@ def with_restart_index(data, info=None):
     return b"".join(parts)
 
 
-def _is_index(data, a):
+def is_restart_index(data, a):
+    """Whether the APP9 segment at byte `a` is a csst restart index."""
     return bytes(data[a + 4:a + 4 + len(_INDEX_ID)]) == _INDEX_ID
 
 
@@ -165,7 +188,7 @@ def _read_index(data, info, count):
     JPEG's frame and restart interval."""
     chunks = []
     for marker, a, b in info.segments:
-        if marker != 0xE9 or not _is_index(data, a):
+        if marker != 0xE9 or not is_restart_index(data, a):
             continue
         head = bytes(data[a + 4 + len(_INDEX_ID):a + 4 + _INDEX_HEAD])
         if len(head) < _INDEX_HEAD - len(_INDEX_ID) or head[0] != 1:

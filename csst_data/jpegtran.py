@@ -30,7 +30,7 @@ Pillow, simplejpeg and OpenCV only re-encode pixels), so it is written here.
 import numba
 import numpy as np
 
-from csst_data.jpeg import UnsupportedJpeg, choose_restart_interval, parse
+from csst_data.jpeg import UnsupportedJpeg, choose_restart_interval, is_restart_index, parse
 
 _LOOKAHEAD = 9                      # code bits resolved by one table lookup
 _MAX_BLOCKS = 10                    # blocks per MCU allowed by T.81 (B.2.3)
@@ -614,7 +614,9 @@ def transcode(data, restart_interval=None):
 
     view = memoryview(data)
     parts = [b"\xff\xd8"]
-    parts += [view[a:b] for marker, a, b in info.segments if marker not in (0xC4, 0xDD)]
+    # Tables and restart interval are written anew, and a restart index describes the old scan.
+    parts += [view[a:b] for marker, a, b in info.segments
+              if marker not in (0xC4, 0xDD) and not (marker == 0xE9 and is_restart_index(data, a))]
     parts.append(_dht_segment(tables))
     if restart_interval:
         parts.append(b"\xff\xdd\x00\x04" + restart_interval.to_bytes(2, "big"))

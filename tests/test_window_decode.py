@@ -166,3 +166,24 @@ def test_restart_index_spans_segments_and_a_stale_one_is_ignored():
     full = jpeg._decode(stale, 8)
     px, (top, left) = jpeg.window_decode(stale, 700, 760, 300, 420, 8, s)
     assert np.array_equal(px, full[top:top + px.shape[0], left:left + px.shape[1]])
+
+
+def test_a_stale_restart_index_is_replaced_and_transcoding_drops_it():
+    from csst_data.jpegtran import transcode
+
+    image = scene(64, 128, 4)
+    a = jpeg.with_restart_index(encode(image, quality=90, restart=2))
+    b = encode(image, quality=70, restart=2)
+    pa, pb = jpeg.parse(a), jpeg.parse(b)
+    idx = b"".join(a[s:e] for m, s, e in pa.segments if m == 0xE9)
+    stale = b[:pb.sos] + idx + b[pb.sos:]
+    fixed = jpeg.with_restart_index(stale)
+    assert fixed != stale and jpeg.with_restart_index(fixed) == fixed
+    f = jpeg.parse(fixed)
+    assert sum(1 for m, _, _ in f.segments if m == 0xE9) == 1
+    count = f.mcus_y * f.mcus_x // f.restart_interval
+    assert np.array_equal(jpeg._index_intervals(fixed, f, count)[1], np.append(*jpeg.scan_markers(fixed, f)))
+    # Re-coding the scan (here with another restart interval) leaves no index behind.
+    out = transcode(a, restart_interval=1)
+    assert all(not (m == 0xE9 and jpeg.is_restart_index(out, s)) for m, s, _ in jpeg.parse(out).segments)
+    assert np.array_equal(jpeg._decode(out, 8), jpeg._decode(a, 8))
