@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from csst_data.shards import RangeReader, forget_whole
+from csst_data.shards import RangeReader
 
 # -- IO ------------------------------------------------------------------------------------
 _io = {}
@@ -52,8 +52,7 @@ def _io_read(i):
 
 def io_throughput(dataset, workers=1, order="sequential", samples=None, seed=0, progress=None):
     """{samples_per_s, mb_per_s, bytes_per_sample, samples, seconds} of reading + decoding image and label."""
-    cols = dataset.samples(labels=None)
-    forget_whole()  # listing a remote set read its shards whole; the timed reads must not hit that copy
+    cols = dataset.samples(labels=None)  # a remote set's shards are fetched whole to list them, and not kept
     n = len(cols["key"])
     if n == 0:
         raise ValueError(f"{dataset.name}: no samples")

@@ -38,7 +38,7 @@ import numpy as np
 
 from csst_data import IGNORE, dataset_tables as tables, storage
 from csst_data.codecs import decode_label, decode_label_png, is_png
-from csst_data.shards import RangeReader, ShardError, forget_whole, group_members, is_shard_set, read_manifest
+from csst_data.shards import RangeReader, ShardError, group_members, is_shard_set, read_manifest
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 SPEC_EXTS = (".json", ".toml")
@@ -108,10 +108,11 @@ class Dataset:
         """What makes two datasets the same (absolute paths and reading options)."""
         return json.dumps(self.to_attrs(None), sort_keys=True)
 
-    def blocks(self, labels=True):
+    def blocks(self, labels=True, reader=None):
         """The samples as blocks in order: [(count, function returning the block's columns, shard file or None)].
 
-        One block by default; a shard set has one per shard, listed only when needed.
+        One block by default; a shard set has one per shard, listed only when needed (with the
+        pass's `reader`, which then keeps a remote shard for the reads that follow).
         """
         cols = self.samples(labels)
         return [(len(cols["key"]), lambda: cols, None)]
@@ -150,12 +151,11 @@ class Dataset:
         own = reader is None
         reader = reader or RangeReader()
         try:
-            for count, columns, _ in self.blocks(labels):
+            for count, columns, _ in self.blocks(labels, reader):
                 cols = columns()
                 for i in range(count):
                     yield self._sample(cols, i, images, labels, reader)
         finally:
-            forget_whole()
             if own:
                 reader.close()
 
@@ -169,7 +169,7 @@ class Dataset:
 
         reader = RangeReader()
         try:
-            for count, columns, _ in self.blocks(labels=True):
+            for count, columns, _ in self.blocks(True, reader):
                 cols = columns()
                 for i in range(count):
                     where = self.describe(cols, i)
@@ -187,7 +187,6 @@ class Dataset:
                         raise ValueError(f"{self.describe(cols, i, 'image')}: "
                                          f"{size_mismatch(s['image'], (h, w), s['label'].shape)} ({where})")
         finally:
-            forget_whole()
             reader.close()
 
     def _sample(self, cols, i, images, labels, reader):
@@ -365,8 +364,7 @@ class ShardSet(Dataset):
         cache = self.__dict__.setdefault("_members", {})
         shard = int(shard)
         if shard not in cache:
-            cache[shard] = group_members(self.shard_files[shard])
-            forget_whole()  # a remote shard was read whole to list its members; keep only the list
+            cache[shard] = group_members(self.shard_files[shard])  # remote: one whole read, not kept
         members = cache[shard].get(key, {})
         if "topk_idx.npy.zst" not in members or "topk_prob.npy.zst" not in members:
             return None
@@ -392,11 +390,11 @@ class ShardSet(Dataset):
     def pseudo(self):
         return is_pseudo(self.manifest)
 
-    def shard_columns(self, number, labels=True):
-        """The samples of shard `number` as columns."""
+    def shard_columns(self, number, labels=True, reader=None):
+        """The samples of shard `number` as columns (`reader`: see shards.member_offsets)."""
         path = self.shard_files[number]
         cols = _new_columns()
-        for key, members in group_members(path).items():
+        for key, members in group_members(path, reader).items():
             lab = next((members[m] for m in _LABEL_MEMBERS if m in members), None)
             img = next((members[m] for m in _IMAGE_MEMBERS if m in members), None)
             if lab is None and labels:
@@ -411,8 +409,8 @@ class ShardSet(Dataset):
             cols["image_path"].append("")
         return _int_columns(cols)
 
-    def blocks(self, labels=True):
-        return [(int(s["samples"]), (lambda n=n: self.shard_columns(n, labels)), self.shard_files[n])
+    def blocks(self, labels=True, reader=None):
+        return [(int(s["samples"]), (lambda n=n: self.shard_columns(n, labels, reader)), self.shard_files[n])
                 for n, s in enumerate(self.manifest["shards"])]
 
     def samples(self, labels=True):
@@ -435,7 +433,7 @@ class ShardSet(Dataset):
         reader = reader or RangeReader()
         try:
             for number, path in enumerate(self.shard_files):
-                for key, members in group_members(path).items():
+                for key, members in group_members(path, reader).items():
                     out = {"key": key, "image": None, "label": None, "meta": None, "dataset": self,
                            "name": f"{path}:{key}"}
                     img = next((members[m] for m in _IMAGE_MEMBERS if m in members), None)
@@ -450,7 +448,6 @@ class ShardSet(Dataset):
                         out["meta"] = json.loads(reader.read(path, *members["json"]))
                     yield out
         finally:
-            forget_whole()
             if own:
                 reader.close()
 
@@ -462,7 +459,6 @@ class ShardSet(Dataset):
                 if suffix is None:
                     raise ValueError(f"{path}: sample {key!r} has no image member (.jpg/.jpeg/.png)")
                 refs.append((key, (path, *members[suffix], f"{key}.{suffix}")))
-        forget_whole()
         return refs
 
     def describe(self, cols, i, what="label"):

@@ -33,7 +33,7 @@ from csst_data.components import components as find_components
 from csst_data.datasets import as_dataset, declared_classes, from_attrs, label_decoder, source_name
 from csst_data.locks import OutputLock
 from csst_data.workers import die_with_parent, mp_context
-from csst_data.shards import RangeReader, forget_whole
+from csst_data.shards import RangeReader
 
 FORMAT = "csst-centroid-index"
 # 2: sources are stored as datasets (datasets.py `to_attrs`).
@@ -68,8 +68,9 @@ def part_path(out, rank, world_size):
 _decode = None
 
 
-def _process(task):
-    """Decode one chunk of masks and find their components (in any process)."""
+def _process(task, reader=None):
+    """Decode one chunk of masks and find their components (in any process). `reader`: the
+    listing's RangeReader, in the process that lists (it keeps the remote shard just listed)."""
     global _decode
     if _decode is None:
         _decode = label_decoder()  # one buffer per process, reused across tasks
@@ -79,7 +80,8 @@ def _process(task):
     widths = np.empty(n, np.int32)
     pixels = np.empty((n, num_classes), np.int64)
     parts = []
-    reader = RangeReader()
+    own = reader is None
+    reader = reader or RangeReader()
     try:
         for i in range(n):
             data = dataset.read(reader, shards[i], offsets[i], sizes[i], paths[i])
@@ -91,7 +93,8 @@ def _process(task):
             pixels[i] = r["class_pixels"]
             parts.append((i, r))
     finally:
-        reader.close()
+        if own:
+            reader.close()
     comps = {
         "image": np.concatenate([np.full(len(r["class"]), i, np.int32) for i, r in parts] or [np.empty(0, np.int32)]),
         **{c: np.concatenate([r[c] for _, r in parts] or [np.empty(0)]).astype(COMPONENT_COLUMNS[c])
@@ -439,8 +442,8 @@ class _Done:
         return self.value
 
 
-def _run(tasks, workers, total, progress):
-    """Results of `_process` over the task iterator, in order.
+def _run(tasks, workers, total, progress, reader=None):
+    """Results of `_process` over the task iterator, in order (`reader`: for the tasks done here).
 
     `workers` processes work: a pool of workers - 1 plus this one, which also
     lists the shards (the task iterator) and collects results. On a machine
@@ -460,7 +463,7 @@ def _run(tasks, workers, total, progress):
 
     if workers <= 1:
         for t in tasks:
-            done(t, _process(t))
+            done(t, _process(t, reader))
     else:
         # Compile (or load) the kernel before forking so workers inherit it.
         warm = np.zeros((1, 8), np.uint8)
@@ -474,7 +477,7 @@ def _run(tasks, workers, total, progress):
                 if sum(not r.ready() for _, r in pending) < ahead:
                     pending.append((t, pool.apply_async(_process, (t,))))
                 else:
-                    pending.append((t, _Done(_process(t))))
+                    pending.append((t, _Done(_process(t, reader))))
                 while pending and pending[0][1].ready():
                     t0, r = pending.popleft()
                     done(t0, r.get())
@@ -485,7 +488,7 @@ def _run(tasks, workers, total, progress):
 
 
 def _build_table(datasets, blocks, source_base, lo, hi, num_classes, connectivity, min_area, workers, progress,
-                 check_images=False):
+                 check_images=False, reader=None):
     """Images table and components of global sample rows lo:hi."""
     params = (num_classes, connectivity, min_area)
     n = hi - lo
@@ -509,7 +512,7 @@ def _build_table(datasets, blocks, source_base, lo, hi, num_classes, connectivit
                     yield from _tasks(ds, cols, a, b, chunk, params, check_images)
                 start += count
 
-    results = _run(tasks(), workers, n, progress)
+    results = _run(tasks(), workers, n, progress, reader)
     images = _empty_images(num_classes)
     if pieces:
         images.update({c: np.concatenate([p[c] for p in pieces]) for c in pieces[0]})
@@ -602,16 +605,19 @@ def _build_index(sources, out, num_classes, class_names, connectivity, min_area,
     num_classes, class_names = _resolve_classes(datasets, num_classes, class_names)
     if old is not None and class_names != old.class_names:
         raise ValueError(f"class names differ from those of {out}")
-    blocks = [ds.blocks() for ds in datasets]
+    # One reader lists the shards and does the tasks run in this process: a remote shard listed
+    # (fetched whole) is read from there, not again.
+    reader = RangeReader()
+    blocks = [ds.blocks(reader=reader) for ds in datasets]
     counts = [sum(block[0] for block in b) for b in blocks]
     total = sum(counts)
     lo, hi = (total * rank // world_size, total * (rank + 1) // world_size) if parted else (0, total)
     base = len(old.sources) if old is not None else 0
     try:
         images, comps = _build_table(datasets, blocks, base, lo, hi, num_classes, connectivity, min_area, workers,
-                                     progress, check_images)
+                                     progress, check_images, reader)
     finally:
-        forget_whole()  # the last remote shard read whole
+        reader.close()
     src_attrs = [_source_attrs(ds, target, sha256=p, samples=c, pseudo=ds.pseudo)
                  for ds, p, c in zip(datasets, prints, counts)]
     if old is not None:

@@ -285,25 +285,6 @@ def shard_paths(root):
     return [storage.join(str(root), s["name"]) for s in read_manifest(root)["shards"]]
 
 
-# The last remote shard read whole (to list its members), kept for the reads
-# that follow it: an index build or a pass over a remote set reads each shard
-# with one request instead of one per member.
-_whole = {"url": None, "data": None}
-
-
-def forget_whole():
-    """Drop the kept shard (at the end of a pass), so no process holds it for longer."""
-    _whole["url"], _whole["data"] = None, None
-
-
-def whole_shard(url):
-    """The bytes of a remote shard, fetched once and kept until another is asked for."""
-    if _whole["url"] != url:
-        _whole["url"], _whole["data"] = None, None
-        _whole["data"], _whole["url"] = storage.read(url), url
-    return _whole["data"]
-
-
 def iter_samples(root, decode=True):
     """Iterate the samples of a shard set in order with the official webdataset reader.
 
@@ -323,15 +304,19 @@ def iter_samples(root, decode=True):
     return iter(ds)
 
 
-def member_offsets(path):
+def member_offsets(path, reader=None):
     """[(member name, data byte offset, size)] of every member of a tar shard.
 
+    A remote shard is fetched whole, in one request; with `reader` (a pass's
+    RangeReader) it is kept there for the pass's reads of the same shard.
     Member names must be `key.suffix` with a non-empty key and no path parts
     (no `/`, `..` or absolute names, which other tar readers would write outside
     their folder); anything else is a ShardError naming the member."""
     out = []
     try:
-        with (tarfile.open(fileobj=io.BytesIO(whole_shard(path)), mode="r:") if storage.is_url(path)
+        if storage.is_url(path):
+            whole = reader.whole(path) if reader is not None else storage.read(path)
+        with (tarfile.open(fileobj=io.BytesIO(whole), mode="r:") if storage.is_url(path)
               else tarfile.open(path, "r:")) as tar:
             for info in tar:
                 if info.isfile():
@@ -345,18 +330,18 @@ def member_offsets(path):
     return out
 
 
-def shard_keys(path):
+def shard_keys(path, reader=None):
     """Sample keys of a shard, in order, each once."""
     seen = {}
-    for name, _, _ in member_offsets(path):
+    for name, _, _ in member_offsets(path, reader):
         seen.setdefault(name.split(".", 1)[0], None)
     return list(seen)
 
 
-def group_members(path):
-    """{key: {suffix: (offset, size)}} for a shard, in order."""
+def group_members(path, reader=None):
+    """{key: {suffix: (offset, size)}} for a shard, in order (`reader`: see member_offsets)."""
     out = {}
-    for name, offset, size in member_offsets(path):
+    for name, offset, size in member_offsets(path, reader):
         key, _, suffix = name.partition(".")
         out.setdefault(key, {})[suffix] = (offset, size)
     return out
@@ -372,16 +357,28 @@ def read_member(fd, offset, size, path="<fd>"):
 
 class RangeReader:
     """Positional reads (`os.pread`) of tar members and whole files, keeping
-    one open descriptor per file: the one reader of every csst module."""
+    one open descriptor per file: the one reader of every csst module.
+
+    Of object-store shards it keeps the last one fetched whole (`whole`: a pass
+    that lists a remote shard's members then reads them makes one request per
+    shard, not one per member) until another is fetched or the reader closes."""
 
     def __init__(self):
         self.fds = {}
+        self.kept = None  # (url, bytes) of the last remote shard fetched whole
+
+    def whole(self, url):
+        """The bytes of a remote shard, fetched once and kept until another is asked for."""
+        if self.kept is None or self.kept[0] != url:
+            self.kept = None
+            self.kept = (url, storage.read(url))
+        return self.kept[1]
 
     def read(self, path, offset=0, size=None):
         """`size` bytes at `offset` of `path` (a file or an object-store URL); the whole file when size is None."""
         if storage.is_url(path):
-            if _whole["url"] == path:
-                data = _whole["data"][offset:None if size is None else offset + size]
+            if self.kept is not None and self.kept[0] == path:
+                data = self.kept[1][offset:None if size is None else offset + size]
                 if size is not None and len(data) != size:
                     raise ShardError(f"{path}: short read at byte {offset} ({len(data)} of {size} bytes); "
                                      "truncated shard?")
@@ -407,10 +404,11 @@ class RangeReader:
         for fd in self.fds.values():
             os.close(fd)
         self.fds.clear()
+        self.kept = None
 
     def __getstate__(self):
-        # Descriptors do not cross process boundaries (DataLoader workers).
-        return {"fds": {}}
+        # Descriptors do not cross process boundaries (DataLoader workers), nor does a kept shard.
+        return {"fds": {}, "kept": None}
 
     def __del__(self):
         try:

@@ -90,6 +90,12 @@ def test_index_from_s3_equals_local(data, tmp_path):
     storage.write(storage.join(urls["train"], "manifest.json"),
                   storage.read(storage.join(urls["train"], "manifest.json"))[:-1])
     assert name
+    # A pass lists each remote shard with one GET and reads its samples from that copy, which its
+    # reader holds until the next shard (and drops at the end).
+    ds = ShardSet(urls["train"])
+    before = storage.STATS["gets"]
+    assert sum(1 for _ in ds.iter()) == 12
+    assert storage.STATS["gets"] - before == len(ds.shard_files) == 3
 
 
 def test_verify_streams_remote_shards_and_finds_damage(data, tmp_path):
