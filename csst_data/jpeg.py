@@ -135,14 +135,17 @@ _INDEX_HEAD = len(_INDEX_ID) + 1 + 2 + 4 + 4
 _INDEX_PER_SEGMENT = (0xFFFF - 2 - _INDEX_HEAD) // 2
 
 
+def is_restart_index(data, segment):
+    """Whether a segment (marker, start, end) of `parse` is a csst restart index."""
+    marker, a, _ = segment
+    return marker == 0xE9 and bytes(data[a + 4:a + 4 + len(_INDEX_ID)]) == _INDEX_ID
+
+
 def without_restart_index(data, info=None):
     """The JPEG without restart-index segments (for a writer that re-codes the scan)."""
     info = info or parse(data)
-    old = [(a, b) for marker, a, b in info.segments if marker == 0xE9 and is_restart_index(data, a)]
-    if not old:
-        return bytes(data)
     view, parts, pos = memoryview(data), [], 0
-    for a, b in old:
+    for _, a, b in filter(lambda seg: is_restart_index(data, seg), info.segments):
         parts.append(view[pos:a])
         pos = b
     parts.append(view[pos:])
@@ -154,19 +157,17 @@ def with_restart_index(data, info=None):
     spliced; other JPEGs come back unchanged, as do those whose index matches their scan (a
     stale one is replaced)."""
     info = info or parse(data)
-    if not can_splice(info):
+    if not can_splice(info) or _checked_index(data, info) is not None:
         return bytes(data)
-    count = info.mcus_y * (info.mcus_x // info.restart_interval)
-    got = _index_intervals(data, info, count)
-    if got is not None and _markers_at(data, got[1], np.arange(count), count):
-        return bytes(data)
-    if any(marker == 0xE9 and is_restart_index(data, a) for marker, a, _ in info.segments):
+    if any(is_restart_index(data, seg) for seg in info.segments):
         data = without_restart_index(data, info)
         info = parse(data)
-    offsets, end = scan_markers(data, info)
-    starts = np.concatenate([[info.scan], offsets + 2])
-    lengths = np.concatenate([offsets, [end]]) - starts
-    if len(lengths) != count or lengths.max() > 0xFFFF:
+    try:
+        starts, stops = _scan_intervals(data, info)
+    except _MarkerCount:  # markers missing or extra: no index (a reader says what is wrong)
+        return bytes(data)
+    lengths = stops - starts
+    if lengths.max() > 0xFFFF:
         return bytes(data)
     parts = [bytes(data[:info.sos])]
     for first in range(0, len(lengths), _INDEX_PER_SEGMENT):
@@ -178,18 +179,19 @@ def with_restart_index(data, info=None):
     return b"".join(parts)
 
 
-def is_restart_index(data, a):
-    """Whether the APP9 segment at byte `a` is a csst restart index."""
-    return bytes(data[a + 4:a + 4 + len(_INDEX_ID)]) == _INDEX_ID
+def _interval_count(info):
+    return info.mcus_y * (info.mcus_x // info.restart_interval)
 
 
-def _read_index(data, info, count):
+def _read_index(data, info):
     """Interval lengths from the restart index, or None when there is none or it does not fit this
     JPEG's frame and restart interval."""
+    count = _interval_count(info)
     chunks = []
-    for marker, a, b in info.segments:
-        if marker != 0xE9 or not is_restart_index(data, a):
+    for seg in info.segments:
+        if not is_restart_index(data, seg):
             continue
+        _, a, b = seg
         head = bytes(data[a + 4 + len(_INDEX_ID):a + 4 + _INDEX_HEAD])
         if len(head) < _INDEX_HEAD - len(_INDEX_ID) or head[0] != 1:
             return None
@@ -203,9 +205,9 @@ def _read_index(data, info, count):
     return lengths if len(lengths) == count else None
 
 
-def _index_intervals(data, info, count):
+def _index_intervals(data, info):
     """(starts, stops) from the restart index, unchecked; None without a fitting index."""
-    lengths = _read_index(data, info, count)
+    lengths = _read_index(data, info)
     if lengths is None:
         return None
     stops = info.scan + np.cumsum(lengths + 2) - 2
@@ -225,10 +227,22 @@ def _markers_at(data, stops, which, count):
     return bool(((buf[pos] == 0xFF) & np.where(which == count - 1, ~rst & (nxt != 0), nxt == 0xD0 + (which & 7))).all())
 
 
-def _scan_intervals(data, info, count):
+def _checked_index(data, info):
+    """(starts, stops) from the restart index when every marker is where it says, else None."""
+    got = _index_intervals(data, info)
+    count = _interval_count(info)
+    return got if got is not None and _markers_at(data, got[1], np.arange(count), count) else None
+
+
+class _MarkerCount(ValueError):
+    """The scan holds another number of restart markers than its frame and interval call for."""
+
+
+def _scan_intervals(data, info):
     offsets, end = scan_markers(data, info)
+    count = _interval_count(info)
     if len(offsets) != count - 1:
-        raise ValueError(f"JPEG: {len(offsets)} restart markers, expected {count - 1}")
+        raise _MarkerCount(f"JPEG: {len(offsets)} restart markers, expected {count - 1}")
     return np.concatenate([[info.scan], offsets + 2]), np.concatenate([offsets, [end]])
 
 
@@ -238,11 +252,8 @@ def restart_intervals(data, info):
     From the restart index when the JPEG carries one that matches its scan (every marker checked
     where the index puts it; an index copied along by a tool that re-coded the scan does not match
     and is ignored), else by scanning the data for markers."""
-    count = info.mcus_y * (info.mcus_x // info.restart_interval)
-    got = _index_intervals(data, info, count)
-    if got is not None and _markers_at(data, got[1], np.arange(count), count):
-        return got
-    return _scan_intervals(data, info, count)
+    got = _checked_index(data, info)
+    return got if got is not None else _scan_intervals(data, info)
 
 
 def can_splice(info):
@@ -324,13 +335,13 @@ def splice(data, info, row0, row1, col0, col1):
     """
     k = info.restart_interval
     per_row = info.mcus_x // k
-    count = info.mcus_y * per_row
     sel = np.arange(row0, row1)[:, None] * per_row + np.arange(col0, col1)
     # From the restart index, checking only the markers this piece uses (each copied interval's
     # end and the one before each row's first): a stale index falls back to scanning.
-    got = _index_intervals(data, info, count)
-    if got is None or not _markers_at(data, got[1], np.concatenate([sel.ravel(), sel[sel[:, 0] > 0, 0] - 1]), count):
-        got = _scan_intervals(data, info, count)
+    got = _index_intervals(data, info)
+    used = np.concatenate([sel.ravel(), sel[sel[:, 0] > 0, 0] - 1])
+    if got is None or not _markers_at(data, got[1], used, _interval_count(info)):
+        got = _scan_intervals(data, info)
     starts, stops = got
     top, left = row0 * info.mcu_height, col0 * k * info.mcu_width
     height = min(info.height, row1 * info.mcu_height) - top

@@ -616,7 +616,7 @@ def transcode(data, restart_interval=None):
     parts = [b"\xff\xd8"]
     # Tables and restart interval are written anew, and a restart index describes the old scan.
     parts += [view[a:b] for marker, a, b in info.segments
-              if marker not in (0xC4, 0xDD) and not (marker == 0xE9 and is_restart_index(data, a))]
+              if marker not in (0xC4, 0xDD) and not is_restart_index(data, (marker, a, b))]
     parts.append(_dht_segment(tables))
     if restart_interval:
         parts.append(b"\xff\xdd\x00\x04" + restart_interval.to_bytes(2, "big"))
