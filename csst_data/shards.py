@@ -232,7 +232,10 @@ _CORE = {"format", "version", "num_classes", "class_names", "ignore_index", "fie
 
 
 def _read_json(path):
+    """A JSON file or object-store object; ShardError naming it when it is not JSON."""
     try:
+        if storage.is_url(path):
+            return json.loads(storage.read(path))
         with open(path, "rb") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
@@ -254,19 +257,13 @@ def _numbered(root, prefix):
 def read_manifest(root):
     """The manifest of a shard set (a folder or an object-store URL), with a clear error if it is not one."""
     path = storage.join(str(root), MANIFEST)
-    if storage.is_url(path):
-        try:
-            data = storage.read(path)
-        except storage.NotFound:
-            raise ShardError(f"{root}: no {MANIFEST}; not a csst shard set") from None
-        try:
-            manifest = json.loads(data)
-        except json.JSONDecodeError as e:
-            raise ShardError(f"{path}: not valid JSON ({e})") from None
-    elif not os.path.exists(path):
-        raise ShardError(f"{root}: no {MANIFEST}; not a csst shard set")
-    else:
+    missing = ShardError(f"{root}: no {MANIFEST}; not a csst shard set")
+    if not storage.is_url(path) and not os.path.exists(path):
+        raise missing
+    try:
         manifest = _read_json(path)
+    except storage.NotFound:
+        raise missing from None
     if manifest.get("format") != FORMAT:
         raise ShardError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
     if manifest.get("version") != VERSION:
@@ -316,8 +313,10 @@ def member_offsets(path, reader=None):
     try:
         if storage.is_url(path):
             whole = reader.whole(path) if reader is not None else storage.read(path)
-        with (tarfile.open(fileobj=io.BytesIO(whole), mode="r:") if storage.is_url(path)
-              else tarfile.open(path, "r:")) as tar:
+            tar = tarfile.open(fileobj=io.BytesIO(whole), mode="r:")
+        else:
+            tar = tarfile.open(path, "r:")
+        with tar:
             for info in tar:
                 if info.isfile():
                     key, dot, suffix = info.name.partition(".")
