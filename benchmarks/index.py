@@ -3,10 +3,10 @@
     python benchmarks/index.py [--json PATH] [--quick]
 
 All on the same masks, in one run: 16 synthetic 1024x2048 street masks
-(csst_data.synth) plus one noisy stress mask (the first street mask
+(csst_demo.synth) plus one noisy stress mask (the first street mask
 sprinkled with thousands of tiny blobs). Per-mask milliseconds (median), single thread, for
 
-- csst: `csst_data.components.components` (all classes in one numba pass);
+- csst: `csst_data.index.components.components` (all classes in one numba pass);
 - cc3d: multilabel `connected_components` + `statistics` (classes shifted by
   one so that class 0 is not background; the shift is done before timing);
 - opencv: `connectedComponentsWithStats` once per class present;
@@ -29,15 +29,16 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from csst_data import IGNORE, codecs, shards
-from csst_data.components import components
+from csst_data import IGNORE
+from csst_data.store import codecs, shards
+from csst_data.index.components import components
 from csst_data.index import build_index
 
 NUM_CLASSES = 19
 
 
 def street_masks(n, h, w, seed):
-    from csst_data import synth
+    from csst_demo import synth
 
     return [synth.render_scene(h, w, np.random.default_rng([seed, i]))[1] for i in range(n)]
 

@@ -2,11 +2,11 @@
 
 On label masks from `csst synth` (default 32 of 1024x2048), side by side in one run:
 
-- bytes and decode time per mask: `.npy.zst` (csst_data.codecs) vs PNG
+- bytes and decode time per mask: `.npy.zst` (csst_data.store.codecs) vs PNG
   written and read by Pillow with its defaults (what users have today);
-- write throughput of csst_data.shards.ShardWriter (MB/s, fsync included);
+- write throughput of csst_data.store.shards.ShardWriter (MB/s, fsync included);
 - read throughput (samples/s, image and label decoded) of the shard set,
-  sequentially with the official webdataset reader (csst_data.shards.iter_samples)
+  sequentially with the official webdataset reader (csst_data.store.shards.iter_samples)
   and with a pread loop over member offsets, vs the same samples as a folder of
   JPEG images and PNG labels read with Pillow. The folder read once more with
   csst's decoders separates the gain of the decoders from that of the storage.
@@ -33,7 +33,8 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from csst_data import codecs, shards, synth  # noqa: E402
+from csst_data.store import codecs, shards  # noqa: E402
+from csst_demo import synth
 
 
 def best_time(fn, repeat):

@@ -2,7 +2,7 @@
 
     python benchmarks/label.py [--json PATH] [--quick] [--device auto] [--checkpoint CKPT]
 
-On synthetic street scenes (csst_data.synth, stored as JPEG files), in one run
+On synthetic street scenes (csst_demo.synth, stored as JPEG files), in one run
 and on one device, with the same model and batch size:
 
 - forward: `model(normalise(x))` alone on pre-decoded uint8 batches already
@@ -30,8 +30,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from csst_data import codecs, shards, synth
-from csst_data.shards import atomic_write_json
+from csst_data.store import codecs, shards
+from csst_demo import synth
+from csst_data.store.shards import atomic_write_json
 from csst_train.checkpoints import model_from_checkpoint, save_checkpoint
 from csst_train.inference import normalise
 from csst_train.distributed import pick_device

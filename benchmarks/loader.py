@@ -39,11 +39,12 @@ from PIL import Image, ImageEnhance, ImageFilter
 from rich.console import Console
 from rich.table import Table
 
-from csst_data import bench, synth
+from csst_data import bench
+from csst_demo import synth
 from csst_data.index import CentroidIndex, build_index
-from csst_data.schedules import batch_for_crop, default_sizes
+from csst_data.loader.schedules import batch_for_crop, default_sizes
 from csst_data.datasets import FolderOptions, parse_source
-from csst_data.pack import pack
+from csst_data.runs.pack import pack
 
 FULL_CROP = 768
 BASE_BATCH = 4
@@ -118,7 +119,7 @@ def write_data(work, count, size, cs_count):
     files = parse_source(folder, FolderOptions(img_suffix=".jpg", seg_map_suffix=".png", num_classes=synth.NUM_CLASSES))
     # Compile the numba transcoder before timing (a fresh checkout has no cache yet); pack's
     # workers fork from this process and inherit it. pack_images_per_s is the steady rate.
-    from csst_data.jpegtran import transcode
+    from csst_data.jpeg.lossless import transcode
 
     with open(os.path.join(folder, keys[0] + ".jpg"), "rb") as f:
         transcode(f.read())
@@ -269,7 +270,7 @@ def main(images, cityscapes_images, samples, coverage_samples, json_path, quick)
     }
     console.print(result["targets"])
     if json_path:
-        from csst_data.shards import atomic_write_json
+        from csst_data.store.shards import atomic_write_json
 
         atomic_write_json(json_path, result)
 

@@ -34,9 +34,11 @@ from rich.table import Table
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))  # the test suite's server helpers
 
-from csst_data import bench, storage, synth  # noqa: E402
+from csst_data import bench  # noqa: E402
+from csst_data.store import storage
+from csst_demo import synth
 from csst_data.index import CentroidIndex, build_index  # noqa: E402
-from csst_data.shards import ShardWriter, iter_samples  # noqa: E402
+from csst_data.store.shards import ShardWriter, iter_samples  # noqa: E402
 
 CROP, BATCH, WORKERS = 768, 4, 2
 
@@ -49,7 +51,7 @@ def upload(folder, url):
 def whole_shard_loader(index, shard_urls, cache, samples, seed=0):
     """crops/s of the download-whole-shards alternative for the same plan: fetch each shard the
     plan touches into `cache`, then run the loader on the local copies."""
-    from csst_data.sampling import epoch_plan
+    from csst_data.loader.sampling import epoch_plan
 
     plan = epoch_plan(index, 0, seed, length=samples)
     needed = sorted({int(index.images["shard"][r]) for r in plan["image"]})
@@ -66,7 +68,7 @@ def whole_shard_loader(index, shard_urls, cache, samples, seed=0):
 
 def plan_bytes(index, rank, world_size, seed=0):
     """(csst bytes, whole-shard bytes, samples) of one rank's slice of a centroid-sampling epoch plan."""
-    from csst_data.sampling import epoch_plan, rank_slice
+    from csst_data.loader.sampling import epoch_plan, rank_slice
 
     plan = epoch_plan(index, 0, seed, strategy="centroid")
     rows = np.asarray(plan["image"])[rank_slice(len(plan["image"]), rank, world_size)]

@@ -20,9 +20,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from csst_data import synth
+from csst_demo import synth
 from csst_data.index import build_index
-from csst_data.schedules import SCHEDULES, default_sizes
+from csst_data.loader.schedules import SCHEDULES, default_sizes
 from csst_train.trainer import train
 
 
@@ -93,7 +93,7 @@ def main(images, size, crop, batch, samples, epochs, workers, device, amp, json_
     result["targets"] = {"speedup_coarse2fine_plus>=1.5": result["speedup_coarse2fine_plus"] >= 1.5}
     console.print(result["targets"])
     if json_path:
-        from csst_data.shards import atomic_write_json
+        from csst_data.store.shards import atomic_write_json
 
         atomic_write_json(json_path, result)
 

@@ -33,7 +33,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from csst_data import synth
+from csst_demo import synth
 from csst_data.index import CentroidIndex, build_index
 from csst_data.datasets import as_dataset
 from csst_train.checkpoints import model_from_checkpoint
@@ -152,7 +152,7 @@ def main(seeds, labeled, unlabeled, n_val, size, crop, batch, epochs, length, wo
     console.print(table)
     console.print(out["targets"])
     if json_path:
-        from csst_data.shards import atomic_write_json
+        from csst_data.store.shards import atomic_write_json
 
         atomic_write_json(json_path, out)
 

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from csst_cli.options import (SOURCE_HELP, folder_options, parse_floats, parse_sources, pop_folder_options,
                               progress_bar, progress_option)
-from csst_data.shards import atomic_write_bytes
+from csst_data.store.shards import atomic_write_bytes
 
 
 def _ints(text, name):
@@ -137,7 +137,7 @@ def loader(index_path, crop, batch_size, schedule, sizes, workers, sampling, sam
     per crop split into read / decode / crop + augment, and one epoch's class coverage of
     --sampling against uniform sampling."""
     from csst_data import bench as m
-    from csst_data.schedules import batch_for_crop, default_sizes
+    from csst_data.loader.schedules import batch_for_crop, default_sizes
 
     index = _open_index(index_path)
     size_list = [int(v) for v in parse_floats(sizes, "--sizes")] if sizes else default_sizes(crop)
@@ -189,7 +189,7 @@ def train(index_path, model, crop, batch_size, sizes, workers, device, amp, warm
     estimated epoch time of every schedule, and whether the loader keeps up at each size
     (data wait <= 10%) with the worker count that would."""
     from csst_data import bench as m
-    from csst_data.schedules import default_sizes
+    from csst_data.loader.schedules import default_sizes
     from csst_train import bench as t
 
     index = _open_index(index_path)

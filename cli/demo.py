@@ -17,7 +17,7 @@ def demo(out, quick, seed, force):
     the class distribution of real and pseudo labels, pseudo-label accuracy,
     teacher vs student per-class IoU and centroid-sampled crops.
     """
-    from csst_train.demo import run_demo
+    from csst_demo.runner import run_demo
 
     try:
         report = run_demo(out, quick=quick, seed=seed, force=force, log=lambda s: click.secho(s, fg="cyan", err=True))

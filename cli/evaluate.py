@@ -33,7 +33,7 @@ def evaluate(checkpoint, data, scales, flip, crop, device, amp, json_path, progr
     import numpy as np
     from rich.console import Console
 
-    from csst_data.shards import atomic_write_json
+    from csst_data.store.shards import atomic_write_json
     from csst_train.checkpoints import model_from_checkpoint
     from csst_train.distributed import amp_dtype, setup_distributed
     from csst_train.evaluate import check_classes

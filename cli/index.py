@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from csst_data.index import CentroidIndex, build_index, merge_indexes
-from csst_data.shards import ShardError, atomic_write_bytes
+from csst_data.store.shards import ShardError, atomic_write_bytes
 from csst_cli.options import (SOURCE_HELP, check_writable, folder_options, parse_sources, pop_folder_options,
                               progress_bar, progress_option)
 

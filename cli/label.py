@@ -92,7 +92,7 @@ def label(checkpoint, inputs, out_dir, device, batch_size, workers, shard_size, 
         click.echo(f"merged: {s['manifest']}" if s["merged"] else "waiting for other ranks; the last one merges "
                    f"(or run `csst label --merge {out_dir}`)")
     if s["failed"]:
-        from csst_data.shardrun import failures_path
+        from csst_data.runs.shardrun import failures_path
 
         click.echo(f"{s['failed']} image(s) could not be read: see {failures_path(out_dir, s['rank'], s['world_size'])}",
                    err=True)

@@ -8,9 +8,9 @@ import click
 from csst_cli.options import (SOURCE_HELP, folder_options, library_defaults, parse_sources, pop_folder_options,
                               progress_bar, progress_option)
 
-from csst_data.pack import PackOptions  # noqa: E402 - torch-free
+from csst_data.runs.pack import PackOptions  # noqa: E402 - torch-free
 
-D = library_defaults("csst_data.pack", "pack")
+D = library_defaults("csst_data.runs.pack", "pack")
 P = PackOptions  # the defaults, declared once in the library
 
 
@@ -44,7 +44,7 @@ P = PackOptions  # the defaults, declared once in the library
               help="Unreadable samples allowed before the exit status is non-zero.")
 @progress_option
 def pack(sources, output, quality, lossless, shard_size, workers, rank, world_size, max_failures, progress, **kw):
-    from csst_data.pack import pack as run
+    from csst_data.runs.pack import pack as run
 
     options = pop_folder_options(kw)
     datasets = parse_sources(sources, options)
@@ -66,7 +66,7 @@ def pack(sources, output, quality, lossless, shard_size, workers, rank, world_si
     if s["world_size"] > 1 and not s["merged"]:
         click.echo("waiting for other ranks; the last one writes manifest.json")
     if s["failed"]:
-        from csst_data.shardrun import failures_path
+        from csst_data.runs.shardrun import failures_path
 
         click.echo(f"{s['failed']} sample(s) could not be read: see {failures_path(output, s['rank'], s['world_size'])}",
                    err=True)

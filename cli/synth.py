@@ -6,7 +6,7 @@ import time
 import click
 
 from csst_cli.options import progress_bar, progress_option
-from csst_data.synth import FolderNotEmpty, write_dataset
+from csst_demo.synth import FolderNotEmpty, write_dataset
 
 
 def _size(ctx, param, value):

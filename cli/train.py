@@ -5,8 +5,8 @@ import sys
 
 import click
 
-from csst_data.sampling import STRATEGIES
-from csst_data.schedules import SCHEDULES
+from csst_data.loader.sampling import STRATEGIES
+from csst_data.loader.schedules import SCHEDULES
 from csst_cli.options import (SOURCE_HELP, check_images_used, check_writable, folder_options, parse_floats,
                               parse_sources, pop_folder_options, progress_option)
 from csst_train.config import TrainConfig

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from csst_cli.options import progress_bar, progress_option
-from csst_data.shards import ShardError, read_manifest, verify_shards
+from csst_data.store.shards import ShardError, read_manifest, verify_shards
 
 
 @click.command("verify")
@@ -21,8 +21,8 @@ def verify(directory, progress):
     decodes every label, and reports missing or unlisted shards. Exits with
     status 1 if any shard fails.
     """
-    from csst_data import storage
-    from csst_data.shardrun import unfinished_run
+    from csst_data.store import storage
+    from csst_data.runs.shardrun import unfinished_run
 
     if not storage.is_url(directory):
         if not os.path.isdir(directory):

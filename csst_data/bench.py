@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from csst_data.shards import RangeReader
+from csst_data.store.shards import RangeReader
 
 # -- IO ------------------------------------------------------------------------------------
 _io = {}
@@ -30,7 +30,7 @@ def _io_init(dataset, cols):
 
 def _io_read(i):
     """Read and decode sample i's image and label; -> bytes read."""
-    from csst_data.codecs import decode_image
+    from csst_data.store.codecs import decode_image
 
     ds, c, reader = _io["dataset"], _io["cols"], _io["reader"]
     has_label = c["label_size"][i] != -1 or c["label_path"][i]
@@ -121,7 +121,7 @@ def page_cache_note(paths, drop=False):
 def loader_throughput(index, crop, batch_size, workers, samples, strategy="centroid", seed=0, reuse_buffers=True):
     """{crops_per_s, pixels_per_s, crops, seconds} of the crop loader at one crop size, as `csst train`
     runs it (reusing shared-memory batch buffers)."""
-    from csst_data.loader import CropLoader
+    from csst_data.loader.crop_loader import CropLoader
 
     loader = CropLoader(index, crop=crop, batch_size=batch_size, epochs=1, sizes=[crop], seed=seed,
                         workers=workers, length=samples, strategy=strategy, reuse_buffers=reuse_buffers)
@@ -154,10 +154,10 @@ def crop_time_split(index, crop, samples, strategy="centroid", seed=0):
     """Mean ms per crop of read (bytes of image and label), decode (image window and label) and
     crop + augment, in this process over one plan's first `samples` crops; `total_ms` is timed around all,
     `image_decode_ms` is the image's part of `decode_ms`."""
-    from csst_data import crops
+    from csst_data.loader import crops
     from csst_data.datasets import SampleReader, label_decoder
-    from csst_data.loader import decode_window
-    from csst_data.sampling import epoch_plan
+    from csst_data.loader.crop_loader import decode_window
+    from csst_data.loader.sampling import epoch_plan
 
     plan = epoch_plan(index, 0, seed, strategy=strategy, length=samples)
     reader = SampleReader(index)
@@ -197,7 +197,7 @@ def crop_time_split(index, crop, samples, strategy="centroid", seed=0):
 
 def class_coverage(index, strategy, samples, crop, seed=1, workers=0):
     """Share of one epoch's crops that hold at least one pixel of each class, and its minimum over present classes."""
-    from csst_data.loader import CropLoader
+    from csst_data.loader.crop_loader import CropLoader
 
     loader = CropLoader(index, crop=crop, batch_size=8, epochs=1, strategy=strategy, seed=seed, workers=workers,
                         length=samples)

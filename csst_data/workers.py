@@ -34,7 +34,7 @@ class chain:
 
 
 # Modules a forkserver imports once, so that each worker it forks starts warm.
-_PRELOAD = ["csst_data.forkserver_init", "numpy", "torch", "csst_data.datasets", "csst_data.loader"]
+_PRELOAD = ["csst_data.forkserver_init", "numpy", "torch", "csst_data.datasets", "csst_data.loader.crop_loader"]
 
 
 def mp_context():
@@ -48,7 +48,7 @@ def mp_context():
     """
     import multiprocessing as mp
 
-    from csst_data import storage
+    from csst_data.store import storage
 
     methods = mp.get_all_start_methods()
     if storage.in_use() and "forkserver" in methods:

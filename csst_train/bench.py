@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from csst_data.loader import CropLoader
-from csst_data.schedules import SCHEDULES, batch_for_crop, default_sizes, schedule_table
+from csst_data.loader.crop_loader import CropLoader
+from csst_data.loader.schedules import SCHEDULES, batch_for_crop, default_sizes, schedule_table
 from csst_train.distributed import amp_dtype as to_amp_dtype
 from csst_train.distributed import pick_device
 from csst_train.inference import normalise

@@ -7,8 +7,8 @@ ranks (sample i on rank i % world) and the confusion matrix is all-reduced.
 import numpy as np
 import torch
 
-from csst_data.codecs import check_label, decode_image
-from csst_data.jpeg import size_mismatch
+from csst_data.store.codecs import check_label, decode_image
+from csst_data.jpeg.structure import size_mismatch
 from csst_train.inference import normalise, predict_probs
 from csst_train.metrics import all_reduce_confusion, confusion_matrix, iou_from_confusion
 

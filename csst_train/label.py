@@ -28,16 +28,16 @@ import torch
 
 from csst_data import IGNORE
 from csst_data.datasets import as_dataset, sanitise_key
-from csst_data.locks import OutputLock
+from csst_data.store.locks import OutputLock
 from csst_data.workers import chain, die_with_parent, mp_context
-from csst_data.jpeg import exif_orientation
-from csst_data.pack import PackOptions, pack_image
-from csst_data.codecs import decode_image, encode_json, encode_label, encode_topk, is_jpeg, is_png
-from csst_data.shards import (
+from csst_data.jpeg.structure import exif_orientation
+from csst_data.runs.pack import PackOptions, pack_image
+from csst_data.store.codecs import decode_image, encode_json, encode_label, encode_topk, is_jpeg, is_png
+from csst_data.store.shards import (
     MANIFEST, RangeReader, ShardWriter, file_sha256,
 )
-from csst_data.mirror import close_output, open_output
-from csst_data.shardrun import (FAILED, check_resumable, finish_rank, merge_ranks, rank_manifest_name,  # noqa: F401
+from csst_data.store.mirror import close_output, open_output
+from csst_data.runs.shardrun import (FAILED, check_resumable, finish_rank, merge_ranks, rank_manifest_name,  # noqa: F401
                                 rank_of, rank_prefix, record_failure, start_rank)
 from csst_train.distributed import amp_dtype as to_amp_dtype
 from csst_train.distributed import dist_env, pick_device

@@ -17,9 +17,9 @@ import time
 import numpy as np
 import torch
 
-from csst_data import dataset_tables as tables
-from csst_data.shardrun import rank_of, record_failure, start_rank
-from csst_data.shards import atomic_write_bytes
+from csst_data.datasets import tables
+from csst_data.runs.shardrun import rank_of, record_failure, start_rank
+from csst_data.store.shards import atomic_write_bytes
 from csst_data.workers import die_with_parent, mp_context
 from csst_train.distributed import amp_dtype as to_amp_dtype
 from csst_train.distributed import dist_env, pick_device
@@ -30,7 +30,7 @@ FORMATS = ("ids", "cityscapes", "color", "overlay")
 
 def class_palette(class_names):
     """RGB per class: the dataset's own colours where csst knows them (VOC), else Cityscapes' and fixed random ones."""
-    from csst_train.report import palette
+    from csst_demo.report import palette
 
     if list(class_names) == list(tables.VOC_CLASSES):
         return np.array(tables.VOC_PALETTE, np.uint8)

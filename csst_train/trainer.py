@@ -21,8 +21,8 @@ import torch.distributed as dist
 
 from csst_data.datasets import as_dataset
 from csst_data.index import CentroidIndex
-from csst_data.locks import OutputLock
-from csst_data.loader import CropLoader
+from csst_data.store.locks import OutputLock
+from csst_data.loader.crop_loader import CropLoader
 from csst_train.config import TrainConfig
 from csst_train.checkpoints import load_checkpoint, save_checkpoint
 from csst_train.distributed import amp_dtype, setup_distributed

@@ -12,7 +12,9 @@ import os
 import numpy as np
 from PIL import Image
 
-from csst_data import IGNORE, dataset_tables as tables, synth
+from csst_data import IGNORE
+from csst_data.datasets import tables
+from csst_demo import synth
 
 KINDS = ("cityscapes", "voc", "ade20k", "loveda", "suffix", "palette")
 # 19 synthetic classes -> LoveDA's 7 (raw values 1..7; 0 = no data).

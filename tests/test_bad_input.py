@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from csst_cli.main import cli
-from csst_data import synth
-from csst_data.codecs import decode_image
-from csst_data.locks import HOLD_ENV, OutputLock
+from csst_demo import synth
+from csst_data.store.codecs import decode_image
+from csst_data.store.locks import HOLD_ENV, OutputLock
 
 
 def png(img, mode=None, **kw):
@@ -215,7 +215,7 @@ def test_failed_jsonl_is_rewritten_by_each_run(tmp_path):
 def test_verify_reports_unsafe_names_tmp_files_and_unfinished_runs(tmp_path):
     import tarfile
 
-    from csst_data import codecs, shards
+    from csst_data.store import codecs, shards
 
     with shards.ShardWriter(tmp_path / "s", num_classes=3) as w:
         w.write({"__key__": "a", "label.npy.zst": codecs.encode_label(np.zeros((2, 2), np.uint8))})
@@ -237,7 +237,7 @@ def test_verify_reports_unsafe_names_tmp_files_and_unfinished_runs(tmp_path):
     r = CliRunner().invoke(cli, ["index", "build", str(tmp_path / "s"), "-o", str(tmp_path / "i.zarr")])
     assert r.exit_code == 1 and "unsafe or invalid member name" in r.output
     # An unfinished two-rank run: rank 1 never finished.
-    from csst_data.pack import pack
+    from csst_data.runs.pack import pack
 
     synth.write_dataset(tmp_path / "d", 4, 0, 0, size=(32, 64))
     pack([tmp_path / "d" / "labeled"], tmp_path / "p", rank=0, world_size=2, workers=1)
@@ -249,7 +249,7 @@ def test_verify_reports_unsafe_names_tmp_files_and_unfinished_runs(tmp_path):
 
 # -- 11. messages that say what is wrong --------------------------------------------------------------
 def test_shards_without_manifest_are_named_as_such(tmp_path):
-    from csst_data import codecs, shards
+    from csst_data.store import codecs, shards
 
     with shards.ShardWriter(tmp_path / "s", num_classes=3) as w:
         w.write({"__key__": "a", "label.npy.zst": codecs.encode_label(np.zeros((2, 2), np.uint8))})
@@ -281,7 +281,7 @@ def test_eval_names_the_file_of_an_out_of_range_class_id(tmp_path):
 # -- 6 (part) and 11: a corrupt or smaller image during training -----------------------------------------
 @pytest.mark.parametrize("problem", ["corrupt", "half size"])
 def test_training_names_the_bad_image_in_one_line(tmp_path, problem):
-    from csst_data import codecs, shards
+    from csst_data.store import codecs, shards
     from csst_data.index import build_index
 
     rng = np.random.default_rng(0)
@@ -306,7 +306,7 @@ def test_training_names_the_bad_image_in_one_line(tmp_path, problem):
 
 
 def test_index_build_check_images_finds_a_bad_image_before_training(tmp_path):
-    from csst_data import codecs, shards
+    from csst_data.store import codecs, shards
 
     rng = np.random.default_rng(1)
     with shards.ShardWriter(tmp_path / "s", num_classes=3) as w:
@@ -333,8 +333,8 @@ def _phone_jpeg(h, w, orientation, seed=0):
 
 
 def test_stored_pixels_and_labels_never_disagree_under_exif_orientation(tmp_path):
-    from csst_data import jpeg
-    from csst_data.pack import pack
+    from csst_data.jpeg import structure as jpeg
+    from csst_data.runs.pack import pack
 
     os.makedirs(tmp_path / "m")
     data = _phone_jpeg(32, 48, 6)
@@ -347,7 +347,7 @@ def test_stored_pixels_and_labels_never_disagree_under_exif_orientation(tmp_path
     assert s["transcoded"] == 1
     import webdataset as wds
 
-    from csst_data import shards
+    from csst_data.store import shards
 
     (sample,) = wds.WebDataset(shards.shard_paths(tmp_path / "packed"), shardshuffle=False)
     # The stored copy shows in every viewer as csst reads it: the tag is reset, the pixels untouched.
@@ -415,7 +415,7 @@ def test_read_only_outputs_are_refused_before_any_work(tmp_path, tmpfs):
 
 
 def test_max_bad_samples_skips_and_records(tmp_path):
-    from csst_data import codecs, shards
+    from csst_data.store import codecs, shards
     from csst_data.index import build_index
 
     rng = np.random.default_rng(0)

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from csst_cli.main import cli
-from csst_data import synth
+from csst_demo import synth
 from csst_data.index import build_index
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from csst_data import codecs
+from csst_data.store import codecs
 
 
 def _mask(seed=0, shape=(37, 53), num_classes=19):

@@ -6,7 +6,7 @@ from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
 from csst_data import IGNORE
-from csst_data.components import components
+from csst_data.index.components import components
 
 STRUCTURE = {4: ndimage.generate_binary_structure(2, 1), 8: ndimage.generate_binary_structure(2, 2)}
 

@@ -6,7 +6,7 @@ from PIL import Image, ImageEnhance
 from scipy import ndimage
 
 from csst_data import IGNORE
-from csst_data.crops import MEAN, CropParams, apply_crop, crop_params, decode_min_size, random_crop
+from csst_data.loader.crops import MEAN, CropParams, apply_crop, crop_params, decode_min_size, random_crop
 
 # Well separated colours: class c <-> LUT[c], so the image encodes the label.
 LUT = np.array([[(37 * c) % 256, (91 * c + 40) % 256, (151 * c + 80) % 256] for c in range(16)], np.uint8)

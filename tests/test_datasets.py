@@ -12,7 +12,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from csst_cli.main import cli
-from csst_data import IGNORE, codecs, dataset_tables as tables, shards, synth
+from csst_data import IGNORE
+from csst_data.store import codecs, shards
+from csst_data.datasets import tables
+from csst_demo import synth
 from csst_data.datasets import (FolderDataset, FolderOptions, SampleReader, ShardSet, is_pseudo, label_decoder,
                                 parse_source, preset, read_spec)
 from csst_data.index import CentroidIndex, build_index

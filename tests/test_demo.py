@@ -2,7 +2,7 @@
 
 The demo runs once per module (about 40 s on 2 cores); the other tests read
 its folder. Oracles: webdataset's reader + numpy for the pseudo-label
-accuracy, PIL for the figures, csst_train.demo.pipeline for commands.sh.
+accuracy, PIL for the figures, csst_demo.runner.pipeline for commands.sh.
 """
 
 import json
@@ -19,11 +19,11 @@ from PIL import Image
 
 from csst_cli.main import cli
 from csst_data import IGNORE
-from csst_data.codecs import encode_label
+from csst_data.store.codecs import encode_label
 from csst_data.index import CentroidIndex
-from csst_data.shards import ShardWriter, iter_samples, read_manifest
-from csst_train.demo import SETTINGS, pipeline
-from csst_train.report import FIGURES, make_report, pseudo_accuracy
+from csst_data.store.shards import ShardWriter, iter_samples, read_manifest
+from csst_demo.runner import SETTINGS, pipeline
+from csst_demo.report import FIGURES, make_report, pseudo_accuracy
 
 CSST = os.path.join(os.path.dirname(sys.executable), "csst")
 

@@ -10,8 +10,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from csst_cli.main import cli
-from csst_data import IGNORE, codecs, shards
-from csst_data.components import components
+from csst_data import IGNORE
+from csst_data.store import codecs, shards
+from csst_data.index.components import components
 from csst_data.index import CentroidIndex, StaleIndexError, build_index, merge_indexes, part_path
 from csst_data.datasets import SampleReader
 

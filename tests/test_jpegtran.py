@@ -1,4 +1,4 @@
-"""Lossless transcoding (csst_data.jpegtran) checked against independent decoders and libjpeg."""
+"""Lossless transcoding (csst_data.jpeg.lossless) checked against independent decoders and libjpeg."""
 
 import io
 import math
@@ -9,9 +9,9 @@ import pytest
 import simplejpeg
 from PIL import Image
 
-from csst_data.jpeg import UnsupportedJpeg, _decode, can_splice, choose_restart_interval, parse, window_decode
-from csst_data.jpegtran import transcode
-from csst_data.synth import render_scene
+from csst_data.jpeg.structure import UnsupportedJpeg, _decode, can_splice, choose_restart_interval, parse, window_decode
+from csst_data.jpeg.lossless import transcode
+from csst_demo.synth import render_scene
 
 SIZES = [(37, 53), (64, 96), (120, 200), (257, 511)]
 

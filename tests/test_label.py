@@ -12,8 +12,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from csst_cli.main import cli
-from csst_data import IGNORE, codecs, shards
-from csst_data.shards import file_sha256
+from csst_data import IGNORE
+from csst_data.store import codecs, shards
+from csst_data.store.shards import file_sha256
 from csst_train.checkpoints import save_checkpoint
 from csst_train.inference import normalise
 from csst_train.inference import predict_probs
@@ -361,7 +362,7 @@ def test_fused_kernel_confidence_per_pixel():
 
 def test_images_are_stored_as_restart_marker_jpegs(tmp_path, teacher):
     """By default JPEG inputs are transcoded losslessly and PNG inputs encoded, as `csst pack` does."""
-    from csst_data import jpeg
+    from csst_data.jpeg import structure as jpeg
 
     ckpt, _ = teacher
     names = ["j0.jpg", "j1.jpg", "p0.png"]

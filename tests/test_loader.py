@@ -5,10 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from csst_data import codecs, sampling, schedules
+from csst_data.store import codecs
+from csst_data.loader import sampling, schedules
 from csst_data.index import CentroidIndex, build_index
-from csst_data.loader import CropLoader
-from csst_data.shards import ShardWriter
+from csst_data.loader.crop_loader import CropLoader
+from csst_data.store.shards import ShardWriter
 
 C = 4
 
@@ -130,7 +131,7 @@ def test_reused_batch_buffers_give_the_same_batches_and_keep_each_intact(index):
     """Workers that fill a ring of shared-memory buffers yield the batches fresh buffers give, and a
     batch stays intact while fewer than KEEP x workers more are taken (on taking the KEEP x workers-th,
     the DataLoader asks its worker for the batch that reuses the buffer)."""
-    from csst_data.loader import KEEP
+    from csst_data.loader.crop_loader import KEEP
 
     runs = {}
     for reuse in (False, True):

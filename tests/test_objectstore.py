@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from csst_cli.main import cli
-from csst_data import shards, storage
+from csst_data.store import shards, storage
 from csst_data.datasets import ShardSet, parse_source
 from csst_data.index import CentroidIndex, build_index
 from servers import BUCKET, RangeHttp, Seaweed, have_rangehttp, weed_binary
@@ -169,7 +169,7 @@ def test_index_and_verify_over_http(data, tmp_path):
 
 
 def test_loader_reads_each_sample_with_one_request(data, tmp_path):
-    from csst_data.loader import CropLoader
+    from csst_data.loader.crop_loader import CropLoader
 
     root, urls = data
     run("index", "build", urls["train"], "-o", tmp_path / "s3.zarr", "--no-progress")
@@ -321,7 +321,7 @@ def test_pack_killed_between_a_shard_and_its_manifest(data, tmp_path, monkeypatc
     import subprocess
     import sys
 
-    from csst_data.mirror import KILL_ENV
+    from csst_data.store.mirror import KILL_ENV
 
     root, _ = data
     out = f"s3://{BUCKET}/packed/killed"

@@ -13,11 +13,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from csst_cli.main import cli
-from csst_data import jpeg, shards, synth
-from csst_data.codecs import decode_image
+from csst_data.jpeg import structure as jpeg
+from csst_data.store import shards
+from csst_demo import synth
+from csst_data.store.codecs import decode_image
 from csst_data.datasets import parse_source
 from csst_data.index import CentroidIndex, build_index
-from csst_data.pack import KILL_ENV, PackOptions, pack
+from csst_data.runs.pack import KILL_ENV, PackOptions, pack
 
 
 def same_components(a, b):

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from csst_cli.main import cli
-from csst_data import synth
+from csst_demo import synth
 from csst_data.datasets import parse_source
 from csst_train.checkpoints import save_checkpoint
 from csst_train.inference import normalise, predict_probs

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from csst_data.prefetch import Prefetcher
+from csst_data.loader.prefetch import Prefetcher
 
 
 def test_rows_come_back_in_order_and_skips_are_dropped():

@@ -3,8 +3,8 @@ import logging
 import numpy as np
 import pytest
 
-from csst_data import sampling
-from csst_data.sampling import (STRATEGIES, epoch_plan, rank_slice, rare_class_probabilities,
+from csst_data.loader import sampling
+from csst_data.loader.sampling import (STRATEGIES, epoch_plan, rank_slice, rare_class_probabilities,
                                 worker_slice)
 
 
@@ -58,7 +58,7 @@ def test_same_seed_epoch_same_plan_other_epoch_differs(strategy):
 def test_centroid_balanced_per_class(caplog):
     sampling._warned.clear()
     index = FakeIndex(COUNTS)
-    with caplog.at_level(logging.WARNING, logger="csst_data.sampling"):
+    with caplog.at_level(logging.WARNING, logger="csst_data.loader.sampling"):
         plan = epoch_plan(index, 0, seed=0, strategy="centroid")
         epoch_plan(index, 1, seed=0, strategy="centroid")
     # The empty class is reported once, by name, and left out.

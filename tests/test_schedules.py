@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from csst_data.schedules import (SCHEDULES, batch_for_crop, crop_for_epoch, default_sizes,
+from csst_data.loader.schedules import (SCHEDULES, batch_for_crop, crop_for_epoch, default_sizes,
                                  iterations_per_epoch, schedule_table, total_iterations)
 
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from csst_cli.main import cli
-from csst_data import codecs, shards
+from csst_data.store import codecs, shards
 
 NAMES = [f"c{i}" for i in range(5)]
 
@@ -145,7 +145,7 @@ KILLER = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from test_shards import make_sample
-from csst_data import shards
+from csst_data.store import shards
 w = shards.ShardWriter({root!r}, maxcount=4, num_classes=5)
 for i in range(10):
     if i == 6:

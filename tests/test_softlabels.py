@@ -8,10 +8,13 @@ import torch
 from click.testing import CliRunner
 
 from csst_cli.main import cli
-from csst_data import IGNORE, crops, shards, synth
+from csst_data import IGNORE
+from csst_data.loader import crops
+from csst_data.store import shards
+from csst_demo import synth
 from csst_data.datasets import SampleReader
 from csst_data.index import CentroidIndex, build_index
-from csst_data.loader import CropLoader, load_crop
+from csst_data.loader.crop_loader import CropLoader, load_crop
 
 
 def run(*args):

@@ -9,7 +9,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from csst_cli.main import cli
-from csst_data import IGNORE, codecs, shards, synth
+from csst_data import IGNORE
+from csst_data.store import codecs, shards
+from csst_demo import synth
 
 CITYSCAPES_VOID = {0, 1, 2, 3, 4, 5, 6, 9, 10, 14, 15, 16, 18, 29, 30}
 

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from csst_cli.main import cli
-from csst_data import codecs
+from csst_data.store import codecs
 from csst_data.index import build_index
-from csst_data.shards import ShardWriter
+from csst_data.store.shards import ShardWriter
 from csst_train.trainer import poly_lr
 
 C = 3
@@ -148,7 +148,7 @@ def test_two_process_gloo_run(data, tmp_path):
     for a, b in zip(*traces):
         assert a["params"] == b["params"]  # identical parameters after every step
     from csst_data.index import CentroidIndex
-    from csst_data.sampling import epoch_plan
+    from csst_data.loader.sampling import epoch_plan
 
     plan = epoch_plan(CentroidIndex.open(data / "index.zarr"), 0, 0, strategy="centroid")
     assert sorted(rows[0] + rows[1]) == sorted(plan["image"].tolist())
@@ -156,7 +156,7 @@ def test_two_process_gloo_run(data, tmp_path):
 
 
 def test_cityscapes_layout_trains_and_evaluates(tmp_path):
-    from csst_data import synth
+    from csst_demo import synth
 
     root = tmp_path / "cs"
     synth.write_dataset(root, labeled=6, unlabeled=0, val=2, size=(64, 128), seed=0, layout="cityscapes", progress=False)

@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from csst_data import crops, jpeg, synth
-from csst_data.codecs import decode_image
-from csst_data.loader import decode_window
+from csst_data.loader import crops
+from csst_data.jpeg import structure as jpeg
+from csst_demo import synth
+from csst_data.store.codecs import decode_image
+from csst_data.loader.crop_loader import decode_window
 
 
 def encode(image, subsampling=2, quality=90, restart=4):
@@ -169,7 +171,7 @@ def test_restart_index_spans_segments_and_a_stale_one_is_ignored():
 
 
 def test_a_stale_restart_index_is_replaced_and_transcoding_drops_it():
-    from csst_data.jpegtran import transcode
+    from csst_data.jpeg.lossless import transcode
 
     image = scene(64, 128, 4)
     a = jpeg.with_restart_index(encode(image, quality=90, restart=2))

@@ -23,15 +23,15 @@ import time
 from dataclasses import asdict, dataclass
 
 from csst_data import IGNORE
-from csst_data.codecs import encode_json, encode_label, is_jpeg, is_png
-from csst_data.jpeg import exif_orientation
+from csst_data.store.codecs import encode_json, encode_label, is_jpeg, is_png
+from csst_data.jpeg.structure import exif_orientation
 from csst_data.datasets import as_dataset, declared_classes
-from csst_data.locks import OutputLock
+from csst_data.store.locks import OutputLock
 from csst_data.workers import die_with_parent, mp_context
-from csst_data.mirror import close_output, open_output
-from csst_data.shardrun import (check_resumable, finish_rank, rank_manifest_name, rank_of, rank_prefix,
+from csst_data.store.mirror import close_output, open_output
+from csst_data.runs.shardrun import (check_resumable, finish_rank, rank_manifest_name, rank_of, rank_prefix,
                                 record_failure, start_rank)
-from csst_data.shards import MANIFEST, RangeReader, ShardWriter
+from csst_data.store.shards import MANIFEST, RangeReader, ShardWriter
 
 # Test hook: SIGKILL this process after that many samples were written.
 KILL_ENV = "CSST_PACK_KILL_AFTER"
@@ -48,7 +48,7 @@ def encode_restart_jpeg(rgb, quality):
     """An RGB array -> baseline 4:2:0 JPEG with restart markers every few MCUs (Pillow >= 11 writes them)."""
     from PIL import Image
 
-    from csst_data.jpeg import choose_restart_interval
+    from csst_data.jpeg.structure import choose_restart_interval
 
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=int(quality), subsampling=2,
@@ -58,9 +58,9 @@ def encode_restart_jpeg(rgb, quality):
 
 def pack_image(data, options):
     """Image bytes -> (member suffix, bytes, what was done: "transcoded", "encoded" or "kept"), and (height, width)."""
-    from csst_data import jpeg
-    from csst_data.codecs import decode_image
-    from csst_data.jpegtran import transcode
+    from csst_data.jpeg import structure as jpeg
+    from csst_data.store.codecs import decode_image
+    from csst_data.jpeg.lossless import transcode
 
     if is_jpeg(data):
         try:

@@ -16,7 +16,7 @@ import json
 import os
 import zlib
 
-from csst_data.shards import MANIFEST, atomic_write_bytes, atomic_write_json, merge_manifests, read_manifest
+from csst_data.store.shards import MANIFEST, atomic_write_bytes, atomic_write_json, merge_manifests, read_manifest
 
 FAILED = "failed.jsonl"
 

@@ -69,7 +69,7 @@ def run_demo(out, quick=False, seed=0, force=False, log=print):
     `force` replaces an earlier demo in `out` (a folder holding commands.sh);
     any other non-empty folder is refused.
     """
-    from csst_train.report import make_report
+    from csst_demo.report import make_report
 
     out = os.path.abspath(out)
     if os.path.exists(out) and os.listdir(out):

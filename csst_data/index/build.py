@@ -29,11 +29,11 @@ from functools import cached_property
 import numpy as np
 
 from csst_data import IGNORE
-from csst_data.components import components as find_components
+from csst_data.index.components import components as find_components
 from csst_data.datasets import as_dataset, declared_classes, from_attrs, label_decoder, source_name
-from csst_data.locks import OutputLock
+from csst_data.store.locks import OutputLock
 from csst_data.workers import die_with_parent, mp_context
-from csst_data.shards import RangeReader
+from csst_data.store.shards import RangeReader
 
 FORMAT = "csst-centroid-index"
 # 2: sources are stored as datasets (datasets.py `to_attrs`).
@@ -106,7 +106,7 @@ def _process(task, reader=None):
 
 def _check_image(dataset, reader, images, i, shape):
     """--check-images: decode sample i's image once, so a bad file is found now, not mid-training."""
-    from csst_data.codecs import decode_image
+    from csst_data.store.codecs import decode_image
 
     where = images["names"][i]
     if images["size"][i] == -1 and not images["path"][i]:
@@ -117,7 +117,7 @@ def _check_image(dataset, reader, images, i, shape):
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     if pixels.shape[:2] != shape:
-        from csst_data.jpeg import size_mismatch
+        from csst_data.jpeg.structure import size_mismatch
 
         raise ValueError(f"{where}: {size_mismatch(data, pixels.shape[:2], shape)}")
 

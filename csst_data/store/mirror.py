@@ -27,8 +27,8 @@ import os
 import shutil
 import tempfile
 
-from csst_data import storage
-from csst_data.shards import MANIFEST, TMP_SUFFIX
+from csst_data.store import storage
+from csst_data.store.shards import MANIFEST, TMP_SUFFIX
 
 
 def staging_dir(url):

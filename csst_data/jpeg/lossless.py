@@ -30,7 +30,7 @@ Pillow, simplejpeg and OpenCV only re-encode pixels), so it is written here.
 import numba
 import numpy as np
 
-from csst_data.jpeg import UnsupportedJpeg, choose_restart_interval, is_restart_index, parse
+from csst_data.jpeg.structure import UnsupportedJpeg, choose_restart_interval, is_restart_index, parse
 
 _LOOKAHEAD = 9                      # code bits resolved by one table lookup
 _MAX_BLOCKS = 10                    # blocks per MCU allowed by T.81 (B.2.3)

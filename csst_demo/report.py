@@ -1,6 +1,6 @@
 """The demo report: `OUT/report.md` plus PNG figures under `OUT/figures/`.
 
-Everything comes from the files the pipeline left in OUT (see csst_train.demo):
+Everything comes from the files the pipeline left in OUT (see csst_demo.runner):
 eval/teacher.json and eval/student.json (`csst eval --json`), the runs'
 metrics.jsonl and args.json, index.zarr, the pseudo-label shards and the held
 back true labels of the unlabelled split. The pseudo-label accuracy is computed
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from csst_data import IGNORE
-from csst_data.shards import atomic_write_bytes, atomic_write_json
+from csst_data.store.shards import atomic_write_bytes, atomic_write_json
 
 FIGURES = {
     "class_distribution": "figures/class_distribution.png",
@@ -55,7 +55,7 @@ def load_metrics(path):
 
 def palette(n):
     """Cityscapes colours for the first 19 classes, fixed random ones beyond."""
-    from csst_data.synth import PALETTE
+    from csst_demo.synth import PALETTE
 
     if n <= len(PALETTE):
         return PALETTE[:n]
@@ -232,8 +232,8 @@ def centroid_crops(index, size, seed=0, per_class=4):
     """[class][tile] of (crop with its label overlaid, from pseudo labels?):
     up to `per_class` centroid-sampled crops per class, as training sees them
     (without augmentation)."""
-    from csst_data.loader import load_crop
-    from csst_data.sampling import epoch_plan
+    from csst_data.loader.crop_loader import load_crop
+    from csst_data.loader.sampling import epoch_plan
     from csst_data.datasets import SampleReader
 
     # An epoch long enough that every class with components gets per_class centroids.
@@ -277,7 +277,7 @@ def plot_centroid_crops(names, rows, path, thumb=112, per_class=4):
 def plot_pseudo_samples(names, samples, path, width=320):
     from matplotlib.patches import Patch
 
-    from csst_data.codecs import decode_image
+    from csst_data.store.codecs import decode_image
 
     c = len(names)
     rows, labels, present = [], [], set()

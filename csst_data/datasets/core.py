@@ -36,9 +36,11 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-from csst_data import IGNORE, dataset_tables as tables, storage
-from csst_data.codecs import decode_label, decode_label_png, is_png
-from csst_data.shards import RangeReader, ShardError, group_members, is_shard_set, read_manifest
+from csst_data import IGNORE
+from csst_data.datasets import tables
+from csst_data.store import storage
+from csst_data.store.codecs import decode_label, decode_label_png, is_png
+from csst_data.store.shards import RangeReader, ShardError, group_members, is_shard_set, read_manifest
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 SPEC_EXTS = (".json", ".toml")
@@ -165,7 +167,7 @@ class Dataset:
         Raises ValueError naming the file (or shard member) and the problem."""
         from PIL import Image
 
-        from csst_data.codecs import check_label
+        from csst_data.store.codecs import check_label
 
         reader = RangeReader()
         try:
@@ -182,7 +184,7 @@ class Dataset:
                     except Exception as e:
                         raise ValueError(f"{self.describe(cols, i, 'image')}: not a readable image ({e})") from None
                     if (h, w) != s["label"].shape:
-                        from csst_data.jpeg import size_mismatch
+                        from csst_data.jpeg.structure import size_mismatch
 
                         raise ValueError(f"{self.describe(cols, i, 'image')}: "
                                          f"{size_mismatch(s['image'], (h, w), s['label'].shape)} ({where})")
@@ -1024,7 +1026,7 @@ def parse_source(text, options=FolderOptions(), role="labels"):
         return ShardSet(text)
     if os.path.isdir(text):
         # Say what a folder that looks like shards is, rather than "no masks in it".
-        from csst_data.shardrun import unfinished_run
+        from csst_data.runs.shardrun import unfinished_run
 
         problem = unfinished_run(text)
         if problem:
@@ -1107,7 +1109,7 @@ class SampleReader:
     def prefetch(self, rows, depth=32, threads=8, max_bytes=256 << 20):
         """Fetch the rows of object-store sources among `rows` ahead of their use, in this order
         (prefetch.Prefetcher); rows of local sources are read when asked for, as before."""
-        from csst_data.prefetch import Prefetcher
+        from csst_data.loader.prefetch import Prefetcher
 
         self.stop_prefetch()
         rows = [int(r) for r in rows if self.remote[self.source[int(r)]]]
@@ -1158,7 +1160,7 @@ class SampleReader:
 
     def topk(self, row):
         """(class ids, probabilities x 255), uint8 K x H x W each, of row `row`'s soft label, or None."""
-        from csst_data.codecs import decode_npy_zst
+        from csst_data.store.codecs import decode_npy_zst
 
         row = int(row)
         data = self.datasets[self.source[row]].topk(self.reader, self.shard[row], self.key[row])

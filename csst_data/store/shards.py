@@ -14,7 +14,8 @@ import os
 import re
 import tarfile
 
-from csst_data import IGNORE, storage
+from csst_data import IGNORE
+from csst_data.store import storage
 
 MANIFEST = "manifest.json"
 FORMAT = "csst-shards"
@@ -290,7 +291,7 @@ def iter_samples(root, decode=True):
     """
     import webdataset as wds
 
-    from csst_data.codecs import wds_handlers
+    from csst_data.store.codecs import wds_handlers
 
     urls = shard_paths(root)
     if not urls:
@@ -427,7 +428,7 @@ def file_sha256(path, chunk=1 << 22):
 
 def verify_shard(path, entry, num_classes=None):
     """Problems found in one listed shard (an empty list when it is sound)."""
-    from csst_data.codecs import decode_label, decode_label_png, decode_npy_zst
+    from csst_data.store.codecs import decode_label, decode_label_png, decode_npy_zst
 
     if not os.path.exists(path):
         return ["missing"]

@@ -943,8 +943,8 @@ def encode_jpeg(image, restart=False):
 
     data = simplejpeg.encode_jpeg(image, quality=JPEG_QUALITY, colorspace="RGB", colorsubsampling=JPEG_SUBSAMPLING)
     if restart:
-        from csst_data.jpeg import with_restart_index
-        from csst_data.jpegtran import transcode
+        from csst_data.jpeg.structure import with_restart_index
+        from csst_data.jpeg.lossless import transcode
 
         data = with_restart_index(transcode(data))
     return data
@@ -960,7 +960,7 @@ def _encode_png(array):
 
 def _make_sample(task):
     """One sample's encoded members; runs in worker processes."""
-    from csst_data.codecs import encode_json, encode_label
+    from csst_data.store.codecs import encode_json, encode_label
 
     split, index, seed, h, w, layout = task
     image, raw = _render(h, w, sample_rng(seed, split, index))
@@ -1070,7 +1070,7 @@ def _advance(bar, split):
 
 
 def _write_shards(out, tasks, results, counts, seed, size, bar):
-    from csst_data.shards import ShardWriter
+    from csst_data.store.shards import ShardWriter
 
     def writer(name, fields, split):
         return ShardWriter(os.path.join(out, name), maxcount=SHARD_MAXCOUNT, num_classes=NUM_CLASSES,
@@ -1104,7 +1104,7 @@ def _write_shards(out, tasks, results, counts, seed, size, bar):
 
 
 def _write_cityscapes(out, tasks, results, bar):
-    from csst_data.shards import atomic_write_bytes
+    from csst_data.store.shards import atomic_write_bytes
 
     for (split, index, *_), (image_png, label_png) in zip(tasks, results):
         cs_split = _CITYSCAPES_SPLIT[split]
