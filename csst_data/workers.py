@@ -56,3 +56,17 @@ def mp_context():
         ctx.set_forkserver_preload(_PRELOAD)
         return ctx
     return mp.get_context("fork" if "fork" in methods else None)
+
+
+def rank_world(rank=None, world_size=None):
+    """(rank, world_size): the given values, else torchrun's RANK / WORLD_SIZE, else (0, 1).
+
+    The one place csst reads the launcher's environment; a rank outside 0..world_size - 1 is an error.
+    """
+    if world_size is None:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if rank is None:
+        rank = int(os.environ.get("RANK", "0")) if world_size > 1 else 0
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1} (world size {world_size})")
+    return rank, world_size

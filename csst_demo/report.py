@@ -234,7 +234,7 @@ def centroid_crops(index, size, seed=0, per_class=4):
     (without augmentation)."""
     from csst_data.loader.crop_loader import load_crop
     from csst_data.loader.sampling import epoch_plan
-    from csst_data.datasets import SampleReader
+    from csst_data.loader.reader import SampleReader
 
     # An epoch long enough that every class with components gets per_class centroids.
     plan = epoch_plan(index, 0, seed, strategy="centroid", length=per_class * index.num_classes)

@@ -16,7 +16,8 @@ from csst_data import IGNORE
 from csst_data.store import codecs, shards
 from csst_data.datasets import tables
 from csst_demo import synth
-from csst_data.datasets import (FolderDataset, FolderOptions, SampleReader, ShardSet, is_pseudo, label_decoder,
+from csst_data.loader.reader import SampleReader
+from csst_data.datasets import (FolderDataset, FolderOptions, ShardSet, is_pseudo, label_decoder,
                                 parse_source, preset, read_spec)
 from csst_data.index import CentroidIndex, build_index
 from layouts import png_bytes, write

@@ -14,7 +14,7 @@ from csst_data import IGNORE
 from csst_data.store import codecs, shards
 from csst_data.index.components import components
 from csst_data.index import CentroidIndex, StaleIndexError, build_index, merge_indexes, part_path
-from csst_data.datasets import SampleReader
+from csst_data.loader.reader import SampleReader
 
 C = 5
 NAMES = [f"c{i}" for i in range(C)]

@@ -12,7 +12,7 @@ from csst_data import IGNORE
 from csst_data.loader import crops
 from csst_data.store import shards
 from csst_demo import synth
-from csst_data.datasets import SampleReader
+from csst_data.loader.reader import SampleReader
 from csst_data.index import CentroidIndex, build_index
 from csst_data.loader.crop_loader import CropLoader, load_crop
 

@@ -9,6 +9,6 @@ the index, the loader or torch.
 
 from csst_data.datasets import tables  # noqa: F401
 from csst_data.datasets.core import (  # noqa: F401  (the package's public API)
-    KINDS, PRESETS, Dataset, FolderDataset, FolderOptions, FolderSpec, SampleReader, ShardSet, as_dataset,
+    KINDS, PRESETS, Dataset, FolderDataset, FolderOptions, FolderSpec, ShardSet, as_dataset,
     declared_classes, describe_grammar, from_attrs, is_pseudo, label_decoder, parse_source, preset, read_spec,
     sanitise_key, source_name)

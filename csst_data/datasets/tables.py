@@ -25,6 +25,14 @@ CITYSCAPES_TRAIN_TO_LABEL = (
     7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33,
 )
 
+# Cityscapes' colour of each train id (cityscapesScripts helpers/labels.py, the `color` column).
+CITYSCAPES_PALETTE = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+    (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
+
 # -- PASCAL VOC 2012 -------------------------------------------------------------
 # mmseg/datasets/voc.py, PascalVOCDataset METAINFO classes. Index 0 is
 # background; in SegmentationClass PNGs (palette mode, index = class id) 255 is
@@ -160,6 +168,7 @@ LOVEDA_CLASSES = (
 # -- checks ----------------------------------------------------------------------
 assert len(CITYSCAPES_CLASSES) == 19
 assert len(CITYSCAPES_TRAIN_TO_LABEL) == 19
+assert len(CITYSCAPES_PALETTE) == 19
 assert len(set(CITYSCAPES_TRAIN_TO_LABEL)) == 19
 assert len(VOC_CLASSES) == 21
 assert len(VOC_PALETTE) == 21
@@ -173,3 +182,17 @@ assert sorted(t for _, t in COCO_STUFF_ID_TO_TRAIN) == list(range(171))
 assert len({r for r, _ in COCO_STUFF_ID_TO_TRAIN}) == 171
 assert all(0 <= r <= 181 for r, _ in COCO_STUFF_ID_TO_TRAIN)
 assert len(LOVEDA_CLASSES) == 7
+
+
+def class_palette(class_names):
+    """uint8 C x 3: RGB per class. A dataset's own colours where its table has them (Cityscapes, VOC),
+    else Cityscapes' colours for the first 19 classes and fixed random ones beyond."""
+    import numpy as np
+
+    names = list(class_names)
+    for classes, colours in ((CITYSCAPES_CLASSES, CITYSCAPES_PALETTE), (VOC_CLASSES, VOC_PALETTE)):
+        if names == list(classes):
+            return np.array(colours, np.uint8)
+    base = np.array(CITYSCAPES_PALETTE, np.uint8)[:len(names)]
+    extra = np.random.default_rng(0).integers(0, 256, (max(0, len(names) - len(base)), 3), dtype=np.uint8)
+    return np.concatenate([base, extra])
