@@ -1,5 +1,7 @@
 """Checkpoints: atomic saves, and rebuilding a trained model from one."""
 
+from __future__ import annotations
+
 import os
 
 import torch
@@ -7,7 +9,7 @@ import torch
 from csst_train.models import build_model
 
 
-def save_checkpoint(state, path):
+def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     """torch.save through a temporary file and a rename, so a kill never leaves half a file.
 
     A failed write (disk full, read-only) leaves the previous checkpoint as it was and raises
@@ -24,7 +26,7 @@ def save_checkpoint(state, path):
         raise OSError(f"{path}: cannot write the checkpoint ({write_problem(path, e)})") from None
 
 
-def write_problem(path, error):
+def write_problem(path: str | os.PathLike, error: BaseException) -> str:
     """Why a write to `path` failed, in words: no space left, read-only, or the error itself."""
     import errno
     import shutil
@@ -42,7 +44,8 @@ def write_problem(path, error):
     return str(getattr(error, "strerror", None) or error).splitlines()[0]
 
 
-def load_checkpoint(path, map_location="cpu"):
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """A `csst train` checkpoint dict; errors name the path (missing, unreadable, not a csst checkpoint)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
@@ -54,7 +57,7 @@ def load_checkpoint(path, map_location="cpu"):
     return ckpt
 
 
-def model_from_checkpoint(path, device="cpu"):
+def model_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """(model in eval mode on `device`, checkpoint dict) from a `csst train` checkpoint."""
     ckpt = load_checkpoint(path)
     model = build_model(ckpt["args"]["model"], ckpt["num_classes"])

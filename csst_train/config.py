@@ -3,6 +3,9 @@
 No torch import: `csst train --help` shows these defaults without loading torch.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -10,41 +13,37 @@ from dataclasses import dataclass
 class TrainConfig:
     """Every option of a training run, with its default: the one place they are declared."""
 
-    out: str = None                 # run folder: last.pt, best.pt, metrics.jsonl, args.json
-    data: tuple = ()                # training sources (Datasets or SOURCE strings)
-    index: str = None               # centroid index of `data`; None: build one in OUT/index.zarr
-    val: tuple = ()                 # validation sources; their mIoU picks best.pt
-    model: str = "fastscnn"         # fastscnn, deeplabv3plus-r18/-r50, or package.module:factory
-    init: str = None                # state dict to start from (e.g. a torchvision ResNet)
+    out: str | None = None                        # run folder: last.pt, best.pt, metrics.jsonl, args.json
+    data: Sequence = ()                           # training sources (Datasets or SOURCE strings)
+    index: str | None = None                      # centroid index of `data`; None: build one in OUT/index.zarr
+    val: Sequence = ()                            # validation sources; their mIoU picks best.pt
+    model: str = "fastscnn"                       # fastscnn, deeplabv3plus-r18/-r50, or package.module:factory
+    init: str | None = None                       # state dict to start from (e.g. a torchvision ResNet)
     epochs: int = 30
-    crop: int = 768                 # full crop size; a fast schedule's smaller crops get larger batches
-    batch_size: int = 8             # crops per process at the full crop
-    lr: float = None                # None: 0.02 from scratch, 0.002 with `init`
+    crop: int = 768                               # full crop size; a fast schedule's smaller crops get larger batches
+    batch_size: int = 8                           # crops per process at the full crop
+    lr: float | None = None                       # None: 0.02 from scratch, 0.002 with `init`
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    power: float = 0.9              # poly learning-rate exponent
-    sampling: str = "centroid"      # centroid (CSST), uniform, class-uniform, rare-class (DAFormer)
-    schedule: str = "constant"      # crop-size schedule; coarse2fine+ is the paper's fastest
-    sizes: tuple = None             # crop sizes of the schedule; None: 1/2, 3/4, 1 x crop
-    length: int = None              # samples per epoch over all ranks; None: number of images
-    p: float = 0.5                  # class-uniform: share of centroid-sampled crops
-    temperature: float = 0.01       # rare-class sampling temperature
-    source_weights: dict = None     # index source -> relative sampling weight
-    loss: str = "ohem"              # ohem or ce
-    min_kept: int = 100_000         # OHEM: pixels kept at least, per batch
-    pseudo_loss: str = "hard"       # hard, soft-topk or hard+mr on pseudo-labelled samples (paper Table 2)
-    mr_weight: float = 0.1          # weight of the model regulariser for hard+mr
-    workers: int = 2                # DataLoader workers per process
-    max_bad_samples: int = 0        # unreadable samples to skip (listed in OUT/bad_samples.jsonl); 0: stop at the first
+    power: float = 0.9                            # poly learning-rate exponent
+    sampling: str = "centroid"                    # centroid (CSST), uniform, class-uniform, rare-class (DAFormer)
+    schedule: str = "constant"                    # crop-size schedule; coarse2fine+ is the paper's fastest
+    sizes: Sequence[int] | None = None            # crop sizes of the schedule; None: 1/2, 3/4, 1 x crop
+    length: int | None = None                     # samples per epoch over all ranks; None: number of images
+    p: float = 0.5                                # class-uniform: share of centroid-sampled crops
+    temperature: float = 0.01                     # rare-class sampling temperature
+    source_weights: Mapping[int, float] | None = None  # index source -> relative sampling weight
+    loss: str = "ohem"                            # ohem or ce
+    min_kept: int = 100_000                       # OHEM: pixels kept at least, per batch
+    pseudo_loss: str = "hard"                     # hard, soft-topk or hard+mr on pseudo-labelled samples (paper Table 2)
+    mr_weight: float = 0.1                        # weight of the model regulariser for hard+mr
+    workers: int = 2                              # DataLoader workers per process
+    max_bad_samples: int = 0                      # unreadable samples to skip (listed in OUT/bad_samples.jsonl); 0: stop at the first
     seed: int = 0
-    device: str = "auto"            # auto, cpu, cuda or cuda:N
-    amp: str = "off"                # off, bf16 or fp16 autocast on CUDA
-    val_every: int = 1              # validate every N epochs, and after the last
-    val_crop: int = None            # sliding-window size for validation; None: whole images
-    resume: bool = False            # continue OUT from last.pt
-    save_every: int = 0             # also write last.pt every N iterations (mid-epoch); 0: at epoch ends only
-    tensorboard: bool = False       # scalars to OUT/tb (needs the tensorboard package)
-    trace: bool = False             # tests: per-step sample rows and parameter hashes
-    kill_after_epoch: int = None    # tests: SIGKILL after this epoch's checkpoint
-    kill_at_iteration: int = None   # tests: SIGKILL right after this iteration
-    signal_at_iteration: int = None  # tests: SIGTERM to this process right after this iteration
+    device: str = "auto"                          # auto, cpu, cuda or cuda:N
+    amp: str = "off"                              # off, bf16 or fp16 autocast on CUDA
+    val_every: int = 1                            # validate every N epochs, and after the last
+    val_crop: int | None = None                   # sliding-window size for validation; None: whole images
+    resume: bool = False                          # continue OUT from last.pt
+    save_every: int = 0                           # also write last.pt every N iterations (mid-epoch); 0: at epoch ends only
+    tensorboard: bool = False                     # scalars to OUT/tb (needs the tensorboard package)

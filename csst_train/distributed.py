@@ -1,16 +1,20 @@
 """Device and process-group set-up shared by `csst train`, `eval` and `label`.
 
-Under torchrun, RANK / WORLD_SIZE / LOCAL_RANK come from the environment;
-each process uses cuda:LOCAL_RANK (nccl) or the CPU (gloo).
+Under torchrun, RANK / WORLD_SIZE come from `csst_data.workers.rank_world` (the one reader of
+the launcher's environment); each process uses cuda:LOCAL_RANK (nccl) or the CPU (gloo).
 """
+
+from __future__ import annotations
 
 import os
 
 import torch
 import torch.distributed as dist
 
+from csst_data.workers import rank_world
 
-def pick_device(device="auto"):
+
+def pick_device(device: str = "auto") -> torch.device:
     """torch.device for "auto" (CUDA when present), "cpu", "cuda" (cuda:LOCAL_RANK) or "cuda:N"."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -23,20 +27,14 @@ def pick_device(device="auto"):
     return dev
 
 
-def dist_env(rank=None, world_size=None):
+def dist_env(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
     """(rank, world_size) from the arguments, else torchrun's RANK / WORLD_SIZE, else (0, 1)."""
-    if world_size is None:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if rank is None:
-        rank = int(os.environ.get("RANK", "0")) if world_size > 1 else 0
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in 0..{world_size - 1} (world size {world_size})")
-    return rank, world_size
+    return rank_world(rank, world_size)
 
 
-def setup_distributed(device="auto"):
+def setup_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
     """(rank, world_size, device) for a torchrun job, initialising the process group when world_size > 1."""
-    rank, world = dist_env()
+    rank, world = rank_world()
     dev = pick_device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
@@ -45,7 +43,7 @@ def setup_distributed(device="auto"):
     return rank, world, dev
 
 
-def amp_dtype(amp, device):
+def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of --amp off|bf16|fp16 (None for off); AMP needs CUDA."""
     if amp in (None, "off"):
         return None

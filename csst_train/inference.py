@@ -3,7 +3,10 @@ ImageNet normalisation, and class probabilities with whole-image or
 sliding-window inference, multi-scale and horizontal-flip averaging.
 """
 
+from __future__ import annotations
+
 import contextlib
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +15,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def normalise(image):
+def normalise(image: torch.Tensor) -> torch.Tensor:
     """uint8 images (N, 3, H, W) or (N, H, W, 3) -> float32 (N, 3, H, W), ImageNet mean/std.
 
     Runs on the input's device: move uint8 to the GPU first, it is 4x smaller."""
@@ -38,7 +41,8 @@ def _pair(v, name):
     return int(h), int(w)
 
 
-def _logits(model, x, num_classes):
+def logits(model: torch.nn.Module, x: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The model's float32 logits (N, C, H, W) at the input's size; torchvision's {"out": ...} unwrapped."""
     y = model(x)
     if isinstance(y, dict):  # torchvision-style models return {"out": ...}
         y = y["out"]
@@ -63,7 +67,7 @@ def _slide(model, x, num_classes, crop, stride):
             y1, x1 = r * sh, c * sw
             y2, x2 = min(y1 + ch, h), min(x1 + cw, w)
             y1, x1 = max(y2 - ch, 0), max(x2 - cw, 0)
-            out[:, :, y1:y2, x1:x2] += _logits(model, x[:, :, y1:y2, x1:x2], num_classes)
+            out[:, :, y1:y2, x1:x2] += logits(model, x[:, :, y1:y2, x1:x2], num_classes)
             count[:, :, y1:y2, x1:x2] += 1
     return out / count
 
@@ -71,10 +75,12 @@ def _slide(model, x, num_classes, crop, stride):
 def _forward(model, x, num_classes, crop, stride):
     if crop is not None and (x.shape[2] > crop[0] or x.shape[3] > crop[1]):
         return _slide(model, x, num_classes, crop, stride)
-    return _logits(model, x, num_classes)
+    return logits(model, x, num_classes)
 
 
-def predict_probs(model, image, num_classes, scales=(1.0,), flip=False, crop=None, stride=None, amp_dtype=None):
+def predict_probs(model: torch.nn.Module, image: torch.Tensor, num_classes: int, scales: Sequence[float] = (1.0,),
+                  flip: bool = False, crop: int | tuple[int, int] | None = None,
+                  stride: int | tuple[int, int] | None = None, amp_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Class probabilities (N, C, H, W) float32 for a normalised float image (N, 3, H, W).
 
     Each scale resizes the input, runs the model (sliding `crop`-sized windows at

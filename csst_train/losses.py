@@ -6,6 +6,8 @@ no pixel counts. The hard losses average over the pixels that count in the
 whole batch (as HRNet and mmsegmentation do), not per image.
 """
 
+from __future__ import annotations
+
 import torch
 import torch.nn.functional as F
 
@@ -59,13 +61,14 @@ def _ohem_keep(logits, target, valid, thresh, min_kept):
         return valid & (p < threshold)
 
 
-def cross_entropy(logits, target, ignore_index=IGNORE):
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
     """Mean cross-entropy over pixels whose label is not `ignore_index`."""
     loss, valid = _pixel_ce(logits, target, ignore_index)
     return _masked_mean(loss, valid)
 
 
-def ohem_cross_entropy(logits, target, thresh=OHEM_THRESH, min_kept=OHEM_MIN_KEPT, ignore_index=IGNORE):
+def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, thresh: float = OHEM_THRESH, min_kept: int = OHEM_MIN_KEPT,
+                       ignore_index: int = IGNORE) -> torch.Tensor:
     """Online hard example mining cross-entropy, mean over the kept pixels."""
     loss, valid = _pixel_ce(logits, target, ignore_index)
     keep = _ohem_keep(logits, target, valid, thresh, min_kept)
@@ -91,14 +94,15 @@ def _soft_topk_terms(logits, topk_idx, topk_prob, ignore_mask):
     return loss, valid
 
 
-def soft_topk_loss(logits, topk_idx, topk_prob, ignore_mask):
+def soft_topk_loss(logits: torch.Tensor, topk_idx: torch.Tensor, topk_prob: torch.Tensor,
+                   ignore_mask: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against stored top-k probabilities (renormalised), mean over
     pixels not in `ignore_mask` (N, H, W) and with some probability mass."""
     loss, valid = _soft_topk_terms(logits, topk_idx, topk_prob, ignore_mask)
     return _masked_mean(loss, valid)
 
 
-def model_regulariser(logits, valid_mask):
+def model_regulariser(logits: torch.Tensor, valid_mask: torch.Tensor) -> torch.Tensor:
     """CRST model regulariser (paper Eq. 7): -mean over valid pixels of (1/C) sum_c log p_c.
 
     It is smallest for a uniform prediction, so it punishes overconfident outputs."""
@@ -108,15 +112,15 @@ def model_regulariser(logits, valid_mask):
 
 
 def segmentation_loss(
-    logits,
-    batch,
-    kind="ce",
-    pseudo_loss="hard",
-    mr_weight=0.1,
-    thresh=OHEM_THRESH,
-    min_kept=OHEM_MIN_KEPT,
-    ignore_index=IGNORE,
-):
+    logits: torch.Tensor,
+    batch: dict,
+    kind: str = "ce",
+    pseudo_loss: str = "hard",
+    mr_weight: float = 0.1,
+    thresh: float = OHEM_THRESH,
+    min_kept: int = OHEM_MIN_KEPT,
+    ignore_index: int = IGNORE,
+) -> torch.Tensor:
     """The training loss for a batch of real and pseudo-labelled crops.
 
     batch: "label" (N, H, W) int, "is_pseudo" (N,) bool, and for pseudo_loss
@@ -133,6 +137,26 @@ def segmentation_loss(
     if pseudo_loss not in PSEUDO_LOSSES:
         raise ValueError(f"unknown pseudo-label loss {pseudo_loss!r}: choose one of {', '.join(PSEUDO_LOSSES)}")
     target = batch["label"].to(logits.device)
+    is_pseudo = _is_pseudo(batch, logits)
+    loss, valid = _pixel_ce(logits, target, ignore_index)
+    hard, soft = valid, None
+    if pseudo_loss == "soft-topk":
+        hard, soft = _soft_part(logits, batch, valid, is_pseudo)
+    if kind == "ohem":
+        hard = _ohem_keep(logits, target, hard, thresh, min_kept)
+
+    total, count = torch.where(hard, loss, 0.0).sum(), hard.sum()
+    if soft is not None:
+        soft_loss, soft_valid = soft
+        total, count = total + torch.where(soft_valid, soft_loss, 0.0).sum(), count + soft_valid.sum()
+    out = _mean(total, count)
+    if pseudo_loss == "hard+mr" and mr_weight:
+        out = out + mr_weight * model_regulariser(logits, valid & is_pseudo.view(-1, 1, 1))
+    return out
+
+
+def _is_pseudo(batch, logits):
+    """The batch's "is_pseudo" flags as an (N,) bool tensor on the logits' device (all False without it)."""
     n = logits.shape[0]
     is_pseudo = batch.get("is_pseudo")
     if is_pseudo is None:
@@ -140,37 +164,28 @@ def segmentation_loss(
     is_pseudo = torch.as_tensor(is_pseudo, device=logits.device).bool().reshape(-1)
     if is_pseudo.numel() != n:
         raise ValueError(f"batch 'is_pseudo' has {is_pseudo.numel()} entries for {n} samples")
+    return is_pseudo
 
-    loss, valid = _pixel_ce(logits, target, ignore_index)
-    hard = valid
-    soft_loss = soft_valid = None
+
+def _soft_part(logits, batch, valid, is_pseudo):
+    """For "soft-topk": (the mask of pixels left to the hard loss, (soft loss, its mask) or None)."""
     has_topk = "topk_idx" in batch and "topk_prob" in batch
     # A batch from the loader says which samples have soft labels ("has_topk"); without that
     # key every pseudo sample must have one.
-    if pseudo_loss == "soft-topk" and not has_topk and "has_topk" not in batch and bool(is_pseudo.any()):
+    if not has_topk and "has_topk" not in batch and bool(is_pseudo.any()):
         raise ValueError(
             "pseudo loss 'soft-topk' needs 'topk_idx' and 'topk_prob' in the batch "
             "(pseudo labels written with --topk)"
         )
-    if pseudo_loss == "soft-topk" and has_topk:
-        # Pseudo samples without a soft label ("has_topk" False) keep their hard loss.
-        soft_samples = is_pseudo & torch.as_tensor(batch.get("has_topk", True), device=logits.device).bool().reshape(-1)
-        pseudo_px = soft_samples.view(n, 1, 1)
-        hard = valid & ~pseudo_px
-        soft_loss, soft_valid = _soft_topk_terms(
-            logits,
-            batch["topk_idx"].to(logits.device),
-            batch["topk_prob"].to(logits.device),
-            ~valid,
-        )
-        soft_valid = soft_valid & pseudo_px
-    if kind == "ohem":
-        hard = _ohem_keep(logits, target, hard, thresh, min_kept)
-
-    total, count = torch.where(hard, loss, 0.0).sum(), hard.sum()
-    if soft_loss is not None:
-        total, count = total + torch.where(soft_valid, soft_loss, 0.0).sum(), count + soft_valid.sum()
-    out = _mean(total, count)
-    if pseudo_loss == "hard+mr" and mr_weight:
-        out = out + mr_weight * model_regulariser(logits, valid & is_pseudo.view(n, 1, 1))
-    return out
+    if not has_topk:
+        return valid, None
+    # Pseudo samples without a soft label ("has_topk" False) keep their hard loss.
+    soft_samples = is_pseudo & torch.as_tensor(batch.get("has_topk", True), device=logits.device).bool().reshape(-1)
+    pseudo_px = soft_samples.view(-1, 1, 1)
+    soft_loss, soft_valid = _soft_topk_terms(
+        logits,
+        batch["topk_idx"].to(logits.device),
+        batch["topk_prob"].to(logits.device),
+        ~valid,
+    )
+    return valid & ~pseudo_px, (soft_loss, soft_valid & pseudo_px)

@@ -5,6 +5,8 @@ predicted class. It is summed over batches (and over ranks with
 `all_reduce_confusion`) and turned into IoU once at the end.
 """
 
+from __future__ import annotations
+
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -12,7 +14,7 @@ import torch.distributed as dist
 from csst_data import IGNORE
 
 
-def confusion_matrix(pred, target, num_classes, ignore_index=IGNORE):
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = IGNORE) -> torch.Tensor:
     """(C, C) int64 counts of (true, predicted) pairs over pixels whose target is
     not `ignore_index`, on the device of `pred`. pred and target: same shape, ints."""
     if pred.shape != target.shape:
@@ -32,7 +34,7 @@ def confusion_matrix(pred, target, num_classes, ignore_index=IGNORE):
     return cm.reshape(num_classes, num_classes)
 
 
-def iou_from_confusion(cm):
+def iou_from_confusion(cm: torch.Tensor | np.ndarray) -> tuple[np.ndarray, float]:
     """Per-class IoU (ndarray, NaN for a class absent from both prediction and
     target) and mIoU (nanmean over classes; NaN if no class is present)."""
     cm = cm.detach().cpu().numpy() if torch.is_tensor(cm) else np.asarray(cm)
@@ -45,13 +47,14 @@ def iou_from_confusion(cm):
     return iou, miou
 
 
-def pixel_accuracy(cm):
+def pixel_accuracy(cm: torch.Tensor | np.ndarray) -> float:
+    """The share of labelled pixels predicted right (NaN without any)."""
     cm = cm.detach().cpu().numpy() if torch.is_tensor(cm) else np.asarray(cm)
     total = cm.sum()
     return float(np.trace(cm) / total) if total else float("nan")
 
 
-def all_reduce_confusion(cm):
+def all_reduce_confusion(cm: torch.Tensor) -> torch.Tensor:
     """Sum a confusion matrix over ranks in place when torch.distributed is
     initialised (the tensor must live on the backend's device: CUDA for nccl)."""
     if dist.is_available() and dist.is_initialized():
