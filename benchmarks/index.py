@@ -132,8 +132,8 @@ def write_shard_set(root, masks, copies):
     """The masks as a shard set (each `copies` times under different keys), with small JPEGs."""
     thumb = codecs_jpeg(np.zeros((64, 128, 3), np.uint8))
     labels = [codecs.encode_label(m, NUM_CLASSES) for m in masks]
-    with shards.ShardWriter(root, maxcount=64, num_classes=NUM_CLASSES,
-                            class_names=[str(c) for c in range(NUM_CLASSES)]) as w:
+    with shards.ShardWriter(root, shards.SetInfo(num_classes=NUM_CLASSES, class_names=[str(c) for c in range(NUM_CLASSES)]),
+                            maxcount=64) as w:
         for k in range(copies):
             for i, data in enumerate(labels):
                 w.write({"__key__": f"m{k:03d}_{i:03d}", "jpg": thumb, "label.npy.zst": data})

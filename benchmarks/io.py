@@ -58,8 +58,8 @@ def load_samples(root):
 
 
 def write_shards(root, samples, maxcount):
-    with shards.ShardWriter(root, maxcount=maxcount, num_classes=synth.NUM_CLASSES,
-                            class_names=synth.CLASS_NAMES, producer="benchmarks/io.py") as w:
+    info = shards.SetInfo(num_classes=synth.NUM_CLASSES, class_names=synth.CLASS_NAMES, producer="benchmarks/io.py")
+    with shards.ShardWriter(root, info, maxcount=maxcount) as w:
         for key, jpg, label, meta in samples:
             w.write({"__key__": key, "jpg": jpg, "label.npy.zst": label, "json": meta})
 

@@ -38,7 +38,7 @@ from csst_data import bench  # noqa: E402
 from csst_data.store import storage
 from csst_demo import synth
 from csst_data.index import CentroidIndex, build_index  # noqa: E402
-from csst_data.store.shards import ShardWriter, iter_samples  # noqa: E402
+from csst_data.store.shards import SetInfo, ShardWriter, iter_samples  # noqa: E402
 
 CROP, BATCH, WORKERS = 768, 4, 2
 
@@ -86,7 +86,7 @@ def plan_bytes(index, rank, world_size, seed=0):
 def write_cycled(out, source, count, maxcount=1000):
     """A shard set of `count` samples in `maxcount`-sample shards, cycling the samples of `source`."""
     base = list(iter_samples(source, decode=False))
-    with ShardWriter(out, maxcount=maxcount, num_classes=synth.NUM_CLASSES, class_names=synth.CLASS_NAMES) as w:
+    with ShardWriter(out, SetInfo(num_classes=synth.NUM_CLASSES, class_names=synth.CLASS_NAMES), maxcount=maxcount) as w:
         for i in range(count):
             s = base[i % len(base)]
             w.write({"__key__": f"c{i:06d}", "jpg": s["jpg"], "label.npy.zst": s["label.npy.zst"]})

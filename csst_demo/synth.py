@@ -1070,12 +1070,12 @@ def _advance(bar, split):
 
 
 def _write_shards(out, tasks, results, counts, seed, size, bar):
-    from csst_data.store.shards import ShardWriter
+    from csst_data.store.shards import SetInfo, ShardWriter
 
     def writer(name, fields, split):
-        return ShardWriter(os.path.join(out, name), maxcount=SHARD_MAXCOUNT, num_classes=NUM_CLASSES,
-                           class_names=CLASS_NAMES, fields=fields, producer="csst synth",
-                           extra={"synth": {"seed": int(seed), "split": split, "size": list(size)}})
+        info = SetInfo(num_classes=NUM_CLASSES, class_names=CLASS_NAMES, fields=fields, producer="csst synth",
+                       extra={"synth": {"seed": int(seed), "split": split, "size": list(size)}})
+        return ShardWriter(os.path.join(out, name), info, maxcount=SHARD_MAXCOUNT)
 
     writers = {
         "labeled": [writer("labeled", ["jpg", "label.npy.zst", "json"], "labeled")],

@@ -34,7 +34,7 @@ from csst_data.jpeg.structure import exif_orientation
 from csst_data.runs.pack import PackOptions, pack_image
 from csst_data.store.codecs import decode_image, encode_json, encode_label, encode_topk, is_jpeg, is_png
 from csst_data.store.shards import (
-    MANIFEST, RangeReader, ShardWriter, file_sha256,
+    MANIFEST, RangeReader, SetInfo, ShardWriter, file_sha256,
 )
 from csst_data.store.mirror import close_output, open_output
 from csst_data.runs.shardrun import (FAILED, check_resumable, finish_rank, merge_ranks, rank_manifest_name,  # noqa: F401
@@ -291,10 +291,10 @@ def _argmax_confidence(logits, min_confidence, labels, row_confidence):
 
 
 def _from_logits_cpu(model, x, num_classes, min_confidence):
-    from csst_train.inference import _logits
+    from csst_train.inference import logits as model_logits
 
     with torch.no_grad():
-        logits = _logits(model, x, num_classes).contiguous().numpy()
+        logits = model_logits(model, x, num_classes).contiguous().numpy()
     n, _, h, w = logits.shape
     labels = np.empty((n, h, w), np.uint8)
     rows = np.empty((n, h), np.float64)
@@ -416,10 +416,10 @@ def _label(checkpoint, items, out_dir, *, device, batch_size, workers, shard_siz
     images = None if keep_bytes else PackOptions(quality=quality, lossless=lossless)
     fields = image_fields + ["label.npy.zst", "json"] + (["topk_idx.npy.zst", "topk_prob.npy.zst"] if topk else [])
     writer = ShardWriter(
-        out_dir, prefix=rank_prefix(rank) if ranked else "shard", maxcount=shard_size,
-        num_classes=num_classes, class_names=class_names, fields=fields, producer=producer,
+        out_dir, SetInfo(num_classes=num_classes, class_names=class_names, fields=fields, producer=producer,
+                         extra={"pseudo": True, **({"rank": rank, "world_size": world_size} if ranked else {})}),
+        prefix=rank_prefix(rank) if ranked else "shard", maxcount=shard_size,
         manifest=manifest_name, resume=True, on_finish=mirror.sync if mirror else None,
-        extra={"pseudo": True, **({"rank": rank, "world_size": world_size} if ranked else {})},
     )
     # Keys already stored by any earlier run of this rank.
     todo = [it for it in mine if it[0] not in writer.existing_keys]

@@ -217,7 +217,7 @@ def test_verify_reports_unsafe_names_tmp_files_and_unfinished_runs(tmp_path):
 
     from csst_data.store import codecs, shards
 
-    with shards.ShardWriter(tmp_path / "s", num_classes=3) as w:
+    with shards.ShardWriter(tmp_path / "s", shards.SetInfo(num_classes=3)) as w:
         w.write({"__key__": "a", "label.npy.zst": codecs.encode_label(np.zeros((2, 2), np.uint8))})
     (tmp_path / "s" / "shard-000001.tar.tmp").write_bytes(b"partial")
     r = CliRunner().invoke(cli, ["verify", str(tmp_path / "s"), "--no-progress"])
@@ -251,7 +251,7 @@ def test_verify_reports_unsafe_names_tmp_files_and_unfinished_runs(tmp_path):
 def test_shards_without_manifest_are_named_as_such(tmp_path):
     from csst_data.store import codecs, shards
 
-    with shards.ShardWriter(tmp_path / "s", num_classes=3) as w:
+    with shards.ShardWriter(tmp_path / "s", shards.SetInfo(num_classes=3)) as w:
         w.write({"__key__": "a", "label.npy.zst": codecs.encode_label(np.zeros((2, 2), np.uint8))})
     os.remove(tmp_path / "s" / "manifest.json")
     r = CliRunner().invoke(cli, ["index", "build", str(tmp_path / "s"), "-o", str(tmp_path / "i.zarr")])
@@ -285,7 +285,7 @@ def test_training_names_the_bad_image_in_one_line(tmp_path, problem):
     from csst_data.index import build_index
 
     rng = np.random.default_rng(0)
-    with shards.ShardWriter(tmp_path / "s", num_classes=3, maxcount=4) as w:
+    with shards.ShardWriter(tmp_path / "s", shards.SetInfo(num_classes=3), maxcount=4) as w:
         for i in range(4):
             label = rng.integers(0, 3, (32, 48)).astype(np.uint8)
             h, w_ = (16, 24) if problem == "half size" and i == 2 else (32, 48)
@@ -309,7 +309,7 @@ def test_index_build_check_images_finds_a_bad_image_before_training(tmp_path):
     from csst_data.store import codecs, shards
 
     rng = np.random.default_rng(1)
-    with shards.ShardWriter(tmp_path / "s", num_classes=3) as w:
+    with shards.ShardWriter(tmp_path / "s", shards.SetInfo(num_classes=3)) as w:
         for i in range(3):
             buf = io.BytesIO()
             Image.fromarray(rng.integers(0, 255, (16, 24, 3), dtype=np.uint8)).save(buf, format="JPEG")
@@ -419,7 +419,7 @@ def test_max_bad_samples_skips_and_records(tmp_path):
     from csst_data.index import build_index
 
     rng = np.random.default_rng(0)
-    with shards.ShardWriter(tmp_path / "s", num_classes=3, maxcount=8) as w:
+    with shards.ShardWriter(tmp_path / "s", shards.SetInfo(num_classes=3), maxcount=8) as w:
         for i in range(6):
             buf = io.BytesIO()
             Image.fromarray(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)).save(buf, format="JPEG")

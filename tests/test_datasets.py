@@ -399,7 +399,7 @@ def test_masks_paired_with_images_by_stem(tmp_path):
 
 
 def test_fingerprints(tmp_path):
-    with shards.ShardWriter(tmp_path / "s", num_classes=3) as w:
+    with shards.ShardWriter(tmp_path / "s", shards.SetInfo(num_classes=3)) as w:
         w.write({"__key__": "a", "label.npy.zst": codecs.encode_label(np.zeros((2, 2), np.uint8))})
     shard = tmp_path / "s" / "shard-000000.tar"
     want = hashlib.sha256((tmp_path / "s" / "manifest.json").read_bytes()
@@ -416,7 +416,7 @@ def test_fingerprints(tmp_path):
 def test_shard_iteration_and_reader(tmp_path):
     rng = np.random.default_rng(0)
     written = {}
-    with shards.ShardWriter(tmp_path / "s", maxcount=2, num_classes=4) as w:
+    with shards.ShardWriter(tmp_path / "s", shards.SetInfo(num_classes=4), maxcount=2) as w:
         for i in range(5):
             label = rng.integers(0, 4, (5, 7)).astype(np.uint8)
             fmt = "label.png" if i % 2 else "label.npy.zst"
@@ -432,7 +432,7 @@ def test_shard_iteration_and_reader(tmp_path):
         assert np.array_equal(reader.label(row), written[key])
         assert reader.image_bytes(row) == b"\xff\xd8\xff%d" % row
     # Unlabelled shards iterate with labels=False and cannot be indexed.
-    with shards.ShardWriter(tmp_path / "u", num_classes=4) as w:
+    with shards.ShardWriter(tmp_path / "u", shards.SetInfo(num_classes=4)) as w:
         w.write({"__key__": "u0", "jpg": b"\xff\xd8\xffu"})
     assert [s["image"] for s in ShardSet(tmp_path / "u").iter(labels=False)] == [b"\xff\xd8\xffu"]
     with pytest.raises(ValueError, match="u0.*no label"):

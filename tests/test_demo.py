@@ -21,7 +21,7 @@ from csst_cli.main import cli
 from csst_data import IGNORE
 from csst_data.store.codecs import encode_label
 from csst_data.index import CentroidIndex
-from csst_data.store.shards import ShardWriter, iter_samples, read_manifest
+from csst_data.store.shards import SetInfo, ShardWriter, iter_samples, read_manifest
 from csst_demo.runner import SETTINGS, pipeline
 from csst_demo.report import FIGURES, make_report, pseudo_accuracy
 
@@ -162,7 +162,7 @@ def test_demo_refuses_a_non_empty_folder(tmp_path):
 
 
 def _labels(root, labels, image=False):
-    with ShardWriter(root, num_classes=3, class_names=["a", "b", "c"], producer="test") as w:
+    with ShardWriter(root, SetInfo(num_classes=3, class_names=["a", "b", "c"], producer="test")) as w:
         for key, lab in labels.items():
             sample = {"__key__": key, "label.npy.zst": encode_label(lab, 3)}
             if image:

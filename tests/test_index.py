@@ -36,7 +36,7 @@ def jpeg(h, w, seed):
 def write_shards(root, n, seed=0, maxcount=3, classes=C, prefix="shard"):
     rng = np.random.default_rng(seed)
     masks = {}
-    with shards.ShardWriter(root, maxcount=maxcount, num_classes=C, class_names=NAMES, prefix=prefix) as w:
+    with shards.ShardWriter(root, shards.SetInfo(num_classes=C, class_names=NAMES), maxcount=maxcount, prefix=prefix) as w:
         for i in range(n):
             key = f"{prefix}{seed}x{i:04d}"
             mask = make_mask(rng, classes=classes)

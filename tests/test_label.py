@@ -325,9 +325,9 @@ def test_scales_and_flip_average_probabilities(tmp_path, teacher):
 
 def test_merge_manifests_checks_the_parts(tmp_path):
     for r, names in enumerate((NAMES, NAMES)):
-        with shards.ShardWriter(tmp_path, prefix=f"rank{r:05d}", manifest=f"manifest-rank{r:05d}.json",
-                                num_classes=C, class_names=names, fields=["png", "label.npy.zst"],
-                                extra={"rank": r, "pseudo": True}) as w:
+        info = shards.SetInfo(num_classes=C, class_names=names, fields=["png", "label.npy.zst"],
+                              extra={"rank": r, "pseudo": True})
+        with shards.ShardWriter(tmp_path, info, prefix=f"rank{r:05d}", manifest=f"manifest-rank{r:05d}.json") as w:
             w.write({"__key__": f"k{r}", "label.npy.zst": codecs.encode_label(np.zeros((2, 2), np.uint8))})
     merged = shards.merge_manifests(tmp_path, ["manifest-rank00000.json", "manifest-rank00001.json"], drop=("rank",))
     assert [s["name"] for s in merged["shards"]] == ["rank00000-000000.tar", "rank00001-000000.tar"]

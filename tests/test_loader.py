@@ -9,7 +9,7 @@ from csst_data.store import codecs
 from csst_data.loader import sampling, schedules
 from csst_data.index import CentroidIndex, build_index
 from csst_data.loader.crop_loader import CropLoader
-from csst_data.store.shards import ShardWriter
+from csst_data.store.shards import SetInfo, ShardWriter
 
 C = 4
 
@@ -33,7 +33,7 @@ def _scene(i, h=64, w=96):
 @pytest.fixture(scope="module")
 def index(tmp_path_factory):
     root = tmp_path_factory.mktemp("loader")
-    with ShardWriter(root / "data", maxcount=5, num_classes=C, class_names=list("abcd")) as w:
+    with ShardWriter(root / "data", SetInfo(num_classes=C, class_names=list("abcd")), maxcount=5) as w:
         for i in range(12):
             image, label = _scene(i)
             buf = io.BytesIO()

@@ -31,7 +31,7 @@ def make_sample(i, h=24, w=32):
 
 def write_set(root, n, maxcount=4, **kw):
     labels = {}
-    with shards.ShardWriter(root, maxcount=maxcount, num_classes=5, class_names=NAMES, **kw) as w:
+    with shards.ShardWriter(root, shards.SetInfo(num_classes=5, class_names=NAMES), maxcount=maxcount, **kw) as w:
         for i in range(n):
             sample, label = make_sample(i)
             w.write(sample)
@@ -130,7 +130,7 @@ def test_refuses_to_overwrite_existing_set(tmp_path):
 
 def test_exception_mid_shard_then_resume(tmp_path):
     with pytest.raises(RuntimeError):
-        with shards.ShardWriter(tmp_path, maxcount=4, num_classes=5) as w:
+        with shards.ShardWriter(tmp_path, shards.SetInfo(num_classes=5), maxcount=4) as w:
             for i in range(10):
                 if i == 6:
                     raise RuntimeError("boom")
@@ -146,7 +146,7 @@ import os, signal, sys
 sys.path.insert(0, {tests!r})
 from test_shards import make_sample
 from csst_data.store import shards
-w = shards.ShardWriter({root!r}, maxcount=4, num_classes=5)
+w = shards.ShardWriter({root!r}, shards.SetInfo(num_classes=5), maxcount=4)
 for i in range(10):
     if i == 6:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -216,7 +216,7 @@ def test_verify_fails_on_missing_unlisted_and_undecodable(tmp_path):
     assert "missing" in res.output and "unlisted" in res.output
     # A bad label whose checksum is consistent: only decoding finds it.
     other = tmp_path / "other"
-    with shards.ShardWriter(other, num_classes=5) as w:
+    with shards.ShardWriter(other, shards.SetInfo(num_classes=5)) as w:
         w.write({"__key__": "bad", "label.npy.zst": b"garbage"})
     res = CliRunner().invoke(cli, ["verify", str(other)])
     assert res.exit_code == 1 and "undecodable member bad.label.npy.zst" in res.output

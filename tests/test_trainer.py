@@ -13,7 +13,7 @@ from PIL import Image
 from csst_cli.main import cli
 from csst_data.store import codecs
 from csst_data.index import build_index
-from csst_data.store.shards import ShardWriter
+from csst_data.store.shards import SetInfo, ShardWriter
 from csst_train.trainer import poly_lr
 
 C = 3
@@ -21,7 +21,7 @@ NAMES = ["ground", "thing", "sky"]
 
 
 def _write(root, n, seed):
-    with ShardWriter(root, maxcount=4, num_classes=C, class_names=NAMES) as w:
+    with ShardWriter(root, SetInfo(num_classes=C, class_names=NAMES), maxcount=4) as w:
         for i in range(n):
             rng = np.random.default_rng([seed, i])
             label = np.zeros((64, 96), np.uint8)
@@ -175,7 +175,7 @@ def test_cityscapes_layout_trains_and_evaluates(tmp_path):
 
 def test_eval_of_data_without_labelled_pixels_reports_na(data, tmp_path):
     _run(_args(data, tmp_path / "run", "--epochs", "1"))  # the last --epochs wins
-    with ShardWriter(tmp_path / "unlabelled", maxcount=4, num_classes=C, class_names=NAMES) as w:
+    with ShardWriter(tmp_path / "unlabelled", SetInfo(num_classes=C, class_names=NAMES), maxcount=4) as w:
         buf = io.BytesIO()
         Image.fromarray(np.full((64, 96, 3), 120, np.uint8)).save(buf, format="JPEG")
         w.write({"__key__": "blank", "jpg": buf.getvalue(),

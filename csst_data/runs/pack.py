@@ -31,7 +31,7 @@ from csst_data.workers import die_with_parent, mp_context
 from csst_data.store.mirror import close_output, open_output
 from csst_data.runs.shardrun import (check_resumable, finish_rank, rank_manifest_name, rank_of, rank_prefix,
                                 record_failure, start_rank)
-from csst_data.store.shards import MANIFEST, RangeReader, ShardWriter
+from csst_data.store.shards import MANIFEST, RangeReader, SetInfo, ShardWriter
 
 # Test hook: SIGKILL this process after that many samples were written.
 KILL_ENV = "CSST_PACK_KILL_AFTER"
@@ -174,10 +174,10 @@ def _pack(datasets, items, out, options, workers, rank, world_size, num_classes,
     mine = [it for it in items if rank_of(it[1], world_size) == rank] if ranked else items
     fields = ["jpg"] + (["png"] if options.lossless else []) + (["label.npy.zst"] if labelled else []) + ["json"]
     pseudo = any(ds.pseudo for ds in datasets)
-    writer = ShardWriter(out, prefix=rank_prefix(rank) if ranked else "shard", maxcount=options.shard_size,
-                         num_classes=num_classes, class_names=class_names, fields=fields, producer=producer,
-                         manifest=manifest_name, resume=True, on_finish=mirror.sync if mirror else None,
-                         extra={"pseudo": pseudo, **({"rank": rank, "world_size": world_size} if ranked else {})})
+    info = SetInfo(num_classes=num_classes, class_names=class_names, fields=fields, producer=producer,
+                   extra={"pseudo": pseudo, **({"rank": rank, "world_size": world_size} if ranked else {})})
+    writer = ShardWriter(out, info, prefix=rank_prefix(rank) if ranked else "shard", maxcount=options.shard_size,
+                         manifest=manifest_name, resume=True, on_finish=mirror.sync if mirror else None)
     todo = [it for it in mine if it[1] not in writer.existing_keys]
     kill_after = int(os.environ[KILL_ENV]) if os.environ.get(KILL_ENV) else None
     counts = {"transcoded": 0, "encoded": 0, "kept": 0, "failed": 0, "images_in_bytes": 0, "images_out_bytes": 0}

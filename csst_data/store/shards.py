@@ -6,6 +6,8 @@ the manifest is rewritten (temporary name, then rename) after every finished
 shard, so a killed writer leaves only complete, listed shards.
 """
 
+from __future__ import annotations
+
 import glob
 import hashlib
 import io
@@ -13,6 +15,8 @@ import json
 import os
 import re
 import tarfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from csst_data import IGNORE
 from csst_data.store import storage
@@ -81,10 +85,50 @@ def _to_bytes(value):
     raise TypeError(f"shard member values must be bytes, str or dict, got {type(value).__name__}")
 
 
+@dataclass(frozen=True)
+class SetInfo:
+    """What a shard set's manifest says about its samples, beside the shard list.
+
+    Fields left None on a resumed writer are taken from the manifest already there.
+    """
+
+    num_classes: int | None = None
+    class_names: Sequence[str] | None = None
+    fields: Sequence[str] | None = None  # the member suffixes each sample has, e.g. ["jpg", "label.npy.zst"]
+    producer: str | None = None          # what wrote the set (a command line, "csst synth", ...)
+    ignore_index: int = IGNORE
+    extra: Mapping[str, object] | None = None  # further top-level manifest keys ("pseudo", "rank", ...)
+
+    def manifest_fields(self) -> dict:
+        """The manifest's keys other than "shards", in the order they are written."""
+        return {
+            "format": FORMAT, "version": VERSION, "num_classes": self.num_classes,
+            "class_names": list(self.class_names) if self.class_names is not None else None,
+            "ignore_index": self.ignore_index, "fields": list(self.fields) if self.fields is not None else None,
+            "producer": self.producer, **(self.extra or {}),
+        }
+
+
+def _resumed(info, old, manifest_path):
+    """`info` completed from the manifest `old` that a resumed writer continues."""
+    if info.num_classes is not None and old.get("num_classes") not in (None, info.num_classes):
+        raise ShardError(
+            f"{manifest_path}: num_classes is {old.get('num_classes')}, this writer has {info.num_classes}"
+        )
+    return replace(
+        info,
+        num_classes=info.num_classes if info.num_classes is not None else old.get("num_classes"),
+        class_names=info.class_names if info.class_names is not None else old.get("class_names"),
+        fields=info.fields if info.fields is not None else old.get("fields"),
+        producer=info.producer if info.producer is not None else old.get("producer"),
+        extra={**{k: v for k, v in old.items() if k not in _CORE}, **(info.extra or {})},
+    )
+
+
 class ShardWriter:
     """Write samples (dicts of `__key__` and member-suffix -> bytes) to tar shards.
 
-    >>> with ShardWriter("out", num_classes=19, class_names=names) as w:
+    >>> with ShardWriter("out", SetInfo(num_classes=19, class_names=names)) as w:
     ...     w.write({"__key__": "a0001", "jpg": jpeg_bytes, "label.npy.zst": label_bytes})
 
     A shard is finished after `maxcount` samples or once it holds `maxsize`
@@ -93,9 +137,9 @@ class ShardWriter:
     caller can skip them.
     """
 
-    def __init__(self, root, *, prefix="shard", maxcount=1000, maxsize=1 << 30,
-                 num_classes=None, class_names=None, fields=None, producer=None,
-                 ignore_index=IGNORE, manifest=MANIFEST, resume=False, extra=None, on_finish=None):
+    def __init__(self, root: str | os.PathLike, info: SetInfo = SetInfo(), *, prefix: str = "shard",
+                 maxcount: int = 1000, maxsize: int = 1 << 30, manifest: str = MANIFEST, resume: bool = False,
+                 on_finish: Callable[[str], object] | None = None) -> None:
         if maxcount < 1 or maxsize < 1:
             raise ValueError("maxcount and maxsize must be positive")
         check_key(prefix)
@@ -113,16 +157,8 @@ class ShardWriter:
                 "continue it, or write to an empty folder"
             )
         if resume and old is not None:
-            if num_classes is not None and old.get("num_classes") not in (None, num_classes):
-                raise ShardError(
-                    f"{self.manifest_path}: num_classes is {old.get('num_classes')}, this writer has {num_classes}"
-                )
+            info = _resumed(info, old, self.manifest_path)
             self.shards = [s for s in old.get("shards", [])]
-            num_classes = num_classes if num_classes is not None else old.get("num_classes")
-            class_names = class_names if class_names is not None else old.get("class_names")
-            fields = fields if fields is not None else old.get("fields")
-            producer = producer if producer is not None else old.get("producer")
-            extra = {**{k: v for k, v in old.items() if k not in _CORE}, **(extra or {})}
         else:
             self.shards = []
         listed = {s["name"] for s in self.shards}
@@ -140,12 +176,7 @@ class ShardWriter:
             self.existing_keys.update(shard_keys(path))
         numbers = [n for n, name in _numbered(self.root, prefix) if name in listed]
         self.next_number = max(numbers) + 1 if numbers else 0
-        self.meta = {
-            "format": FORMAT, "version": VERSION, "num_classes": num_classes,
-            "class_names": list(class_names) if class_names is not None else None,
-            "ignore_index": ignore_index, "fields": list(fields) if fields is not None else None,
-            "producer": producer, **(extra or {}),
-        }
+        self.meta = info.manifest_fields()
         self.keys = set(self.existing_keys)
         self._tar = None
         self._write_manifest()
