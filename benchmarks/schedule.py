@@ -23,6 +23,7 @@ from rich.table import Table
 from csst_demo import synth
 from csst_data.index import build_index
 from csst_data.loader.schedules import SCHEDULES, default_sizes
+from csst_train.config import TrainConfig
 from csst_train.trainer import train
 
 
@@ -35,8 +36,8 @@ def device_name(device):
 
 
 def run(data, index, out, schedule, epochs, crop, batch, samples, workers, device, amp):
-    train(out=out, data=[data], index=index, epochs=epochs, crop=crop, batch_size=batch, schedule=schedule,
-          length=samples, workers=workers, device=device, amp=amp, loss="ohem", log=lambda s: None)
+    train(TrainConfig(out=out, data=[data], index=index, epochs=epochs, crop=crop, batch_size=batch, schedule=schedule,
+                      length=samples, workers=workers, device=device, amp=amp, loss="ohem"), log=lambda s: None)
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     return rows
 

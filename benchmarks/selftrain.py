@@ -39,16 +39,16 @@ from csst_data.datasets import as_dataset
 from csst_train.checkpoints import model_from_checkpoint
 from csst_train.evaluate import evaluate
 from csst_train.label import label, list_inputs
+from csst_train.config import TrainConfig
 from csst_train.trainer import train
 
 ROWS = ("teacher_uniform", "teacher_centroid", "student_uniform", "student_centroid")
 
 
 def run_row(out, data, index, sampling, seed, cfg, source_weights=None):
-    train(out=out, data=data, index=index, sampling=sampling, seed=seed, epochs=cfg["epochs"], crop=cfg["crop"],
-          batch_size=cfg["batch"], length=cfg["length"], workers=cfg["workers"], loss="ohem",
-          source_weights=source_weights,
-          min_kept=cfg["min_kept"], log=lambda s: None)
+    train(TrainConfig(out=out, data=data, index=index, sampling=sampling, seed=seed, epochs=cfg["epochs"],
+                      crop=cfg["crop"], batch_size=cfg["batch"], length=cfg["length"], workers=cfg["workers"],
+                      loss="ohem", source_weights=source_weights, min_kept=cfg["min_kept"]), log=lambda s: None)
     model, ckpt = model_from_checkpoint(os.path.join(out, "last.pt"))
     result = evaluate(model, as_dataset(cfg["val"]).iter(images=True, labels=True), ckpt["num_classes"])
     iou = np.array([np.nan if v is None else v for v in result["iou"]])

@@ -36,7 +36,7 @@ def evaluate(checkpoint, data, scales, flip, crop, device, amp, json_path, progr
     from csst_data.store.shards import atomic_write_json
     from csst_train.checkpoints import model_from_checkpoint
     from csst_train.distributed import amp_dtype, setup_distributed
-    from csst_train.evaluate import check_classes
+    from csst_train.evaluate import EvalOptions, check_classes
     from csst_train.evaluate import evaluate as run
     from csst_cli.tables import iou_table
 
@@ -58,8 +58,9 @@ def evaluate(checkpoint, data, scales, flip, crop, device, amp, json_path, progr
                 done += 1
                 bar(done, None)
 
-            result = run(model, samples, ckpt["num_classes"], dev, scales=scale_list, flip=flip, crop=crop,
-                         amp_dtype=amp_dtype(amp, dev), rank=rank, world_size=world, progress=advance)
+            options = EvalOptions(scales=tuple(scale_list), flip=flip, crop=crop, amp_dtype=amp_dtype(amp, dev),
+                                  rank=rank, world_size=world)
+            result = run(model, samples, ckpt["num_classes"], dev, options, progress=advance)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e))
     if rank != 0:

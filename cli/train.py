@@ -77,10 +77,6 @@ EXIT_PREEMPTED = 75
               help="Also write last.pt every N iterations, mid-epoch (0: at the end of each epoch only).")
 @click.option("--tensorboard", is_flag=True, help="Write scalars (loss, lr, crops/s, data wait, validation IoU) to OUTPUT/tb.")
 @progress_option
-@click.option("--trace", is_flag=True, hidden=True, help="Write per-step sample rows and parameter hashes (tests).")
-@click.option("--kill-after-epoch", type=int, hidden=True, help="SIGKILL after this epoch's checkpoint (tests).")
-@click.option("--kill-at-iteration", type=int, hidden=True, help="SIGKILL right after this iteration (tests).")
-@click.option("--signal-at-iteration", type=int, hidden=True, help="SIGTERM itself right after this iteration (tests).")
 def train(data, more_data, val, output, sizes, source_weights, model, progress, **kw):
     from csst_train.trainer import train as run
 
@@ -97,8 +93,8 @@ def train(data, more_data, val, output, sizes, source_weights, model, progress, 
 
     bar = _EpochBar() if progress else None
     try:
-        run(out=output, data=datasets, val=val_sets, model=model, log=lambda s: bar.log(s) if bar else click.echo(s, err=True),
-            progress=bar, on_validation=_print_table, **kw)
+        run(TrainConfig(out=output, data=datasets, val=val_sets, model=model, **kw),
+            log=lambda s: bar.log(s) if bar else click.echo(s, err=True), progress=bar, on_validation=_print_table)
     except Preempted as e:
         if bar:
             bar.close()

@@ -7,13 +7,15 @@ atomic `last.pt` every epoch, `best.pt` by validation mIoU, JSON-lines
 metrics, and exact resumption.
 """
 
+from __future__ import annotations
+
 import contextlib
-import hashlib
 import json
 import os
 import signal
 import time
-from dataclasses import fields, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -23,12 +25,13 @@ from csst_data.datasets import as_dataset
 from csst_data.index import CentroidIndex
 from csst_data.store.locks import OutputLock
 from csst_data.loader.crop_loader import CropLoader
+from csst_data.workers import rank_world
 from csst_train.config import TrainConfig
 from csst_train.checkpoints import load_checkpoint, save_checkpoint
 from csst_train.distributed import amp_dtype, setup_distributed
-from csst_train.evaluate import check_classes, evaluate
+from csst_train.evaluate import EvalOptions, check_classes, evaluate
 from csst_train.inference import normalise
-from csst_train.losses import segmentation_loss
+from csst_train.losses import OHEM_MIN_KEPT, segmentation_loss
 from csst_train.models import build_model, load_init
 
 # Options that must not change when a run is resumed.
@@ -36,12 +39,12 @@ _RESUME_FIXED = ("model", "epochs", "crop", "batch_size", "sampling", "schedule"
                  "seed", "loss", "pseudo_loss", "lr", "source_weights")
 
 
-def poly_lr(base_lr, iteration, total, power=0.9):
+def poly_lr(base_lr: float, iteration: int, total: int, power: float = 0.9) -> float:
     """The poly policy: base_lr * (1 - iteration / total) ** power."""
     return base_lr * (1.0 - min(iteration, total) / max(total, 1)) ** power
 
 
-def check_index_matches(index, data):
+def check_index_matches(index: CentroidIndex, data: Sequence) -> None:
     """Fail early when --data names other sources than those the index was built from."""
     if not data:
         return
@@ -54,38 +57,53 @@ def check_index_matches(index, data):
         )
 
 
-def _param_hash(model):
-    sha = hashlib.sha256()
-    for p in model.parameters():
-        sha.update(p.detach().cpu().numpy().tobytes())
-    return sha.hexdigest()[:16]
-
-
 def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
-def train(config=None, log=print, progress=None, on_validation=None, **overrides):
-    """Train a segmentation model; returns the last epoch's metrics dict (rank 0) or None.
+@dataclass(frozen=True)
+class StepInfo:
+    """What `on_step` gets after every optimiser step, on every rank."""
 
-    `config` is a TrainConfig; keyword arguments override its fields. On rank 0,
-    `log(line)` gets a summary per epoch, `progress(epoch, epochs, step, steps,
-    info)` is called after every step (info: loss, lr, crops_per_s), and
-    `on_validation(epoch, result, class_names, last)` after every validation.
+    epoch: int               # 0-based
+    iteration: int           # the global iteration this step completed (1 after the first)
+    batch: dict              # the loader's batch, on the host ("row": the index rows of its crops)
+    model: torch.nn.Module   # the model as trained (DDP-wrapped under torchrun)
+    rank: int
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    """Where a run reports: `log` and `progress`, `on_validation` on rank 0; `on_step` on every rank."""
+
+    log: Callable[[str], None] = print
+    progress: Callable[[int, int, int, int, dict], None] | None = None
+    on_validation: Callable[[int, dict, list, bool], None] | None = None
+    on_step: Callable[[StepInfo], None] | None = None
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callable | None = None,
+          on_validation: Callable | None = None, on_step: Callable[[StepInfo], None] | None = None) -> dict | None:
+    """Train a segmentation model as `cfg` says; returns the last epoch's metrics dict (rank 0) or None.
+
+    On rank 0, `log(line)` gets a summary per epoch, `progress(epoch, epochs, step, steps,
+    info)` is called after every step (info: loss, lr, crops_per_s, data_wait), and
+    `on_validation(epoch, result, class_names, last)` after every validation. On every rank,
+    `on_step(StepInfo)` is called after every optimiser step, before the step boundary's
+    stop check and periodic checkpoint.
     """
-    cfg = replace(config or TrainConfig(), **overrides)
     if cfg.out is None:
         raise ValueError("no run folder given (out)")
+    rank, _ = rank_world()
     # One run per folder: rank 0 (the only writer) holds its lock.
-    with OutputLock(cfg.out, ".lock") if int(os.environ.get("RANK", 0)) == 0 else contextlib.nullcontext():
-        return _train(log=log, progress=progress, on_validation=on_validation,
-                      **{f.name: getattr(cfg, f.name) for f in fields(cfg)})
+    with OutputLock(cfg.out, ".lock") if rank == 0 else contextlib.nullcontext():
+        return _train(cfg, Callbacks(log, progress, on_validation, on_step))
 
 
 class Preempted(Exception):
     """Training stopped on SIGTERM, SIGINT or SIGUSR1 after writing last.pt; `--resume` continues it."""
 
-    def __init__(self, path, iteration, signum):
+    def __init__(self, path: str, iteration: int, signum: int) -> None:
         super().__init__(f"stopped by {signal.Signals(signum).name} at iteration {iteration}; "
                          f"{path} holds the run, continue it with --resume")
         self.path, self.iteration, self.signum = path, iteration, signum
@@ -96,201 +114,332 @@ class Preempted(Exception):
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
-def _train(*, out, data, index, val, model, init, epochs, crop, batch_size, lr, momentum, weight_decay, power,
-           sampling, schedule, sizes, length, p, temperature, source_weights, loss, min_kept, pseudo_loss,
-           mr_weight, workers, max_bad_samples, seed, device, amp, val_every, val_crop, resume, save_every, tensorboard, trace,
-           kill_after_epoch, kill_at_iteration, signal_at_iteration, log, progress, on_validation):
-    data = [as_dataset(d) for d in data]
-    val = [as_dataset(v) for v in ([val] if isinstance(val, (str, os.PathLike)) else val or ())]
-    args = {k: v for k, v in locals().items() if k not in ("log", "progress", "on_validation")}
+# -- one optimiser step, shared with `csst bench train` ------------------------------------------
+
+@dataclass(frozen=True)
+class Step:
+    """What one optimiser step reads: the model, its optimiser and scaler, where it runs, and the loss."""
+
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    dev: torch.device
+    dtype: torch.dtype | None = None   # autocast dtype; None: float32
+    loss: str = "ce"                   # ce or ohem (on every sample's hard labels)
+    pseudo_loss: str = "hard"          # hard, soft-topk or hard+mr on pseudo-labelled samples
+    mr_weight: float = 0.1             # hard+mr: weight of the model regulariser
+    min_kept: int = OHEM_MIN_KEPT      # ohem: pixels kept at least, per batch
+
+
+def train_step(step: Step, batch: dict) -> float:
+    """Forward, loss, backward and update on one crop-loader batch (learning rate as set); returns the loss.
+
+    The trainer and `csst bench train` both take this step, so the bench times the trainer's step."""
+    x = normalise(batch["image"].to(step.dev, non_blocking=True))
+    with torch.autocast(step.dev.type, dtype=step.dtype, enabled=step.dtype is not None):
+        logits = step.net(x)
+        batch = {k: (v.to(step.dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        batch["label"] = batch["label"].long()  # uint8 through the loader: 8x less to copy
+        value = segmentation_loss(logits.float(), batch, kind=step.loss, pseudo_loss=step.pseudo_loss,
+                                  mr_weight=step.mr_weight, min_kept=step.min_kept)
+    step.optimizer.zero_grad(set_to_none=True)
+    step.scaler.scale(value).backward()
+    step.scaler.step(step.optimizer)
+    step.scaler.update()
+    return float(value.detach())  # waits for the device: the caller's clock reads the real step time
+
+
+# -- the run: set-up, epochs, validation, checkpoints ----------------------------------------------
+
+@dataclass
+class Run:
+    """What the functions of one run share; `iteration`, `best_miou`, `stats` and `board` change as it goes."""
+
+    cfg: TrainConfig
+    args: dict                  # the options as args.json and every checkpoint record them
+    rank: int
+    world: int
+    dev: torch.device
+    idx: CentroidIndex
+    step: Step
+    loader: CropLoader
+    base_lr: float
+    total_iters: int            # iterations of the whole schedule (the poly rate's horizon)
+    val_samples: Callable | None = None  # iterates the validation samples; None: no validation
+    board: object = None        # TensorBoard writer (rank 0, --tensorboard)
+    iteration: int = 0
+    best_miou: float = -1.0
+    stats: dict = field(default_factory=lambda: _new_stats())  # this epoch's running figures
+    bad_rows: set = field(default_factory=set)  # distinct unreadable samples skipped so far
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.step.net
+
+    @property
+    def last_path(self) -> str:
+        return os.path.join(self.cfg.out, "last.pt")
+
+    @property
+    def best_path(self) -> str:
+        return os.path.join(self.cfg.out, "best.pt")
+
+    @property
+    def num_classes(self) -> int:
+        return self.idx.num_classes
+
+    @property
+    def class_names(self) -> list:
+        return list(self.idx.class_names)
+
+
+def run_args(cfg: TrainConfig, data: list, val: list) -> dict:
+    """The run's options as args.json and the checkpoints record them: the config's fields, with the
+    training and validation sources by name."""
+    args = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
     args["data"] = [d.name for d in data]
     args["val"] = [v.name for v in val]
-    rank, world, dev = setup_distributed(device)
-    main = rank == 0
-    os.makedirs(out, exist_ok=True)
-    last_path, best_path = os.path.join(out, "last.pt"), os.path.join(out, "best.pt")
-    ckpt = None
-    if resume:
-        ckpt = load_checkpoint(last_path)
-        changed = [k for k in _RESUME_FIXED if ckpt["args"].get(k) != args.get(k)]
-        if changed:
-            raise ValueError(f"{last_path}: cannot resume with changed options: "
-                             + ", ".join(f"--{k.replace('_', '-')} {ckpt['args'].get(k)!r} -> {args.get(k)!r}" for k in changed))
-    elif os.path.exists(last_path):
-        raise FileExistsError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose another -o")
+    return args
 
-    idx = _open_index(index, data, out, main)
+
+def _train(cfg, cb):
+    run = setup(cfg, cb.log)
+    stop = _StopFlag()
+    record = None
+    try:
+        for epoch in range(run.loader.epoch, cfg.epochs):
+            size, bsz = train_one_epoch(run, epoch, stop, cb)
+            record = end_epoch(run, epoch, size, bsz, cb)
+    finally:
+        stop.restore()
+        if run.board:
+            run.board.close()
+    if run.main and not os.path.exists(run.best_path) and os.path.exists(run.last_path):
+        # No validation improvement ever recorded (e.g. NaN mIoU): keep a usable best.pt.
+        save_checkpoint(load_checkpoint(run.last_path), run.best_path)
+    if run.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return record if run.main else None
+
+
+def setup(cfg: TrainConfig, log: Callable[[str], None] = print) -> Run:
+    """Check the options against the run folder and the index, then build the model, optimiser and loader
+    (restored from last.pt with `resume`); rank 0 writes args.json for a new run."""
+    data = [as_dataset(d) for d in cfg.data]
+    val = [as_dataset(v) for v in ([cfg.val] if isinstance(cfg.val, (str, os.PathLike)) else cfg.val or ())]
+    args = run_args(cfg, data, val)
+    rank, world, dev = setup_distributed(cfg.device)
+    os.makedirs(cfg.out, exist_ok=True)
+    ckpt = _previous_run(cfg, args)
+    idx = _checked_index(cfg, data, val, ckpt, rank == 0)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    net = _model(cfg, idx.num_classes, dev, world, rank == 0, log)
+    base_lr = cfg.lr if cfg.lr is not None else (0.002 if cfg.init else 0.02)
+    optimizer = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    dtype = amp_dtype(cfg.amp, dev)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    step = Step(net, optimizer, scaler, dev, dtype, loss=cfg.loss, pseudo_loss=cfg.pseudo_loss,
+                mr_weight=cfg.mr_weight, min_kept=cfg.min_kept)
+    loader = _loader(cfg, idx, rank, world, dev)
+    run = Run(cfg, args, rank, world, dev, idx, step, loader, base_lr, loader.total_iterations(),
+              val_samples=_val_samples(val) if val else None)
+    if ckpt is not None:
+        _restore(run, ckpt, log)
+    run.board = _tensorboard(cfg.out) if cfg.tensorboard and run.main else None
+    if run.main and not cfg.resume:
+        with open(os.path.join(cfg.out, "args.json"), "w") as f:
+            json.dump(args, f, indent=1, default=str)
+    return run
+
+
+def _previous_run(cfg, args):
+    """The checkpoint to resume (None for a new run); refuses changed options, or a run folder in use."""
+    last_path = os.path.join(cfg.out, "last.pt")
+    if not cfg.resume:
+        if os.path.exists(last_path):
+            raise FileExistsError(f"{cfg.out} already holds a run (last.pt); pass --resume to continue it or choose another -o")
+        return None
+    ckpt = load_checkpoint(last_path)
+    changed = [k for k in _RESUME_FIXED if ckpt["args"].get(k) != args.get(k)]
+    if changed:
+        raise ValueError(f"{last_path}: cannot resume with changed options: "
+                         + ", ".join(f"--{k.replace('_', '-')} {ckpt['args'].get(k)!r} -> {args.get(k)!r}" for k in changed))
+    return ckpt
+
+
+def _checked_index(cfg, data, val, ckpt, main):
+    """The run's index, checked against its sources, the resumed run and the validation sets."""
+    idx = _open_index(cfg.index, data, cfg.out, main)
     check_index_matches(idx, data)
-    if resume and ckpt.get("index_hash") != idx.content_hash():
-        raise ValueError(f"index {idx.path} changed since {last_path} was written; resume needs the same index")
-    num_classes, class_names = idx.num_classes, list(idx.class_names)
+    if ckpt is not None and ckpt.get("index_hash") != idx.content_hash():
+        raise ValueError(f"index {idx.path} changed since {os.path.join(cfg.out, 'last.pt')} was written; "
+                         "resume needs the same index")
     for v in val:
         # Before the first step: a bad validation set must not cost an epoch.
-        check_classes(v, num_classes, class_names, f"the index {idx.path}")
-        v.check(num_classes)
-    if pseudo_loss == "soft-topk" and not any(d.has_topk for d in idx.datasets):
+        check_classes(v, idx.num_classes, list(idx.class_names), f"the index {idx.path}")
+        v.check(idx.num_classes)
+    if cfg.pseudo_loss == "soft-topk" and not any(d.has_topk for d in idx.datasets):
         raise ValueError("--pseudo-loss soft-topk needs soft labels: none of the index's sources holds top-k "
                          "members (write pseudo labels with `csst label --topk K`)")
+    return idx
 
-    # -- model, optimiser, loader ------------------------------------------------------
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    net = build_model(model, num_classes)
-    if init and not resume:
-        missing, unexpected = load_init(net, init)
+
+def _model(cfg, num_classes, dev, world, main, log):
+    """The model on `dev`, from `init` for a new run; SyncBatchNorm on CUDA and DDP under torchrun."""
+    net = build_model(cfg.model, num_classes)
+    if cfg.init and not cfg.resume:
+        missing, unexpected = load_init(net, cfg.init)
         if main:
-            log(f"--init {init}: {len(missing)} missing, {len(unexpected)} unexpected keys"
+            log(f"--init {cfg.init}: {len(missing)} missing, {len(unexpected)} unexpected keys"
                 + (f" (missing e.g. {missing[:3]})" if missing else ""))
     net.to(dev)
     if world > 1 and dev.type == "cuda":
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    base_lr = lr if lr is not None else (0.002 if init else 0.02)
-    optimizer = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=momentum, weight_decay=weight_decay)
-    dtype = amp_dtype(amp, dev)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    loader = CropLoader(idx, crop=crop, batch_size=batch_size, epochs=epochs, schedule=schedule, sizes=sizes,
-                        strategy=sampling, seed=seed, workers=workers, rank=rank, world_size=world,
-                        length=length, source_weights=source_weights, p=p, temperature=temperature,
-                        pin_memory=dev.type == "cuda", topk=pseudo_loss == "soft-topk", skip_bad=max_bad_samples > 0,
-                        reuse_buffers=True)  # each batch goes to the device within its step
-    bad_rows = set()
-    total_iters = loader.total_iterations()
-    iteration, best_miou, stats = 0, -1.0, _new_stats()
-    if ckpt is not None:
-        _unwrap(net).load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        loader.load_state_dict(ckpt["loader"])
-        iteration, best_miou = ckpt["iteration"], ckpt.get("best_miou", -1.0)
-        stats = ckpt.get("epoch_stats") or stats  # a mid-epoch checkpoint carries its epoch's running figures
-        torch.set_rng_state(ckpt["rng"])
-        if ckpt.get("cuda_rng") is not None and dev.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["cuda_rng"], dev)
-        if main:
-            log(f"resumed {last_path} at epoch {loader.epoch + 1}, iteration {iteration}")
+    return net
 
-    def checkpoint(epoch_done, record=None):
-        """Everything a resumed run needs, written atomically to last.pt (rank 0)."""
-        return {"model": _unwrap(net).state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(), "epoch": epoch_done, "iteration": iteration,
-                "loader": loader.state_dict(), "args": args, "num_classes": num_classes,
-                "class_names": class_names, "index_hash": idx.content_hash(), "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-                "best_miou": best_miou, "metrics": record, "epoch_stats": None if record else dict(stats)}
 
-    val_samples = _val_samples(val) if val else None
-    metrics_path = os.path.join(out, "metrics.jsonl")
-    trace_file = open(os.path.join(out, f"trace-rank{rank}.jsonl"), "a") if trace else None
-    board = _tensorboard(out) if tensorboard and main else None
-    if main and not resume:
-        with open(os.path.join(out, "args.json"), "w") as f:
-            json.dump(args, f, indent=1, default=str)
-    stop = _StopFlag()
-    record = None
-    try:
-        for epoch in range(loader.epoch, epochs):
-            loader.set_epoch(epoch)
-            size, bsz = loader.crop_and_batch(epoch)
-            net.train()
-            steps_total = loader.batches_in_epoch(epoch)
-            batches = iter(loader)
-            while True:
-                # -- one step: wait for a batch (data_s), then compute (step_s) --
-                t_wait = time.perf_counter()
-                try:
-                    batch = next(batches, None)
-                except ValueError as e:
-                    # A worker's error arrives with its traceback in the message: keep its last line.
-                    raise ValueError(str(e).strip().splitlines()[-1].removeprefix("ValueError: ")) from None
-                if batch is None:
-                    break
-                t_step = time.perf_counter()
-                if batch.get("bad"):
-                    _record_bad(out, batch.pop("bad"), bad_rows, max_bad_samples, rank)
-                batch.pop("bad", None)
-                lr_now = poly_lr(base_lr, iteration, total_iters, power)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_now
-                x = normalise(batch["image"].to(dev, non_blocking=True))
-                with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-                    logits = net(x)
-                    batch = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-                    batch["label"] = batch["label"].long()  # uint8 through the loader: 8x less to copy
-                    value = segmentation_loss(logits.float(), batch, kind=loss, pseudo_loss=pseudo_loss,
-                                              mr_weight=mr_weight, min_kept=min_kept)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(value).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                loss_value = float(value.detach())  # waits for the device: step_s is the real step time
-                iteration += 1
-                stats["steps"] += 1
-                stats["crops"] += len(x)
-                stats["loss_sum"] += loss_value
-                stats["data_s"] += t_step - t_wait
-                stats["step_s"] += time.perf_counter() - t_step
-                if trace_file:
-                    trace_file.write(json.dumps({"epoch": epoch, "iteration": iteration,
-                                                 "rows": batch["row"].tolist(), "params": _param_hash(net)}) + "\n")
-                    trace_file.flush()
-                if progress and main:
-                    progress(epoch, epochs, loader.batches_done, steps_total, _live(stats, world, lr_now))
-                # -- at the step boundary: preemption and periodic checkpoints --
-                if signal_at_iteration == iteration:
-                    os.kill(os.getpid(), signal.SIGTERM)  # tests: a scheduler's preemption
-                stopping = stop.agreed(dev, world)
-                if main and (stopping or (save_every and iteration % save_every == 0)):
-                    save_checkpoint(checkpoint(epoch), last_path)  # mid-epoch: the loader state says where
-                if stopping:
-                    if world > 1:
-                        dist.barrier()
-                    raise Preempted(last_path, iteration, stop.signum or signal.SIGTERM)
-                if kill_at_iteration == iteration:
-                    os.kill(os.getpid(), signal.SIGKILL)  # tests: a real kill at an arbitrary step
-            # -- end of epoch: metrics, validation, checkpoints --
-            # The rate of the epoch's last step, from the iteration count: a run resumed right after that
-            # step takes none in this epoch.
-            last_lr = poly_lr(base_lr, iteration - 1, total_iters, power) if stats["steps"] else None
-            record = _epoch_record(epoch, iteration, size, bsz, stats, last_lr, dev, world)
-            stats = _new_stats()
-            if val_samples is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):
-                result = evaluate(_unwrap(net), val_samples(), num_classes, dev, crop=val_crop, amp_dtype=dtype,
-                                  rank=rank, world_size=world)
-                record.update(val_miou=result["miou"], val_iou=result["iou"])
-                if main and on_validation:
-                    on_validation(epoch, result, class_names, epoch + 1 == epochs)
-            if main:
-                improved = record.get("val_miou") is not None and record["val_miou"] > best_miou
-                if improved:
-                    best_miou = record["val_miou"]
-                state = checkpoint(epoch + 1, record)
-                save_checkpoint(state, last_path)
-                if improved or (val_samples is None and epoch + 1 == epochs):
-                    save_checkpoint(state, best_path)
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                if board:
-                    _board_scalars(board, record, class_names)
-                log(_summary(record))
-            if world > 1:
-                dist.barrier()
-            if kill_after_epoch is not None and epoch + 1 == kill_after_epoch:
-                os.kill(os.getpid(), signal.SIGKILL)  # tests: a real kill right after a checkpoint
-    finally:
-        stop.restore()
-        if trace_file:
-            trace_file.close()
-        if board:
-            board.close()
-    if main and not os.path.exists(best_path) and os.path.exists(last_path):
-        # No validation improvement ever recorded (e.g. NaN mIoU): keep a usable best.pt.
-        save_checkpoint(load_checkpoint(last_path), best_path)
-    if world > 1:
+def _loader(cfg, idx, rank, world, dev):
+    return CropLoader(idx, crop=cfg.crop, batch_size=cfg.batch_size, epochs=cfg.epochs, schedule=cfg.schedule,
+                      sizes=cfg.sizes, strategy=cfg.sampling, seed=cfg.seed, workers=cfg.workers, rank=rank,
+                      world_size=world, length=cfg.length, source_weights=cfg.source_weights, p=cfg.p,
+                      temperature=cfg.temperature, pin_memory=dev.type == "cuda", topk=cfg.pseudo_loss == "soft-topk",
+                      skip_bad=cfg.max_bad_samples > 0,
+                      reuse_buffers=True)  # each batch goes to the device within its step
+
+
+def _restore(run, ckpt, log):
+    """Model, optimiser, scaler, loader position, counters and RNG state from a checkpoint."""
+    _unwrap(run.net).load_state_dict(ckpt["model"])
+    run.step.optimizer.load_state_dict(ckpt["optimizer"])
+    run.step.scaler.load_state_dict(ckpt["scaler"])
+    run.loader.load_state_dict(ckpt["loader"])
+    run.iteration, run.best_miou = ckpt["iteration"], ckpt.get("best_miou", -1.0)
+    run.stats = ckpt.get("epoch_stats") or run.stats  # a mid-epoch checkpoint carries its epoch's running figures
+    torch.set_rng_state(ckpt["rng"])
+    if ckpt.get("cuda_rng") is not None and run.dev.type == "cuda":
+        torch.cuda.set_rng_state(ckpt["cuda_rng"], run.dev)
+    if run.main:
+        log(f"resumed {run.last_path} at epoch {run.loader.epoch + 1}, iteration {run.iteration}")
+
+
+def checkpoint(run: Run, epoch_done: int, record: dict | None = None) -> dict:
+    """Everything a resumed run needs, as last.pt holds it (`record`: the epoch's metrics, at an epoch's end)."""
+    dev = run.dev
+    return {"model": _unwrap(run.net).state_dict(), "optimizer": run.step.optimizer.state_dict(),
+            "scaler": run.step.scaler.state_dict(), "epoch": epoch_done, "iteration": run.iteration,
+            "loader": run.loader.state_dict(), "args": run.args, "num_classes": run.num_classes,
+            "class_names": run.class_names, "index_hash": run.idx.content_hash(), "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+            "best_miou": run.best_miou, "metrics": record, "epoch_stats": None if record else dict(run.stats)}
+
+
+def train_one_epoch(run: Run, epoch: int, stop: _StopFlag, cb: Callbacks) -> tuple[int, int]:
+    """The steps of one epoch (from the loader's position); returns its (crop size, batch size)."""
+    cfg, loader = run.cfg, run.loader
+    loader.set_epoch(epoch)
+    size, bsz = loader.crop_and_batch(epoch)
+    run.net.train()
+    steps_total = loader.batches_in_epoch(epoch)
+    for batch, t_wait, t_step in _timed_batches(loader):
+        if batch.get("bad"):
+            _record_bad(cfg.out, batch.pop("bad"), run.bad_rows, cfg.max_bad_samples, run.rank)
+        batch.pop("bad", None)
+        lr_now = poly_lr(run.base_lr, run.iteration, run.total_iters, cfg.power)
+        for group in run.step.optimizer.param_groups:
+            group["lr"] = lr_now
+        loss_value = train_step(run.step, batch)
+        run.iteration += 1
+        _count(run.stats, len(batch["image"]), loss_value, t_step - t_wait, time.perf_counter() - t_step)
+        if cb.on_step:
+            cb.on_step(StepInfo(epoch, run.iteration, batch, run.net, run.rank))
+        if cb.progress and run.main:
+            cb.progress(epoch, cfg.epochs, loader.batches_done, steps_total, _live(run.stats, run.world, lr_now))
+        _step_boundary(run, epoch, stop)
+    return size, bsz
+
+
+def _timed_batches(loader):
+    """The epoch's batches, each with the clock when the wait for it began and when it arrived."""
+    batches = iter(loader)
+    while True:
+        t_wait = time.perf_counter()
+        try:
+            batch = next(batches, None)
+        except ValueError as e:
+            # A worker's error arrives with its traceback in the message: keep its last line.
+            raise ValueError(str(e).strip().splitlines()[-1].removeprefix("ValueError: ")) from None
+        if batch is None:
+            return
+        yield batch, t_wait, time.perf_counter()
+
+
+def _count(stats, crops, loss_value, data_s, step_s):
+    stats["steps"] += 1
+    stats["crops"] += crops
+    stats["loss_sum"] += loss_value
+    stats["data_s"] += data_s
+    stats["step_s"] += step_s
+
+
+def _step_boundary(run, epoch, stop):
+    """Between steps: a stop signal (agreed by every rank) or --save-every writes last.pt mid-epoch."""
+    stopping = stop.agreed(run.dev, run.world)
+    every = run.cfg.save_every
+    if run.main and (stopping or (every and run.iteration % every == 0)):
+        save_checkpoint(checkpoint(run, epoch), run.last_path)  # mid-epoch: the loader state says where
+    if stopping:
+        if run.world > 1:
+            dist.barrier()
+        raise Preempted(run.last_path, run.iteration, stop.signum or signal.SIGTERM)
+
+
+def validate(run: Run) -> dict:
+    """mIoU and per-class IoU of the model on the validation sources (the images split over ranks)."""
+    options = EvalOptions(crop=run.cfg.val_crop, amp_dtype=run.step.dtype, rank=run.rank, world_size=run.world)
+    return evaluate(_unwrap(run.net), run.val_samples(), run.num_classes, run.dev, options)
+
+
+def end_epoch(run: Run, epoch: int, size: int, bsz: int, cb: Callbacks) -> dict:
+    """The epoch's metrics record, validation when due, and on rank 0 last.pt, best.pt and metrics.jsonl."""
+    cfg = run.cfg
+    # The rate of the epoch's last step, from the iteration count: a run resumed right after that
+    # step takes none in this epoch.
+    last_lr = poly_lr(run.base_lr, run.iteration - 1, run.total_iters, cfg.power) if run.stats["steps"] else None
+    record = _epoch_record(run, epoch, size, bsz, last_lr)
+    run.stats = _new_stats()
+    if run.val_samples is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+        result = validate(run)
+        record.update(val_miou=result["miou"], val_iou=result["iou"])
+        if run.main and cb.on_validation:
+            cb.on_validation(epoch, result, run.class_names, epoch + 1 == cfg.epochs)
+    if run.main:
+        _save_epoch(run, epoch, record, cb.log)
+    if run.world > 1:
         dist.barrier()
-        dist.destroy_process_group()
-    return record if main else None
+    return record
+
+
+def _save_epoch(run, epoch, record, log):
+    improved = record.get("val_miou") is not None and record["val_miou"] > run.best_miou
+    if improved:
+        run.best_miou = record["val_miou"]
+    state = checkpoint(run, epoch + 1, record)
+    save_checkpoint(state, run.last_path)
+    if improved or (run.val_samples is None and epoch + 1 == run.cfg.epochs):
+        save_checkpoint(state, run.best_path)
+    with open(os.path.join(run.cfg.out, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(record) + "\n")
+    if run.board:
+        _board_scalars(run.board, record, run.class_names)
+    log(_summary(record))
 
 
 def _record_bad(out, bad, seen, limit, rank):
@@ -315,13 +464,14 @@ def _live(stats, world, lr):
             "crops_per_s": stats["crops"] * world / max(busy, 1e-9), "data_wait": stats["data_s"] / max(busy, 1e-9)}
 
 
-def _epoch_record(epoch, iteration, size, bsz, stats, lr, dev, world):
+def _epoch_record(run, epoch, size, bsz, lr):
     """One line of metrics.jsonl; loss and times are means over ranks."""
+    stats, dev, world = run.stats, run.dev, run.world
     loss = _mean_over_ranks(stats["loss_sum"] / max(stats["steps"], 1), dev, world)
     data_s = _mean_over_ranks(stats["data_s"], dev, world)
     step_s = _mean_over_ranks(stats["step_s"], dev, world)
     elapsed = data_s + step_s
-    return {"epoch": epoch + 1, "iteration": iteration, "crop": size, "batch": bsz, "loss": loss, "lr": lr,
+    return {"epoch": epoch + 1, "iteration": run.iteration, "crop": size, "batch": bsz, "loss": loss, "lr": lr,
             "crops": stats["crops"] * world, "epoch_s": elapsed, "crops_per_s": stats["crops"] * world / max(elapsed, 1e-9),
             "data_s": data_s, "step_s": step_s, "data_wait_fraction": data_s / max(elapsed, 1e-9)}
 

@@ -300,16 +300,17 @@ def test_mid_epoch_resume_from_s3_equals_an_uninterrupted_run(data, tmp_path):
     import subprocess
     import sys
 
+    from hooks_model import KILL_BEFORE_STEP, MODEL, hooks_env
     from test_trainer import _same_params
 
     _, urls = data
     run("index", "build", urls["train"], "-o", tmp_path / "s3.zarr", "--no-progress")
     common = ["--data", urls["train"], "--index", str(tmp_path / "s3.zarr"), "--epochs", "2", "--crop", "64",
-              "--batch-size", "4", "--workers", "2", "--no-progress", "--loss", "ce", "--save-every", "2"]
+              "--batch-size", "4", "--workers", "2", "--no-progress", "--loss", "ce", "--save-every", "2", *MODEL]
     run("train", *common, "-o", tmp_path / "full")
-    cmd = [sys.executable, "-m", "csst_cli.main", "train", *common, "-o", str(tmp_path / "killed"),
-           "--kill-at-iteration", "5"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    # SIGKILL right after iteration 5 (as iteration 6 starts).
+    cmd = [sys.executable, "-m", "csst_cli.main", "train", *common, "-o", str(tmp_path / "killed")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=hooks_env(**{KILL_BEFORE_STEP: 6}))
     assert proc.returncode == -9, proc.stderr
     run("train", *common, "-o", tmp_path / "killed", "--resume")
     _same_params(tmp_path / "full" / "last.pt", tmp_path / "killed" / "last.pt")

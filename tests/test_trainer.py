@@ -15,6 +15,7 @@ from csst_data.store import codecs
 from csst_data.index import build_index
 from csst_data.store.shards import SetInfo, ShardWriter
 from csst_train.trainer import poly_lr
+from hooks_model import KILL_BEFORE_STEP, MODEL, TERM_IN_STEP, hooks_env
 
 C = 3
 NAMES = ["ground", "thing", "sky"]
@@ -90,12 +91,13 @@ def test_existing_run_is_not_overwritten(data, tmp_path):
 
 
 def test_killed_run_resumes_to_identical_result(data, tmp_path):
-    _run(_args(data, tmp_path / "full", "--workers", "2"))
-    cmd = [sys.executable, "-m", "csst_cli.main", *_args(data, tmp_path / "killed", "--workers", "2", "--kill-after-epoch", "1")]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # 12 samples, batch 4: 3 iterations an epoch; SIGKILL as iteration 4 starts, right after epoch 1's checkpoint.
+    _run(_args(data, tmp_path / "full", "--workers", "2", *MODEL))
+    cmd = [sys.executable, "-m", "csst_cli.main", *_args(data, tmp_path / "killed", "--workers", "2", *MODEL)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=hooks_env(**{KILL_BEFORE_STEP: 4}))
     assert proc.returncode == -9, proc.stderr
     assert torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["epoch"] == 1
-    _run(_args(data, tmp_path / "killed", "--workers", "2", "--resume"))
+    _run(_args(data, tmp_path / "killed", "--workers", "2", *MODEL, "--resume"))
     full = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
     resumed = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)
     for k, v in full["model"].items():
@@ -136,8 +138,11 @@ def test_user_model_by_module_factory_trains(data, tmp_path, monkeypatch):
 
 def test_two_process_gloo_run(data, tmp_path):
     out = tmp_path / "ddp"
+    # The options of _args(data, out, "--epochs", "1", "--batch-size", "2"); the runner traces every step.
+    config = {"data": [str(data / "train")], "index": str(data / "index.zarr"), "val": [str(data / "val")],
+              "out": str(out), "epochs": 1, "crop": 64, "batch_size": 2, "workers": 0, "loss": "ce"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "csst_cli.main", *_args(data, out, "--epochs", "1", "--trace", "--batch-size", "2")]
+           os.path.join(os.path.dirname(__file__), "trace_train.py"), json.dumps(config)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -200,10 +205,10 @@ def _same_params(a, b):
 
 def test_mid_epoch_sigkill_after_checkpoint_resumes_to_identical_result(data, tmp_path):
     # 12 samples, batch 4: 3 iterations an epoch; a checkpoint every 2 iterations, killed at iteration 5.
-    common = ("--workers", "1", "--save-every", "2")
+    common = ("--workers", "1", "--save-every", "2", *MODEL)
     _run(_args(data, tmp_path / "full", *common))
-    cmd = [sys.executable, "-m", "csst_cli.main", *_args(data, tmp_path / "killed", *common, "--kill-at-iteration", "5")]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "csst_cli.main", *_args(data, tmp_path / "killed", *common)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=hooks_env(**{KILL_BEFORE_STEP: 6}))
     assert proc.returncode == -9, proc.stderr
     saved = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)
     assert saved["iteration"] == 4 and saved["loader"]["epoch"] == 1 and saved["loader"]["batches_done"] == 1
@@ -213,14 +218,15 @@ def test_mid_epoch_sigkill_after_checkpoint_resumes_to_identical_result(data, tm
 
 
 def test_sigterm_stops_at_a_step_writes_last_pt_and_resume_continues(data, tmp_path):
-    _run(_args(data, tmp_path / "full"))
-    cmd = [sys.executable, "-m", "csst_cli.main", *_args(data, tmp_path / "run", "--signal-at-iteration", "2")]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # SIGTERM during iteration 2, as a scheduler's preemption: the run stops at the end of that iteration.
+    _run(_args(data, tmp_path / "full", *MODEL))
+    cmd = [sys.executable, "-m", "csst_cli.main", *_args(data, tmp_path / "run", *MODEL)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=hooks_env(**{TERM_IN_STEP: 2}))
     assert proc.returncode == 75, proc.stderr
     assert "stopped by SIGTERM at iteration 2" in proc.stderr and "--resume" in proc.stderr
     saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert saved["iteration"] == 2 and saved["loader"]["batches_done"] == 2
-    _run(_args(data, tmp_path / "run", "--resume"))
+    _run(_args(data, tmp_path / "run", *MODEL, "--resume"))
     _same_params(tmp_path / "full" / "last.pt", tmp_path / "run" / "last.pt")
 
 
@@ -246,15 +252,15 @@ def test_tensorboard_scalars(data, tmp_path):
 
 
 def test_two_process_gloo_mid_epoch_kill_and_resume(data, tmp_path):
-    def torchrun(out, *extra):
+    def torchrun(out, *extra, **hooks):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "csst_cli.main", *_args(data, out, "--batch-size", "2", "--save-every", "2", *extra)]
-        return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+               "-m", "csst_cli.main", *_args(data, out, "--batch-size", "2", "--save-every", "2", *MODEL, *extra)]
+        return subprocess.run(cmd, capture_output=True, text=True, env={**hooks_env(**hooks), "OMP_NUM_THREADS": "1"},
                               timeout=300)
 
     assert torchrun(tmp_path / "full").returncode == 0
-    # 6 samples per rank, batch 2: 3 iterations an epoch; checkpoint at 4, killed at 5 (epoch 2).
-    assert torchrun(tmp_path / "run", "--kill-at-iteration", "5").returncode != 0
+    # 6 samples per rank, batch 2: 3 iterations an epoch; checkpoint at 4, SIGKILL right after 5 (epoch 2).
+    assert torchrun(tmp_path / "run", **{KILL_BEFORE_STEP: 6}).returncode != 0
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["iteration"] == 4
     proc = torchrun(tmp_path / "run", "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -263,12 +269,12 @@ def test_two_process_gloo_mid_epoch_kill_and_resume(data, tmp_path):
 
 def test_stop_at_the_last_step_of_an_epoch_resumes(data, tmp_path):
     # 12 samples, batch 4: iteration 3 is the last of epoch 1; the stop comes before the epoch's own checkpoint.
-    _run(_args(data, tmp_path / "full"))
-    cmd = [sys.executable, "-m", "csst_cli.main", *_args(data, tmp_path / "run", "--signal-at-iteration", "3")]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    _run(_args(data, tmp_path / "full", *MODEL))
+    cmd = [sys.executable, "-m", "csst_cli.main", *_args(data, tmp_path / "run", *MODEL)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=hooks_env(**{TERM_IN_STEP: 3}))
     assert proc.returncode == 75, proc.stderr
     saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert saved["iteration"] == 3 and saved["loader"]["batches_done"] == 3
-    _run(_args(data, tmp_path / "run", "--resume"))
+    _run(_args(data, tmp_path / "run", *MODEL, "--resume"))
     _same_params(tmp_path / "full" / "last.pt", tmp_path / "run" / "last.pt")
     assert _metrics(tmp_path / "full") == _metrics(tmp_path / "run")
