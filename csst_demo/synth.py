@@ -943,7 +943,7 @@ def encode_jpeg(image, restart=False):
 
     data = simplejpeg.encode_jpeg(image, quality=JPEG_QUALITY, colorspace="RGB", colorsubsampling=JPEG_SUBSAMPLING)
     if restart:
-        from csst_data.jpeg.structure import with_restart_index
+        from csst_data.jpeg.restart import with_restart_index
         from csst_data.jpeg.lossless import transcode
 
         data = with_restart_index(transcode(data))

@@ -9,7 +9,8 @@ import pytest
 import simplejpeg
 from PIL import Image
 
-from csst_data.jpeg.structure import UnsupportedJpeg, _decode, can_splice, choose_restart_interval, parse, window_decode
+from csst_data.jpeg.structure import UnsupportedJpeg, can_splice, choose_restart_interval, parse
+from csst_data.jpeg.window import _decode, window_decode
 from csst_data.jpeg.lossless import transcode
 from csst_demo.synth import render_scene
 

@@ -9,7 +9,8 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from csst_data.loader import crops
-from csst_data.jpeg import structure as jpeg
+from csst_data import jpeg
+from csst_data.jpeg import restart, window
 from csst_demo import synth
 from csst_data.store.codecs import decode_image
 from csst_data.loader.crop_loader import decode_window
@@ -67,7 +68,7 @@ def test_window_decode_equals_full_decode_then_crop(jpegs, data):
     src = data.draw(st.sampled_from(jpegs))
     m = data.draw(st.sampled_from([8, 7, 6, 5, 4, 3, 2, 1]))
     info = jpeg.parse(src)
-    full = jpeg._decode(src, m)
+    full = window._decode(src, m)
     H, W = full.shape[:2]
     y0 = data.draw(st.integers(0, H - 1))
     y1 = data.draw(st.integers(y0 + 1, H))
@@ -131,14 +132,14 @@ def test_restart_index_is_invisible_to_decoders_and_matches_the_scan(jpegs):
         indexed = jpeg.with_restart_index(data)
         info, new = jpeg.parse(data), jpeg.parse(indexed)
         count = info.mcus_y * info.mcus_x // info.restart_interval
-        assert len(indexed) - len(data) == 2 + 2 + len(jpeg._INDEX_ID) + 11 + 2 * count
+        assert len(indexed) - len(data) == 2 + 2 + len(restart._INDEX_ID) + 11 + 2 * count
         assert jpeg.with_restart_index(indexed) == indexed  # added once
         for decode in (lambda d: np.asarray(Image.open(io.BytesIO(d))),
                        lambda d: cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_COLOR),
                        lambda d: simplejpeg.decode_jpeg(d)):
             assert np.array_equal(decode(indexed), decode(data))
         # The index gives the intervals that a scan finds (shifted by the segments' bytes).
-        assert jpeg._read_index(indexed, new) is not None
+        assert restart._read_index(indexed, new) is not None
         starts, stops = jpeg.restart_intervals(indexed, new)
         offsets, end = jpeg.scan_markers(indexed, new)
         assert np.array_equal(stops, np.append(offsets, end)) and starts[0] == new.scan
@@ -162,10 +163,10 @@ def test_restart_index_spans_segments_and_a_stale_one_is_ignored():
     o = jpeg.parse(other)
     stale = other[:o.sos] + indexed[info.segments[-2][1]:info.sos] + other[o.sos:]
     s = jpeg.parse(stale)
-    assert jpeg._read_index(stale, s) is not None  # well formed, but for another scan
+    assert restart._read_index(stale, s) is not None  # well formed, but for another scan
     starts, stops = jpeg.restart_intervals(stale, s)
     assert np.array_equal(stops, np.append(*jpeg.scan_markers(stale, s)))
-    full = jpeg._decode(stale, 8)
+    full = window._decode(stale, 8)
     px, (top, left) = jpeg.window_decode(stale, 700, 760, 300, 420, 8, s)
     assert np.array_equal(px, full[top:top + px.shape[0], left:left + px.shape[1]])
 
@@ -183,8 +184,8 @@ def test_a_stale_restart_index_is_replaced_and_transcoding_drops_it():
     assert fixed != stale and jpeg.with_restart_index(fixed) == fixed
     f = jpeg.parse(fixed)
     assert sum(1 for m, _, _ in f.segments if m == 0xE9) == 1
-    assert np.array_equal(jpeg._index_intervals(fixed, f)[1], np.append(*jpeg.scan_markers(fixed, f)))
+    assert np.array_equal(restart._index_intervals(fixed, f)[1], np.append(*jpeg.scan_markers(fixed, f)))
     # Re-coding the scan (here with another restart interval) leaves no index behind.
     out = transcode(a, restart_interval=1)
     assert not any(jpeg.is_restart_index(out, seg) for seg in jpeg.parse(out).segments)
-    assert np.array_equal(jpeg._decode(out, 8), jpeg._decode(a, 8))
+    assert np.array_equal(window._decode(out, 8), window._decode(a, 8))

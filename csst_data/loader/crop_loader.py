@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from csst_data.loader import crops, sampling, schedules
-from csst_data.jpeg import structure as jpeg
+from csst_data import jpeg
 from csst_data.store.codecs import decode_image, is_jpeg
 from csst_data.loader.reader import SampleReader
 from csst_data.workers import die_with_parent, mp_context

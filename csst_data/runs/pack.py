@@ -58,7 +58,7 @@ def encode_restart_jpeg(rgb, quality):
 
 def pack_image(data, options):
     """Image bytes -> (member suffix, bytes, what was done: "transcoded", "encoded" or "kept"), and (height, width)."""
-    from csst_data.jpeg import structure as jpeg
+    from csst_data import jpeg
     from csst_data.store.codecs import decode_image
     from csst_data.jpeg.lossless import transcode
 
