@@ -4,7 +4,10 @@ Every model maps a normalised float image (N, 3, H, W) to logits (N, C, H, W)
 at the input size, for any H and W.
 """
 
+from __future__ import annotations
+
 import importlib
+import os
 
 import torch
 from torch import nn
@@ -23,7 +26,7 @@ DEFAULT_MODEL = "fastscnn"
 _PREFIXES = ("module.", "_orig_mod.")
 
 
-def build_model(name, num_classes):
+def build_model(name: str, num_classes: int) -> nn.Module:
     """Build a model by name, or from `package.module:factory` (called as factory(num_classes=...))."""
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
@@ -64,7 +67,7 @@ def _unwrap(obj):
     return state
 
 
-def load_init(model, path):
+def load_init(model: nn.Module, path: str | os.PathLike) -> tuple[list[str], list[str]]:
     """Load a local state dict into `model` or into `model.backbone`, whichever it matches better.
 
     Accepts a plain state dict or one under "model"/"state_dict", with or without
@@ -110,5 +113,6 @@ def load_init(model, path):
     return missing, unexpected
 
 
-def count_parameters(model):
+def count_parameters(model: nn.Module) -> int:
+    """The number of parameter values (trainable or not)."""
     return sum(p.numel() for p in model.parameters())

@@ -7,6 +7,8 @@ layer4 is dilated instead of strided, as in torchvision's
 `replace_stride_with_dilation=[False, False, True]`.
 """
 
+from __future__ import annotations
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,14 +16,17 @@ from torch import nn
 from csst_train.models.fastscnn import init_weights
 
 
-def conv3x3(cin, cout, stride=1, dilation=1):
+def conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False)
 
 
 class BasicBlock(nn.Module):
+    """ResNet-18/34 residual block: two 3x3 convolutions."""
+
     expansion = 1
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, dilation=1):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 dilation: int = 1) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride, dilation)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -30,7 +35,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
@@ -42,7 +47,8 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, dilation=1):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 dilation: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -53,7 +59,7 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.relu(self.bn2(self.conv2(y)))
@@ -64,7 +70,7 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """ResNet trunk without the classifier; forward returns (layer1, layer4) features."""
 
-    def __init__(self, block, layers, dilate=(False, False, True)):
+    def __init__(self, block: type[nn.Module], layers: list[int], dilate: tuple[bool, bool, bool] = (False, False, True)) -> None:
         super().__init__()
         self.inplanes, self.dilation = 64, 1
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
@@ -94,21 +100,21 @@ class ResNet(nn.Module):
         layers += [block(self.inplanes, planes, dilation=self.dilation) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         low = self.layer1(x)
         return low, self.layer4(self.layer3(self.layer2(low)))
 
 
-def resnet18():
+def resnet18() -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2])
 
 
-def resnet50():
+def resnet50() -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3])
 
 
-def conv_bn_relu(cin, cout, kernel=1, dilation=1):
+def conv_bn_relu(cin: int, cout: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
     pad = dilation * (kernel // 2)
     return nn.Sequential(
         nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=False),
@@ -118,7 +124,9 @@ def conv_bn_relu(cin, cout, kernel=1, dilation=1):
 
 
 class ASPP(nn.Module):
-    def __init__(self, cin, cout=256, rates=(6, 12, 18)):
+    """Atrous spatial pyramid pooling: 1x1, dilated 3x3 branches and image pooling, projected."""
+
+    def __init__(self, cin: int, cout: int = 256, rates: tuple[int, ...] = (6, 12, 18)) -> None:
         super().__init__()
         self.branches = nn.ModuleList(
             [conv_bn_relu(cin, cout, 1)] + [conv_bn_relu(cin, cout, 3, r) for r in rates]
@@ -128,7 +136,7 @@ class ASPP(nn.Module):
         self.pool = nn.Sequential(nn.Conv2d(cin, cout, 1), nn.ReLU(inplace=True))
         self.project = nn.Sequential(conv_bn_relu(cout * (len(rates) + 2), cout, 1), nn.Dropout(0.1))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = [b(x) for b in self.branches]
         pooled = self.pool(F.adaptive_avg_pool2d(x, 1))
         feats.append(pooled.expand(-1, -1, *x.shape[-2:]))
@@ -136,7 +144,9 @@ class ASPP(nn.Module):
 
 
 class DeepLabV3Plus(nn.Module):
-    def __init__(self, backbone, num_classes):
+    """ASPP on the backbone's last features, fused with its layer1 features; logits at the input size."""
+
+    def __init__(self, backbone: ResNet, num_classes: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.aspp = ASPP(backbone.out_channels)
@@ -145,7 +155,7 @@ class DeepLabV3Plus(nn.Module):
         self.classifier = nn.Conv2d(256, num_classes, 1)
         init_weights(self)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         low, high = self.backbone(x)
         low = self.low_project(low)
@@ -154,9 +164,9 @@ class DeepLabV3Plus(nn.Module):
         return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
 
 
-def deeplabv3plus_r18(num_classes):
+def deeplabv3plus_r18(num_classes: int) -> DeepLabV3Plus:
     return DeepLabV3Plus(resnet18(), num_classes)
 
 
-def deeplabv3plus_r50(num_classes):
+def deeplabv3plus_r50(num_classes: int) -> DeepLabV3Plus:
     return DeepLabV3Plus(resnet50(), num_classes)

@@ -5,12 +5,14 @@ pyramid pooling) -> feature fusion (1/8) -> classifier -> bilinear upsampling to
 the input size. About 1.1 M parameters at 19 classes.
 """
 
+from __future__ import annotations
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def conv_bn_relu(cin, cout, kernel=3, stride=1, groups=1):
+def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
@@ -18,7 +20,7 @@ def conv_bn_relu(cin, cout, kernel=3, stride=1, groups=1):
     )
 
 
-def ds_conv(cin, cout, stride=1):
+def ds_conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     """Depthwise-separable convolution: 3x3 depthwise, then 1x1 pointwise."""
     return nn.Sequential(conv_bn_relu(cin, cin, 3, stride, groups=cin), conv_bn_relu(cin, cout, 1))
 
@@ -26,7 +28,7 @@ def ds_conv(cin, cout, stride=1):
 class Bottleneck(nn.Module):
     """MobileNetV2 inverted residual: 1x1 expand, 3x3 depthwise, linear 1x1 project."""
 
-    def __init__(self, cin, cout, expansion=6, stride=1):
+    def __init__(self, cin: int, cout: int, expansion: int = 6, stride: int = 1) -> None:
         super().__init__()
         mid = cin * expansion
         self.residual = stride == 1 and cin == cout
@@ -37,12 +39,12 @@ class Bottleneck(nn.Module):
             nn.BatchNorm2d(cout),
         )
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.block(x)
         return x + y if self.residual else y
 
 
-def bottlenecks(cin, cout, n, stride, expansion=6):
+def bottlenecks(cin: int, cout: int, n: int, stride: int, expansion: int = 6) -> nn.Sequential:
     layers = [Bottleneck(cin, cout, expansion, stride)]
     layers += [Bottleneck(cout, cout, expansion, 1) for _ in range(n - 1)]
     return nn.Sequential(*layers)
@@ -51,7 +53,7 @@ def bottlenecks(cin, cout, n, stride, expansion=6):
 class PyramidPooling(nn.Module):
     """PSPNet pyramid pooling over bins 1, 2, 3, 6."""
 
-    def __init__(self, cin, cout, bins=(1, 2, 3, 6)):
+    def __init__(self, cin: int, cout: int, bins: tuple[int, ...] = (1, 2, 3, 6)) -> None:
         super().__init__()
         self.bins = bins
         # No BatchNorm on the pooled branches: a 1x1 bin has one value per channel
@@ -61,7 +63,7 @@ class PyramidPooling(nn.Module):
         )
         self.project = conv_bn_relu(cin * 2, cout, 1)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         feats = [x]
         for b, branch in zip(self.bins, self.branches):
@@ -71,7 +73,9 @@ class PyramidPooling(nn.Module):
 
 
 class FeatureFusion(nn.Module):
-    def __init__(self, high_in, low_in, cout):
+    """Adds the 1/8 branch and the upsampled global features, each projected to `cout` channels."""
+
+    def __init__(self, high_in: int, low_in: int, cout: int) -> None:
         super().__init__()
         self.low = nn.Sequential(
             conv_bn_relu(low_in, low_in, 3, groups=low_in),
@@ -80,14 +84,16 @@ class FeatureFusion(nn.Module):
         )
         self.high = nn.Sequential(nn.Conv2d(high_in, cout, 1, bias=False), nn.BatchNorm2d(cout))
 
-    def forward(self, high, low):
+    def forward(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
         # Upsample to the exact size of the 1/8 branch, so odd input sizes work.
         low = F.interpolate(low, size=high.shape[-2:], mode="bilinear", align_corners=False)
         return F.relu(self.high(high) + self.low(low), inplace=True)
 
 
 class FastSCNN(nn.Module):
-    def __init__(self, num_classes, dropout=0.1):
+    """Fast-SCNN: logits (N, C, H, W) at the input size."""
+
+    def __init__(self, num_classes: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.learning_to_downsample = nn.Sequential(
             conv_bn_relu(3, 32, 3, 2), ds_conv(32, 48, 2), ds_conv(48, 64, 2)
@@ -104,7 +110,7 @@ class FastSCNN(nn.Module):
         )
         init_weights(self)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         high = self.learning_to_downsample(x)
         low = self.global_features(high)
@@ -112,7 +118,8 @@ class FastSCNN(nn.Module):
         return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
 
 
-def init_weights(model):
+def init_weights(model: nn.Module) -> None:
+    """Kaiming-normal convolutions (zero bias), unit-scale zero-shift normalisation layers."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -123,5 +130,5 @@ def init_weights(model):
             nn.init.zeros_(m.bias)
 
 
-def fastscnn(num_classes):
+def fastscnn(num_classes: int) -> FastSCNN:
     return FastSCNN(num_classes)
