@@ -155,7 +155,7 @@ def crop_time_split(index, crop, samples, strategy="centroid", seed=0):
     crop + augment, in this process over one plan's first `samples` crops; `total_ms` is timed around all,
     `image_decode_ms` is the image's part of `decode_ms`."""
     from csst_data.loader import crops
-    from csst_data.datasets import label_decoder
+    from csst_data.store.codecs import label_decoder
     from csst_data.loader.reader import SampleReader
     from csst_data.loader.crop_loader import decode_window
     from csst_data.loader.sampling import epoch_plan

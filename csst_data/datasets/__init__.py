@@ -1,14 +1,24 @@
 """Every dataset csst reads, and the one SOURCE grammar of every command.
 
-Owns the dataset classes (a csst shard set, images + masks in folders as
-mmsegmentation reads them), spec files, the presets for public datasets in
-their official layouts with their label tables (`tables`), and
-`parse_source`. It may import `csst_data.store` and `csst_data.jpeg`; never
-the index, the loader or torch.
+| module | owns |
+| --- | --- |
+| `base` | `Dataset` (what every kind offers), the sample columns, `sanitise_key`, `declared_classes` |
+| `shardset` | `ShardSet`: a csst shard set in a folder or object storage; `is_pseudo` |
+| `folder` | `FolderDataset`, `FolderSpec`: images + masks in folders, as mmsegmentation reads them |
+| `specs` | spec files (`read_spec`) |
+| `presets` | public datasets in their official layouts (`PRESETS`, `preset`), tables in `tables` |
+| `sources` | `parse_source` (the SOURCE grammar), `as_dataset`, `KINDS`, `from_attrs` |
+
+It may import `csst_data.store` and `csst_data.jpeg`; never the index, the
+loader or torch.
 """
 
 from csst_data.datasets import tables  # noqa: F401
-from csst_data.datasets.core import (  # noqa: F401  (the package's public API)
-    KINDS, PRESETS, Dataset, FolderDataset, FolderOptions, FolderSpec, ShardSet, as_dataset,
-    declared_classes, describe_grammar, from_attrs, is_pseudo, label_decoder, parse_source, preset, read_spec,
-    sanitise_key, source_name)
+from csst_data.datasets.base import Dataset, declared_classes, sanitise_key, source_name  # noqa: F401
+from csst_data.datasets.folder import FolderDataset, FolderSpec  # noqa: F401
+from csst_data.datasets.presets import PRESET_HELP, PRESETS, Preset, preset  # noqa: F401
+from csst_data.datasets.shardset import ShardSet, is_pseudo  # noqa: F401
+from csst_data.datasets.sources import (  # noqa: F401
+    KINDS, FolderOptions, as_dataset, describe_grammar, from_attrs, parse_source)
+from csst_data.datasets.specs import read_spec  # noqa: F401
+from csst_data.store.codecs import label_decoder  # noqa: F401  (it lived here; its home is the codecs)

@@ -30,7 +30,8 @@ import numpy as np
 
 from csst_data import IGNORE
 from csst_data.index.components import components as find_components
-from csst_data.datasets import as_dataset, declared_classes, from_attrs, label_decoder, source_name
+from csst_data.datasets import as_dataset, declared_classes, from_attrs, source_name
+from csst_data.store.codecs import label_decoder
 from csst_data.store.locks import OutputLock
 from csst_data.workers import die_with_parent, mp_context
 from csst_data.store.shards import RangeReader

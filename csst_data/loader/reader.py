@@ -7,7 +7,7 @@ and can be fetched ahead in plan order (`prefetch`).
 
 import numpy as np
 
-from csst_data.datasets.core import label_decoder
+from csst_data.store.codecs import label_decoder
 from csst_data.store.shards import RangeReader
 
 

@@ -4,8 +4,11 @@ A `.npy.zst` member is a plain `.npy` file compressed as one standard zstd
 frame, so any tool can read it back with `zstd -d` and `numpy.load`.
 """
 
+from __future__ import annotations
+
 import io
 import json
+from collections.abc import Callable
 
 import numpy as np
 from numcodecs import Zstd
@@ -15,6 +18,9 @@ from csst_data import IGNORE
 # Level 9 keeps labels smaller than PNG while decoding stays ~1 ms per
 # 1024x2048 mask (zstd decode speed barely depends on the level).
 ZSTD_LEVEL = 9
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # the first bytes of every zstd frame
+# Pillow's integer grey modes wider than 8 bits (16-bit PNGs and TIFFs; "I" is 32-bit).
+WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I")
 _zstd = {}
 
 
@@ -104,6 +110,86 @@ def decode_label_png(data, num_classes=None, key=None):
     return check_label(mask, num_classes, key)
 
 
+def is_npy_zst(data: bytes) -> bool:
+    """Whether `data` starts as a zstd frame (a `.npy.zst` member)."""
+    return bytes(data[:4]) == ZSTD_MAGIC
+
+
+def decode_label_bytes(data: bytes, name: str | None = None) -> np.ndarray:
+    """`.npy.zst` or PNG (mode L / P) label bytes -> uint8 mask, values as stored."""
+    if is_npy_zst(data):
+        return decode_label(data, key=name)
+    if is_png(data):
+        return decode_label_png(data, key=name)
+    raise ValueError(f"label {name!r}: neither a .npy.zst nor a PNG")
+
+
+LabelDecoder = Callable[..., np.ndarray]  # decode(data, name=None) -> uint8 H x W mask
+
+
+def label_decoder() -> LabelDecoder:
+    """A `.npy.zst` label decoder for a stream of masks that reuses one buffer.
+
+    `decode(data, name)` is `decode_label_bytes`, but a mask comes back as a
+    read-only view into the buffer, valid until the next call. A fresh 2 MB
+    array per 1024x2048 mask costs more in page faults than the zstd decode
+    itself; the index build decodes masks one after another.
+    """
+    from numcodecs import zstd
+
+    state = {"buf": np.empty(0, np.uint8), "headers": {}}
+
+    def decode(data, name=None):
+        if not is_npy_zst(data):
+            return decode_label_bytes(data, name)
+        try:
+            raw = zstd.decompress(data, state["buf"])
+        except (ValueError, RuntimeError):
+            # First mask, or a larger one (or a frame without its size): size the buffer for it.
+            raw = np.frombuffer(zstd.decompress(data), np.uint8)
+            state["buf"] = np.empty(len(raw), np.uint8)
+            state["buf"][:] = raw
+            raw = state["buf"]
+        if bytes(raw[:8]) != b"\x93NUMPY\x01\x00":  # not a version 1.0 .npy: the general path
+            return decode_label_bytes(data, name)
+        end = 10 + int(raw[8]) + 256 * int(raw[9])
+        header = bytes(raw[10:end])
+        parsed = state["headers"].get(header)
+        if parsed is None:
+            fp = io.BytesIO(bytes(raw[:end]))
+            np.lib.format.read_magic(fp)
+            parsed = state["headers"][header] = np.lib.format.read_array_header_1_0(fp)
+        shape, fortran, dtype = parsed
+        if len(shape) != 2 or fortran or dtype != np.uint8:
+            return decode_label_bytes(data, name)  # raises the usual clear error
+        size = shape[0] * shape[1]
+        if end + size > len(raw):
+            raise ValueError(f"label {name!r}: truncated .npy.zst")
+        mask = raw[end:end + size].reshape(shape)
+        mask.flags.writeable = False
+        return mask
+
+    return decode
+
+
+def wide_grey(img: object, *, scale: bool) -> np.ndarray | None:
+    """A Pillow image of a grey mode wider than 8 bits -> uint8 H x W; None for any other mode.
+
+    scale=True (a photo): 0..65535 mapped to 0..255, rounded (Pillow's own conversion clips
+    it to white). scale=False (a mask, whose values are class ids): values kept, one above
+    255 an error.
+    """
+    if img.mode not in WIDE_GREY_MODES:
+        return None
+    arr = np.asarray(img)
+    if not scale:
+        if arr.size and int(arr.max()) > 255:
+            raise ValueError(f"{img.mode} mask holds value {int(arr.max())} > 255")
+        return arr.astype(np.uint8)
+    wide = arr.astype(np.uint32)
+    return ((wide * 255 + 32767) // 65535).clip(0, 255).astype(np.uint8)  # 0..65535 -> 0..255, rounded
+
+
 def topk(probs, k):
     """Class probabilities (C, H, W) -> top-k (idx uint8 (k,H,W), prob uint8 (k,H,W)).
 
@@ -175,9 +261,8 @@ def _decode_pillow(data):
     from PIL import Image
 
     img = Image.open(io.BytesIO(data))
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        wide = np.asarray(img).astype(np.uint32)
-        grey = ((wide * 255 + 32767) // 65535).clip(0, 255).astype(np.uint8)  # 0..65535 -> 0..255, rounded
+    grey = wide_grey(img, scale=True)
+    if grey is not None:
         return np.repeat(grey[..., None], 3, axis=2)
     if img.mode in ("P", "PA") and "transparency" in img.info:
         img = img.convert("RGBA")
