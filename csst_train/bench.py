@@ -1,7 +1,7 @@
 """`csst bench train`: does training wait on data at each crop size of a fast schedule?
 
 For each crop size: a fixed number of warm-up and timed steps of the real loop
-(the crop loader, the model, SGD, optional AMP) split into the time waiting
+(the crop loader and the trainer's own `train_step`: the model, SGD, optional AMP) split into the time waiting
 for the loader and the time of the step, as the trainer measures them. From
 those rates, the epoch time of every schedule; from the loader's own rate per
 worker, the worker count that would keep the data wait under 10%.

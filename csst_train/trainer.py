@@ -5,6 +5,12 @@ nccl on CUDA). SGD with a poly learning rate per iteration over the whole
 schedule, class-balanced crops from `csst_data.loader`, optional AMP, an
 atomic `last.pt` every epoch, `best.pt` by validation mIoU, JSON-lines
 metrics, and exact resumption.
+
+`train(cfg)` is `setup` (checks, model, optimiser, loader, a resumed state),
+then per epoch `train_one_epoch` and `end_epoch` (`validate`, checkpoints,
+metrics), all over one `Run`. `train_step` is the optimiser step itself, the
+one `csst bench train` times too. Callers watch a run through callbacks
+(`log`, `progress`, `on_validation` on rank 0; `on_step` on every rank).
 """
 
 from __future__ import annotations
