@@ -47,7 +47,7 @@ class ShardSet(Dataset):
 
     def __init__(self, path: str | os.PathLike) -> None:
         path = os.fspath(path)
-        self.remote = storage.is_url(path)  # an object-store URL (storage.py), read by ranged GETs
+        self.remote = storage.is_url(path)  # an object-store URL, read by ranged GETs
         self.path = path.rstrip("/") if self.remote else os.path.realpath(path)
         if not self.remote and not os.path.isdir(self.path):
             raise ValueError(f"{path}: no such folder")

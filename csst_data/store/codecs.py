@@ -9,11 +9,15 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numcodecs import Zstd
 
 from csst_data import IGNORE
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # Level 9 keeps labels smaller than PNG while decoding stays ~1 ms per
 # 1024x2048 mask (zstd decode speed barely depends on the level).
@@ -34,7 +38,7 @@ def _name(key):
     return f"label {key!r}" if key is not None else "label"
 
 
-def check_label(mask, num_classes=None, key=None):
+def check_label(mask: np.ndarray, num_classes: int | None = None, key: str | None = None) -> np.ndarray:
     """Return `mask` if it is a valid label (uint8 H x W, values < num_classes or 255)."""
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.dtype != np.uint8:
@@ -51,14 +55,14 @@ def check_label(mask, num_classes=None, key=None):
     return mask
 
 
-def encode_npy_zst(array, level=ZSTD_LEVEL):
+def encode_npy_zst(array: np.ndarray, level: int = ZSTD_LEVEL) -> bytes:
     """Any numpy array -> bytes of a zstd-compressed .npy file."""
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
     return bytes(_codec(level).encode(buf.getbuffer()))
 
 
-def decode_npy_zst(data):
+def decode_npy_zst(data: bytes) -> np.ndarray:
     """Bytes of a zstd-compressed .npy file -> numpy array (writable)."""
     raw = _codec(ZSTD_LEVEL).decode(data)
     fp = io.BytesIO(raw)
@@ -73,12 +77,13 @@ def decode_npy_zst(data):
     return arr.reshape(shape, order="F" if fortran else "C").copy()
 
 
-def encode_label(mask, num_classes=None, key=None, level=ZSTD_LEVEL):
+def encode_label(mask: np.ndarray, num_classes: int | None = None, key: str | None = None,
+                 level: int = ZSTD_LEVEL) -> bytes:
     """Label mask -> `.npy.zst` bytes, after validation."""
     return encode_npy_zst(check_label(mask, num_classes, key), level)
 
 
-def decode_label(data, num_classes=None, key=None):
+def decode_label(data: bytes, num_classes: int | None = None, key: str | None = None) -> np.ndarray:
     """`.npy.zst` bytes -> uint8 H x W mask; validates shape, dtype and, if given, values."""
     try:
         mask = decode_npy_zst(data)
@@ -87,7 +92,7 @@ def decode_label(data, num_classes=None, key=None):
     return check_label(mask, num_classes, key)
 
 
-def encode_label_png(mask, num_classes=None, key=None):
+def encode_label_png(mask: np.ndarray, num_classes: int | None = None, key: str | None = None) -> bytes:
     """Label mask -> PNG bytes (mode L)."""
     from PIL import Image
 
@@ -96,7 +101,7 @@ def encode_label_png(mask, num_classes=None, key=None):
     return buf.getvalue()
 
 
-def decode_label_png(data, num_classes=None, key=None):
+def decode_label_png(data: bytes, num_classes: int | None = None, key: str | None = None) -> np.ndarray:
     """PNG bytes (mode L or palette P, whose indices are the classes) -> uint8 mask."""
     from PIL import Image
 
@@ -172,7 +177,7 @@ def label_decoder() -> LabelDecoder:
     return decode
 
 
-def wide_grey(img: object, *, scale: bool) -> np.ndarray | None:
+def wide_grey(img: Image.Image, *, scale: bool) -> np.ndarray | None:
     """A Pillow image of a grey mode wider than 8 bits -> uint8 H x W; None for any other mode.
 
     scale=True (a photo): 0..65535 mapped to 0..255, rounded (Pillow's own conversion clips
@@ -190,7 +195,7 @@ def wide_grey(img: object, *, scale: bool) -> np.ndarray | None:
     return ((wide * 255 + 32767) // 65535).clip(0, 255).astype(np.uint8)  # 0..65535 -> 0..255, rounded
 
 
-def topk(probs, k):
+def topk(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (C, H, W) -> top-k (idx uint8 (k,H,W), prob uint8 (k,H,W)).
 
     Probabilities are quantised to round(p * 255), an error of at most 1/510.
@@ -203,11 +208,12 @@ def topk(probs, k):
     return idx.astype(np.uint8), quantise(prob)
 
 
-def quantise(prob):
+def quantise(prob: np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1] -> uint8 round(p * 255)."""
     return np.clip(np.rint(np.asarray(prob, np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
-def encode_topk(idx, prob, level=ZSTD_LEVEL):
+def encode_topk(idx: np.ndarray, prob: np.ndarray, level: int = ZSTD_LEVEL) -> tuple[bytes, bytes]:
     """(idx uint8 (k,H,W), prob uint8 (k,H,W)) -> (idx bytes, prob bytes)."""
     idx, prob = np.asarray(idx), np.asarray(prob)
     if idx.shape != prob.shape or idx.ndim != 3 or idx.dtype != np.uint8 or prob.dtype != np.uint8:
@@ -215,22 +221,25 @@ def encode_topk(idx, prob, level=ZSTD_LEVEL):
     return encode_npy_zst(idx, level), encode_npy_zst(prob, level)
 
 
-def decode_topk(idx_data, prob_data):
+def decode_topk(idx_data: bytes, prob_data: bytes) -> tuple[np.ndarray, np.ndarray]:
     """-> (idx uint8 (k,H,W), prob float32 (k,H,W) in [0, 1])."""
     idx = decode_npy_zst(idx_data)
     prob = decode_npy_zst(prob_data).astype(np.float32) / 255.0
     return idx, prob
 
 
-def is_jpeg(data):
+def is_jpeg(data: bytes) -> bool:
+    """Whether `data` starts as a JPEG (SOI and a marker)."""
     return bytes(data[:3]) == b"\xff\xd8\xff"
 
 
-def is_png(data):
+def is_png(data: bytes) -> bool:
+    """Whether `data` starts with the PNG signature."""
     return bytes(data[:8]) == b"\x89PNG\r\n\x1a\n"
 
 
-def decode_image(data, min_height=None, min_width=None, key=None):
+def decode_image(data: bytes, min_height: int | None = None, min_width: int | None = None,
+                 key: str | None = None) -> np.ndarray:
     """Image bytes -> uint8 H x W x 3 RGB array.
 
     JPEGs go through libjpeg-turbo (simplejpeg). Given `min_height`/`min_width`
@@ -269,7 +278,8 @@ def _decode_pillow(data):
     return np.array(img.convert("RGB"))  # writable, unlike asarray
 
 
-def encode_json(obj):
+def encode_json(obj: object) -> bytes:
+    """`obj` as a shard's .json member: UTF-8 JSON, keys sorted."""
     return json.dumps(obj, sort_keys=True).encode("utf-8")
 
 
@@ -292,7 +302,7 @@ def _jpeg_handler(key, data):
     return None
 
 
-def wds_handlers():
+def wds_handlers() -> list[Callable[[str, bytes], object]]:
     """Decoder handlers for webdataset: `.decode(*wds_handlers(), "rgb8")`.
 
     Labels come back as uint8 arrays and JPEGs as RGB uint8 arrays decoded by

@@ -19,11 +19,14 @@ Every function takes a full URL and raises `StorageError` (a ValueError, so
 commands report it as bad input) naming that URL, or `NotFound`.
 """
 
+from __future__ import annotations
+
 import datetime
 import os
 import posixpath
 import threading
 import urllib.parse
+from collections.abc import Iterator, Sequence
 
 SCHEMES = ("s3", "gs", "az", "abfs", "http", "https")
 # Retries: throttling and timeouts are retried for up to `retry_timeout` with
@@ -47,20 +50,21 @@ class NotFound(StorageError):
     """The object does not exist."""
 
 
-def is_url(text):
+def is_url(text: object) -> bool:
     """Whether `text` names an object-store location (scheme://...), not a local path."""
     scheme, sep, _ = str(text).partition("://")
     return bool(sep) and scheme.lower() in SCHEMES
 
 
-def join(base, *names):
+def join(base: str | os.PathLike, *names: str) -> str:
     """`base/name` for a URL or a local path."""
     if is_url(base):
         return "/".join([str(base).rstrip("/"), *names])
     return os.path.join(base, *names)
 
 
-def basename(path):
+def basename(path: str | os.PathLike) -> str:
+    """The last part of a URL or a local path."""
     return posixpath.basename(str(path).rstrip("/")) if is_url(path) else os.path.basename(path)
 
 
@@ -70,7 +74,7 @@ def _count(**kw):
             STATS[k] += v
 
 
-def in_use():
+def in_use() -> bool:
     """Whether this process has made an object-store client (see workers.mp_context)."""
     pid = os.getpid()
     return any(key[0] == pid for key in _clients)
@@ -140,7 +144,7 @@ def _call(url, what, fn, *args, **kwargs):
         raise StorageError(f"{url}: {what} failed ({_reason(e)})") from None
 
 
-def read(url, offset=0, size=None):
+def read(url: str, offset: int = 0, size: int | None = None) -> bytes:
     """`size` bytes at `offset` of the object (the whole object from `offset` when size is None)."""
     import obstore
 
@@ -157,7 +161,7 @@ def read(url, offset=0, size=None):
     return data
 
 
-def read_ranges(url, ranges):
+def read_ranges(url: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
     """The bytes of several (offset, size) ranges of one object; ranges less than
     1 MiB apart are fetched by one request."""
     import obstore
@@ -175,7 +179,7 @@ def read_ranges(url, ranges):
     return out
 
 
-def stream(url, chunk=8 << 20):
+def stream(url: str, chunk: int = 8 << 20) -> Iterator[bytes]:
     """Iterate the object's bytes in chunks (one GET, retried by the client only before the first byte)."""
     import obstore
 
@@ -189,7 +193,7 @@ def stream(url, chunk=8 << 20):
         raise StorageError(f"{url}: GET failed while streaming ({_reason(e)})") from None
 
 
-def head(url):
+def head(url: str) -> dict:
     """{"size", "etag"} of an object."""
     import obstore
 
@@ -197,7 +201,8 @@ def head(url):
     return {"size": int(meta["size"]), "etag": meta.get("e_tag")}
 
 
-def exists(url):
+def exists(url: str) -> bool:
+    """Whether the object exists."""
     try:
         head(url)
         return True
@@ -205,7 +210,7 @@ def exists(url):
         return False
 
 
-def listdir(url):
+def listdir(url: str) -> dict[str, dict] | None:
     """{name: {"size", "etag"}} of the objects directly under the prefix `url`
     (None where the store cannot list, as a plain HTTP server)."""
     import obstore
@@ -222,7 +227,7 @@ def listdir(url):
             for o in listing["objects"]}
 
 
-def write(url, data):
+def write(url: str, data: bytes) -> None:
     """Store `data` (bytes) as the object `url`: all of it or nothing."""
     import obstore
 
@@ -230,7 +235,7 @@ def write(url, data):
     _count(puts=1)
 
 
-def upload(url, path):
+def upload(url: str, path: str | os.PathLike) -> None:
     """Upload a local file to `url` (in parts when it is larger than 5 MiB)."""
     import obstore
     from pathlib import Path
@@ -239,7 +244,8 @@ def upload(url, path):
     _count(puts=1)
 
 
-def delete(url):
+def delete(url: str) -> None:
+    """Remove the object."""
     import obstore
 
     _call(url, "DELETE", lambda c, k: obstore.delete(c, k))
