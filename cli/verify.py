@@ -8,7 +8,8 @@ from rich.console import Console
 from rich.table import Table
 
 from csst_cli.options import progress_bar, progress_option
-from csst_data.store.shards import ShardError, read_manifest, verify_shards
+from csst_data.store.manifest import ShardError, read_manifest
+from csst_data.store.verify import verify_shards
 
 
 @click.command("verify")
