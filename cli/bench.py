@@ -196,8 +196,8 @@ def train(index_path, model, crop, batch_size, sizes, workers, device, amp, warm
     size_list = [int(v) for v in parse_floats(sizes, "--sizes")] if sizes else default_sizes(crop)
     try:
         with progress_bar("stepping", "sizes", progress) as bar:
-            rates = t.step_rates(index, model, crop, batch_size, size_list, workers, device, amp, warmup, steps,
-                                 progress=bar)
+            options = t.StepBench(model, crop, batch_size, size_list, workers, device, amp, warmup, steps)
+            rates = t.step_rates(index, options, progress=bar)
     except (ValueError, RuntimeError) as e:
         raise click.ClickException(str(e))
     table = Table(title=f"csst bench train: {model}, {device}, amp {amp}, {workers} workers")

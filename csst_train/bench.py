@@ -43,15 +43,7 @@ class StepBench:
     seed: int = 0
 
 
-def step_rates(index: CentroidIndex, model: str = "fastscnn", crop: int = 768, batch_size: int = 8,
-               sizes: Sequence[int] | None = None, workers: int = 2, device: str = "auto", amp: str = "off",
-               warmup: int = 3, steps: int = 10, seed: int = 0, progress: Callable | None = None) -> dict:
-    """`measure_steps` with the options as arguments (the form `csst bench train` calls today)."""
-    options = StepBench(model, crop, batch_size, sizes, workers, device, amp, warmup, steps, seed)
-    return measure_steps(index, options, progress)
-
-
-def measure_steps(index: CentroidIndex, options: StepBench = StepBench(),
+def step_rates(index: CentroidIndex, options: StepBench = StepBench(),
                   progress: Callable[[int, int], None] | None = None) -> dict:
     """Per crop size: iterations/s, crops/s, data-wait fraction and whether the loader keeps up."""
     dev = pick_device(options.device)

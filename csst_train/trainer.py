@@ -485,7 +485,7 @@ def _epoch_record(run, epoch, size, bsz, lr):
 class _StopFlag:
     """Set by STOP_SIGNALS; every rank stops at the same step boundary (the flag is all-reduced)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.signum = None
         self.previous = {}
         for s in STOP_SIGNALS:
@@ -497,14 +497,14 @@ class _StopFlag:
     def _set(self, signum, frame):
         self.signum = self.signum or signum
 
-    def agreed(self, dev, world):
+    def agreed(self, dev: torch.device, world: int) -> bool:
         if world == 1:
             return self.signum is not None
         flag = torch.tensor([1.0 if self.signum is not None else 0.0], device=dev)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
-    def restore(self):
+    def restore(self) -> None:
         for s, handler in self.previous.items():
             signal.signal(s, handler)
 
