@@ -82,7 +82,11 @@ def _list_files(folder, suffixes, what, name):
         rel = os.path.relpath(p, root)
         for s in suffixes:
             if rel.lower().endswith(s.lower()) and len(rel) > len(s) and os.path.isfile(p):
-                out[rel[: -len(s)]] = p
+                stem = rel[: -len(s)]
+                if stem in out:  # x.jpg beside x.png: which one is the sample is not ours to guess
+                    raise ValueError(f"{name}: two {what}s have the key {os.path.basename(stem)!r}: "
+                                     f"{out[stem]} and {p}")
+                out[stem] = p
                 break
     return root, out
 
@@ -216,8 +220,12 @@ class FolderDataset(Dataset):
                 if not os.path.isfile(lab):
                     raise ValueError(f"{self.name}: {lab} (listed in {os.path.basename(s.split)}) is missing")
             if want_images:
-                img = next((os.path.join(s.img_dir, stem + x) for x in img_suffixes
-                            if os.path.isfile(os.path.join(s.img_dir, stem + x))), None)
+                found = [os.path.join(s.img_dir, stem + x) for x in img_suffixes
+                         if os.path.isfile(os.path.join(s.img_dir, stem + x))]
+                if len(found) > 1:
+                    raise ValueError(f"{self.name}: two images have the key {self._key(stem)!r}: "
+                                     f"{found[0]} and {found[1]}")
+                img = found[0] if found else None
                 if img is None:
                     raise ValueError(f"{self.name}: image {os.path.join(s.img_dir, stem + img_suffixes[0])} "
                                      f"(listed in {os.path.basename(s.split)}) is missing")

@@ -37,6 +37,7 @@ def read_spec(path: str | os.PathLike, **overrides: object) -> FolderDataset:
     unknown = sorted(set(obj) - SPEC_KEYS - {"type"})
     if unknown:
         raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(SPEC_KEYS))})")
+    _check_types(obj, path)
     here = os.path.dirname(os.path.realpath(path))
     root = os.path.normpath(os.path.join(here, obj.get("data_root") or "."))
     kw = {k: v for k, v in obj.items() if k in SPEC_KEYS}
@@ -49,6 +50,29 @@ def read_spec(path: str | os.PathLike, **overrides: object) -> FolderDataset:
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: {e}") from None
     return FolderDataset(replace(spec, **{k: v for k, v in overrides.items() if v is not None}))
+
+
+# The JSON / TOML type each field must have (null is always allowed: the field's default).
+_TYPES = {
+    "data_root": (str, "a string"), "img_dir": (str, "a string"), "ann_dir": (str, "a string"),
+    "img_suffix": (str, "a string"), "seg_map_suffix": (str, "a string"), "split": (str, "a string"),
+    "unknown_color": (str, "a string"), "keys": (str, "a string"),
+    "classes": (list, "a list of names"), "palette": (list, "a list of [r, g, b]"),
+    "label_map": (dict, "a table of raw value -> class id"),
+    "num_classes": (int, "an integer"), "ignore_index": (int, "an integer"), "reduce_zero_label": (bool, "true or false"),
+}
+
+
+def _check_types(obj, path):
+    """One line naming the file and the field whose value has the wrong type (e.g. `"classes": "a,b"`,
+    which would otherwise read as one class per character)."""
+    for k, (kind, what) in _TYPES.items():
+        v = obj.get(k)
+        if v is None:
+            continue
+        wrong = not isinstance(v, kind) or (kind is int and isinstance(v, bool))
+        if wrong:
+            raise ValueError(f"{path}: field {k!r} must be {what}, not {type(v).__name__} ({json.dumps(v)[:40]})")
 
 
 def _checked_spec(kw, where):
