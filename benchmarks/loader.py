@@ -44,7 +44,7 @@ from csst_demo import synth
 from csst_data.index import CentroidIndex, build_index
 from csst_data.loader.schedules import batch_for_crop, default_sizes
 from csst_data.datasets import FolderOptions, parse_source
-from csst_data.runs.pack import pack
+from csst_data.runs.pack import PackOptions, pack
 
 FULL_CROP = 768
 BASE_BATCH = 4
@@ -124,12 +124,12 @@ def write_data(work, count, size, cs_count):
     with open(os.path.join(folder, keys[0] + ".jpg"), "rb") as f:
         transcode(f.read())
     t = time.perf_counter()
-    summary = pack([files], os.path.join(work, "packed"), workers=2)
+    summary = pack([files], os.path.join(work, "packed"), PackOptions(workers=2))
     pack_s = time.perf_counter() - t
     cs = os.path.join(work, "cityscapes")
     synth.write_dataset(cs, labeled=cs_count, unlabeled=0, val=0, size=size, seed=0, layout="cityscapes", workers=2)
     t = time.perf_counter()
-    cs_summary = pack([f"cityscapes:{cs}:train"], os.path.join(work, "cs-packed"), workers=2)
+    cs_summary = pack([f"cityscapes:{cs}:train"], os.path.join(work, "cs-packed"), PackOptions(workers=2))
     cs_pack_s = time.perf_counter() - t
     cs_files = parse_source(f"cityscapes:{cs}:train").samples()
     out = {"pairs": [(os.path.join(folder, k + ".jpg"), os.path.join(folder, k + ".png")) for k in keys],

@@ -31,27 +31,14 @@ def parse_size(text, name):
     return (parts[0], parts[-1])
 
 
-def library_defaults(module, function):
-    """{parameter: default} of a library function, so a command shows the library's defaults.
+def library_defaults(module, config):
+    """{field: default} of a library options dataclass (PackOptions, LabelConfig, PredictConfig),
+    so a command shows the library's defaults. The modules holding them import no torch."""
+    import dataclasses
+    import importlib
 
-    Read from the source without importing the module (torch takes seconds to import)."""
-    import ast
-    import importlib.util
-
-    path = importlib.util.find_spec(module).origin
-    with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read())
-    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
-    a = fn.args
-    names = [x.arg for x in a.args][len(a.args) - len(a.defaults):] + [x.arg for x in a.kwonlyargs]
-    values = list(a.defaults) + list(a.kw_defaults)
-    out = {}
-    for n, v in zip(names, values):
-        try:
-            out[n] = ast.literal_eval(v)
-        except ValueError:
-            pass  # not a literal (e.g. a dataclass instance): the command takes that one from the library
-    return out
+    cls = getattr(importlib.import_module(module), config)
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
 
 
 # -- the one source grammar ----------------------------------------------------

@@ -1,6 +1,5 @@
 """`csst pack`: any source csst reads -> a shard set ready for fast training."""
 
-import os
 import sys
 
 import click
@@ -8,10 +7,8 @@ import click
 from csst_cli.options import (SOURCE_HELP, folder_options, library_defaults, parse_sources, pop_folder_options,
                               progress_bar, progress_option)
 
-from csst_data.runs.pack import PackOptions  # noqa: E402 - torch-free
-
-D = library_defaults("csst_data.runs.pack", "pack")
-P = PackOptions  # the defaults, declared once in the library
+# The library's defaults, declared once in csst_data.runs.pack.PackOptions (torch-free).
+P = library_defaults("csst_data.runs.pack", "PackOptions")
 
 
 @click.command("pack", help=f"""Pack SOURCES into the csst shard set OUTPUT, ready for fast training.
@@ -32,11 +29,11 @@ P = PackOptions  # the defaults, declared once in the library
 @click.argument("sources", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Shard set to write: a folder, or an s3://, gs:// or az:// URL (written through a local staging folder, $CSST_STAGING). A rerun resumes it.")
 @folder_options
-@click.option("--quality", default=P.quality, show_default=True, type=click.IntRange(1, 100),
+@click.option("--quality", default=P["quality"], show_default=True, type=click.IntRange(1, 100),
               help="JPEG quality for images that are not JPEGs (PNG).")
 @click.option("--lossless", is_flag=True, help="Keep PNG images as PNG (no window decoding for them).")
-@click.option("--shard-size", default=P.shard_size, show_default=True, type=click.IntRange(min=1), help="Samples per shard.")
-@click.option("--workers", default=D["workers"], show_default=True, type=click.IntRange(min=1),
+@click.option("--shard-size", default=P["shard_size"], show_default=True, type=click.IntRange(min=1), help="Samples per shard.")
+@click.option("--workers", default=P["workers"], show_default=True, type=click.IntRange(min=1),
               help="Processes reading, transcoding and encoding samples.")
 @click.option("--rank", type=click.IntRange(min=0), help="This process's rank (default: torchrun's RANK, else 0).")
 @click.option("--world-size", type=click.IntRange(min=1), help="Number of processes (default: torchrun's WORLD_SIZE, else 1).")
@@ -44,17 +41,18 @@ P = PackOptions  # the defaults, declared once in the library
               help="Unreadable samples allowed before the exit status is non-zero.")
 @progress_option
 def pack(sources, output, quality, lossless, shard_size, workers, rank, world_size, max_failures, progress, **kw):
+    from csst_data.runs.pack import PackOptions
     from csst_data.runs.pack import pack as run
+    from csst_data.workers import rank_world
 
-    options = pop_folder_options(kw)
-    datasets = parse_sources(sources, options)
-    if rank is None and world_size is None and "WORLD_SIZE" in os.environ:
-        rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ["WORLD_SIZE"])
+    folders = pop_folder_options(kw)
+    datasets = parse_sources(sources, folders)
+    options = PackOptions(quality=quality, lossless=lossless, shard_size=shard_size, workers=workers,
+                          num_classes=folders.num_classes, class_names=folders.classes)
     try:
+        rank, world_size = rank_world(rank, world_size)
         with progress_bar("packing", "samples", progress and not rank) as bar:
-            s = run(datasets, output, PackOptions(quality=quality, lossless=lossless, shard_size=shard_size),
-                    workers=workers, rank=rank, world_size=world_size, num_classes=options.num_classes,
-                    class_names=options.classes, progress=bar)
+            s = run(datasets, output, options, rank=rank, world_size=world_size, progress=bar)
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e))
     rate = s["packed"] / s["seconds"] if s["seconds"] > 0 else 0.0

@@ -237,10 +237,10 @@ def test_verify_reports_unsafe_names_tmp_files_and_unfinished_runs(tmp_path):
     r = CliRunner().invoke(cli, ["index", "build", str(tmp_path / "s"), "-o", str(tmp_path / "i.zarr")])
     assert r.exit_code == 1 and "unsafe or invalid member name" in r.output
     # An unfinished two-rank run: rank 1 never finished.
-    from csst_data.runs.pack import pack
+    from csst_data.runs.pack import PackOptions, pack
 
     synth.write_dataset(tmp_path / "d", 4, 0, 0, size=(32, 64))
-    pack([tmp_path / "d" / "labeled"], tmp_path / "p", rank=0, world_size=2, workers=1)
+    pack([tmp_path / "d" / "labeled"], tmp_path / "p", PackOptions(workers=1), rank=0, world_size=2)
     r = CliRunner().invoke(cli, ["verify", str(tmp_path / "p"), "--no-progress"])
     assert r.exit_code == 1 and "unfinished multi-rank run: rank(s) [1] of 2 have not finished" in r.output
     r = CliRunner().invoke(cli, ["index", "build", str(tmp_path / "p"), "-o", str(tmp_path / "j.zarr")])
@@ -334,7 +334,7 @@ def _phone_jpeg(h, w, orientation, seed=0):
 
 def test_stored_pixels_and_labels_never_disagree_under_exif_orientation(tmp_path):
     from csst_data.jpeg import structure as jpeg
-    from csst_data.runs.pack import pack
+    from csst_data.runs.pack import PackOptions, pack
 
     os.makedirs(tmp_path / "m")
     data = _phone_jpeg(32, 48, 6)
@@ -343,7 +343,7 @@ def test_stored_pixels_and_labels_never_disagree_under_exif_orientation(tmp_path
     from csst_data.datasets import FolderOptions, parse_source
 
     ds = parse_source(str(tmp_path / "m"), FolderOptions(img_suffix=".jpg", seg_map_suffix="_gt.png", num_classes=3))
-    s = pack([ds], tmp_path / "packed", workers=1)
+    s = pack([ds], tmp_path / "packed", PackOptions(workers=1))
     assert s["transcoded"] == 1
     import webdataset as wds
 

@@ -19,7 +19,7 @@ from csst_demo import synth
 from csst_data.store.codecs import decode_image
 from csst_data.datasets import parse_source
 from csst_data.index import CentroidIndex, build_index
-from csst_data.runs.pack import KILL_ENV, PackOptions, pack
+from csst_data.runs.pack import PackOptions, pack
 
 
 def same_components(a, b):
@@ -69,7 +69,7 @@ def test_pack_cityscapes_pngs(cityscapes, tmp_path):
 
 def test_pack_jpeg_shards_is_lossless_and_same_index(tmp_path):
     synth.write_dataset(tmp_path / "d", 6, 2, 0, size=(72, 136), seed=5)
-    summary = pack([tmp_path / "d" / "labeled", tmp_path / "d" / "unlabeled"], tmp_path / "p", workers=1)
+    summary = pack([tmp_path / "d" / "labeled", tmp_path / "d" / "unlabeled"], tmp_path / "p", PackOptions(workers=1))
     assert summary["transcoded"] == 8 and summary["failed"] == 0
     original = {s["__key__"]: s for s in wds.WebDataset(
         shards.shard_paths(tmp_path / "d" / "labeled") + shards.shard_paths(tmp_path / "d" / "unlabeled"),
@@ -94,9 +94,12 @@ def test_pack_jpeg_shards_is_lossless_and_same_index(tmp_path):
 
 def test_killed_pack_resumes_with_every_key_once(tmp_path):
     synth.write_dataset(tmp_path / "d", 9, 0, 0, size=(48, 96), seed=6)
-    args = [sys.executable, "-m", "csst_cli.main", "pack", str(tmp_path / "d" / "labeled"), "-o", str(tmp_path / "p"),
-            "--shard-size", "2", "--workers", "1", "--no-progress"]
-    killed = subprocess.run(args, env={**os.environ, KILL_ENV: "5"}, capture_output=True)
+    cmd = ["pack", str(tmp_path / "d" / "labeled"), "-o", str(tmp_path / "p"), "--shard-size", "2", "--workers", "1",
+           "--no-progress"]
+    args = [sys.executable, "-m", "csst_cli.main", *cmd]
+    # SIGKILL after the 5th sample written (tests/killing_cli.py counts the writes).
+    killer = os.path.join(os.path.dirname(__file__), "killing_cli.py")
+    killed = subprocess.run([sys.executable, killer, "writes=5", "--", *cmd], capture_output=True)
     assert killed.returncode == -9
     assert 0 < sum(s["samples"] for s in shards.read_manifest(tmp_path / "p")["shards"]) < 9
     again = subprocess.run(args, capture_output=True, text=True)
@@ -136,7 +139,7 @@ def test_corrupt_images_go_to_failed_jsonl(tmp_path):
 def test_ranks_pack_their_share_and_merge(tmp_path):
     synth.write_dataset(tmp_path / "d", 7, 0, 0, size=(32, 64), seed=7)
     for rank in (1, 0):
-        s = pack([tmp_path / "d" / "labeled"], tmp_path / "p", rank=rank, world_size=2, workers=1)
+        s = pack([tmp_path / "d" / "labeled"], tmp_path / "p", PackOptions(workers=1), rank=rank, world_size=2)
         assert s["merged"] == (rank == 0)
     keys = [s["__key__"] for s in wds.WebDataset(shards.shard_paths(tmp_path / "p"), shardshuffle=False)]
     assert sorted(keys) == sorted(parse_source(str(tmp_path / "d" / "labeled")).samples()["key"])

@@ -10,31 +10,32 @@ where the sample came from and what was done to its image.
 
 Workers decode and encode; this process writes shards in input order. Ranks,
 resuming after a kill and failures work as in every shard-writing run
-(shardrun.py): a rerun skips the keys already stored, and unreadable samples
-go to failed.jsonl while the rest are packed.
+(skeleton.py, shardrun.py): a rerun skips the keys already stored, and
+unreadable samples go to failed.jsonl while the rest are packed.
 """
+
+from __future__ import annotations
 
 import hashlib
 import io
 import json
 import os
-import signal
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 from csst_data import IGNORE
-from csst_data.store.codecs import encode_json, encode_label, is_jpeg, is_png
-from csst_data.jpeg.structure import exif_orientation
 from csst_data.datasets import as_dataset, declared_classes
-from csst_data.store.locks import OutputLock
-from csst_data.workers import die_with_parent, mp_context
-from csst_data.store.mirror import close_output, open_output
-from csst_data.runs.shardrun import (check_resumable, finish_rank, rank_manifest_name, rank_of, rank_prefix,
-                                record_failure, start_rank)
-from csst_data.store.shards import MANIFEST, RangeReader, SetInfo, ShardWriter
+from csst_data.jpeg.structure import exif_orientation
+from csst_data.runs.skeleton import RunSpec, ShardRun, ranked_output, todo_of
+from csst_data.store.codecs import encode_json, encode_label, is_jpeg, is_png
+from csst_data.store.shards import RangeReader, SetInfo
+from csst_data.workers import die_with_parent, mp_context, rank_world
 
-# Test hook: SIGKILL this process after that many samples were written.
-KILL_ENV = "CSST_PACK_KILL_AFTER"
+# The options that change what is stored: a resumed run must use the same ones.
+CONTENT_OPTIONS = ("quality", "lossless")
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,12 @@ class PackOptions:
     quality: int = 95          # JPEG quality for images that are not JPEGs already
     lossless: bool = False     # keep PNG images as PNG instead of encoding them as JPEG
     shard_size: int = 1000     # samples per shard
+    workers: int = 2           # processes reading, transcoding and encoding samples
+    num_classes: int | None = None      # classes of mask folders (shard sets, presets and specs declare theirs)
+    class_names: Sequence[str] | None = None  # their names, when known
 
 
-def encode_restart_jpeg(rgb, quality):
+def encode_restart_jpeg(rgb: np.ndarray, quality: int) -> bytes:
     """An RGB array -> baseline 4:2:0 JPEG with restart markers every few MCUs (Pillow >= 11 writes them)."""
     from PIL import Image
 
@@ -56,7 +60,7 @@ def encode_restart_jpeg(rgb, quality):
     return buf.getvalue()
 
 
-def pack_image(data, options):
+def pack_image(data: bytes, options: PackOptions) -> tuple[str, bytes, str, tuple[int, int]]:
     """Image bytes -> (member suffix, bytes, what was done: "transcoded", "encoded" or "kept"), and (height, width)."""
     from csst_data import jpeg
     from csst_data.store.codecs import decode_image
@@ -82,6 +86,32 @@ def pack_image(data, options):
     return "jpg", jpeg.with_restart_index(encode_restart_jpeg(rgb, options.quality)), "encoded", rgb.shape[:2]
 
 
+# -- what one sample is -------------------------------------------------------------------
+@dataclass(frozen=True)
+class PackItem:
+    """Where one sample's members are (a row of its dataset's columns)."""
+
+    source: int          # index of its dataset in the run's sources
+    key: str
+    shard: object
+    label_offset: int
+    label_size: int
+    image_offset: int
+    image_size: int
+    label_path: object
+    image_path: object
+
+    @property
+    def labelled(self) -> bool:
+        return self.label_size != -1 or bool(self.label_path)
+
+
+@dataclass(frozen=True)
+class PackTask:
+    position: int        # in the run's to-do list
+    item: PackItem
+
+
 # -- work in pool processes --------------------------------------------------------------
 _state = {}
 
@@ -93,28 +123,28 @@ def _init(datasets, options, num_classes):
 
 def _pack_one(task):
     """One sample -> (position, sample dict for ShardWriter, None, image bytes read) or (position, None, error, 0)."""
-    i, s, key, shard, lo, ls, io_, is_, lp, ip = task
-    ds, options, reader = _state["datasets"][s], _state["options"], _state["reader"]
+    it = task.item
+    ds, options, reader = _state["datasets"][it.source], _state["options"], _state["reader"]
     try:
-        data = ds.read(reader, shard, io_, is_, ip)
+        data = ds.read(reader, it.shard, it.image_offset, it.image_size, it.image_path)
         suffix, image, how, (h, w) = pack_image(data, options)
-        sample = {"__key__": key, suffix: image}
-        meta = {"source": ds.locate("image", key, shard, io_, ip),
+        sample = {"__key__": it.key, suffix: image}
+        meta = {"source": ds.locate("image", it.key, it.shard, it.image_offset, it.image_path),
                 "image": how, "height": int(h), "width": int(w)}
         orientation = exif_orientation(data)
         if orientation != 1:
             # Pixels stay as stored (csst never rotates); the tag is reset in the stored copy and recorded here.
             meta["exif_orientation"] = orientation
-        if ls != -1 or lp:
-            label = ds.decode_label(ds.read(reader, shard, lo, ls, lp), key)
+        if it.labelled:
+            label = ds.decode_label(ds.read(reader, it.shard, it.label_offset, it.label_size, it.label_path), it.key)
             if label.shape != (h, w):
                 raise ValueError(f"image is {h}x{w} but its label is {label.shape[0]}x{label.shape[1]}")
-            sample["label.npy.zst"] = encode_label(label, _state["num_classes"], key)
+            sample["label.npy.zst"] = encode_label(label, _state["num_classes"], it.key)
             meta["ignored_pixels"] = int((label == IGNORE).sum())
         sample["json"] = encode_json(meta)
-        return i, sample, None, len(data)
+        return task.position, sample, None, len(data)
     except Exception as e:  # noqa: BLE001 - every failure is recorded in failed.jsonl
-        return i, None, f"{type(e).__name__}: {e}", 0
+        return task.position, None, f"{type(e).__name__}: {e}", 0
 
 
 def _imap(tasks, workers, initargs):
@@ -127,21 +157,11 @@ def _imap(tasks, workers, initargs):
 
 
 # -- the run ---------------------------------------------------------------------------------
-def pack(sources, out, options=PackOptions(), workers=2, rank=None, world_size=None, num_classes=None,
-         class_names=None, progress=None):
-    """Pack `sources` (datasets or SOURCE strings) into the shard set `out`; resumes a killed run.
+_COLUMNS = ("shard", "label_offset", "label_size", "image_offset", "image_size", "label_path", "image_path")
 
-    `progress(done, total)` is called as samples finish. Returns a summary dict:
-    packed, skipped (already stored), failed, total, seconds, images_in_bytes,
-    images_out_bytes, transcoded, encoded, kept, merged, manifest.
-    """
-    out = os.fspath(out)
-    world_size = world_size or 1
-    rank = rank or 0
-    datasets = [as_dataset(s) for s in sources]
-    if not datasets:
-        raise ValueError("no sources given")
-    num_classes, class_names = declared_classes(datasets, num_classes, class_names)
+
+def _items(datasets):
+    """Every sample of `datasets` as PackItems; a key in two of them is an error naming both."""
     items, seen = [], {}
     for s, ds in enumerate(datasets):
         cols = ds.samples(labels=None)
@@ -149,55 +169,58 @@ def pack(sources, out, options=PackOptions(), workers=2, rank=None, world_size=N
             if key in seen:
                 raise ValueError(f"key {key!r} is in {seen[key]} and in {ds.name}; pack them into separate shard sets")
             seen[key] = ds.name
-            items.append((s, key, *(cols[c][i] for c in ("shard", "label_offset", "label_size", "image_offset",
-                                                          "image_size", "label_path", "image_path"))))
-    labelled = any(it[4] != -1 or it[6] for it in items)
+            items.append(PackItem(s, key, *(cols[c][i] for c in _COLUMNS)))
+    return items
+
+
+def pack(sources: Sequence, out: str | os.PathLike, options: PackOptions = PackOptions(), rank: int | None = None,
+         world_size: int | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Pack `sources` (datasets or SOURCE strings) into the shard set `out`; resumes a killed run.
+
+    `progress(done, total)` is called as samples finish. Returns a summary dict:
+    packed, skipped (already stored), failed, total, seconds, images_in_bytes,
+    images_out_bytes, transcoded, encoded, kept, merged, manifest.
+    """
+    rank, world_size = rank_world(rank, world_size)
+    datasets = [as_dataset(s) for s in sources]
+    if not datasets:
+        raise ValueError("no sources given")
+    num_classes, class_names = declared_classes(datasets, options.num_classes, options.class_names)
+    items = _items(datasets)
+    labelled = any(it.labelled for it in items)
     if labelled and num_classes is None:
         raise ValueError(f"the number of classes of {datasets[0].name} is unknown: give --num-classes")
-    producer = {"name": "csst pack", "options": {**asdict(options), "sources": [ds.name for ds in datasets]}}
-    fingerprint = hashlib.sha256(json.dumps([producer["options"], sorted(seen)]).encode()).hexdigest()
-    # An object-store URL is written through a local staging folder (mirror.py).
-    out, mirror = open_output(out, rank_prefix(rank) if world_size > 1 else "shard")
-    os.makedirs(out, exist_ok=True)
-    with OutputLock(out, f".lock-{rank_prefix(rank)}"):
-        summary = _pack(datasets, items, out, options, workers, rank, world_size, num_classes, class_names,
-                        labelled, producer, fingerprint, seen, progress, mirror)
-    return close_output(mirror, summary)
-
-
-def _pack(datasets, items, out, options, workers, rank, world_size, num_classes, class_names, labelled, producer,
-          fingerprint, seen, progress, mirror=None):
-    ranked = world_size > 1
-    manifest_name = rank_manifest_name(rank) if ranked else MANIFEST
-    check_resumable(out, manifest_name, producer, world_size, fixed_options=("quality", "lossless"))
-    start_rank(out, rank, world_size)
-    mine = [it for it in items if rank_of(it[1], world_size) == rank] if ranked else items
+    content = {"quality": options.quality, "lossless": options.lossless, "shard_size": options.shard_size}
+    producer = {"name": "csst pack", "options": {**content, "sources": [ds.name for ds in datasets]}}
+    fingerprint = hashlib.sha256(json.dumps([producer["options"], sorted(it.key for it in items)]).encode()).hexdigest()
     fields = ["jpg"] + (["png"] if options.lossless else []) + (["label.npy.zst"] if labelled else []) + ["json"]
-    pseudo = any(ds.pseudo for ds in datasets)
     info = SetInfo(num_classes=num_classes, class_names=class_names, fields=fields, producer=producer,
-                   extra={"pseudo": pseudo, **({"rank": rank, "world_size": world_size} if ranked else {})})
-    writer = ShardWriter(out, info, prefix=rank_prefix(rank) if ranked else "shard", maxcount=options.shard_size,
-                         manifest=manifest_name, resume=True, on_finish=mirror.sync if mirror else None)
-    todo = [it for it in mine if it[1] not in writer.existing_keys]
-    kill_after = int(os.environ[KILL_ENV]) if os.environ.get(KILL_ENV) else None
-    counts = {"transcoded": 0, "encoded": 0, "kept": 0, "failed": 0, "images_in_bytes": 0, "images_out_bytes": 0}
+                   extra={"pseudo": any(ds.pseudo for ds in datasets)})
+    # An object-store URL is written through a local staging folder (mirror.py).
+    with ranked_output(out, rank, world_size) as (folder, mirror, done):
+        run = ShardRun(RunSpec(folder, rank, world_size, producer, fingerprint, fixed_options=CONTENT_OPTIONS),
+                       mirror)
+        return done(_pack(run, datasets, items, info, options, progress))
+
+
+def _pack(run, datasets, items, info, options, progress):
+    mine = run.mine(items, lambda it: it.key)
+    writer = run.open(info, options.shard_size)
+    todo = todo_of(mine, writer, lambda it: it.key)
+    counts = {"transcoded": 0, "encoded": 0, "kept": 0, "images_in_bytes": 0, "images_out_bytes": 0}
     done, total, start = len(mine) - len(todo), len(mine), time.perf_counter()
     if progress:
         progress(done, total)
-    tasks = [(i, *it) for i, it in enumerate(todo)]
+    tasks = [PackTask(i, it) for i, it in enumerate(todo)]
     try:
-        for i, sample, error, read in _imap(tasks, workers, (datasets, options, num_classes)):
+        for i, sample, error, read in _imap(tasks, options.workers, (datasets, options, info.num_classes)):
             if error is not None:
-                record_failure(out, todo[i][1], datasets[todo[i][0]].name, error, rank, world_size)
-                counts["failed"] += 1
+                run.fail(todo[i].key, datasets[todo[i].source].name, error)
             else:
-                meta = json.loads(sample["json"])
-                counts[meta["image"]] += 1
+                counts[json.loads(sample["json"])["image"]] += 1
                 counts["images_in_bytes"] += read
                 counts["images_out_bytes"] += len(sample.get("jpg") or sample.get("png"))
                 writer.write(sample)
-                if kill_after is not None and len(writer.keys) - len(writer.existing_keys) >= kill_after:
-                    os.kill(os.getpid(), signal.SIGKILL)
             done += 1
             if progress:
                 progress(done, total)
@@ -205,9 +228,5 @@ def _pack(datasets, items, out, options, workers, rank, world_size, num_classes,
         writer.abort()
         raise
     writer.close()
-    merged = finish_rank(out, rank, world_size, fingerprint, len(writer.keys), counts["failed"],
-                         mirror) if ranked else True
-    return {"packed": len(todo) - counts["failed"], "skipped": len(mine) - len(todo), "total": total,
-            "seconds": time.perf_counter() - start, "merged": merged, "rank": rank, "world_size": world_size,
-            "manifest": os.path.join(out, MANIFEST if merged else manifest_name), "shards": len(writer.shards),
-            **counts}
+    return run.finish(packed=len(todo) - run.failed, skipped=len(mine) - len(todo), total=total,
+                      seconds=time.perf_counter() - start, **counts, failed=run.failed)
