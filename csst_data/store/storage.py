@@ -29,11 +29,21 @@ import urllib.parse
 from collections.abc import Iterator, Sequence
 
 SCHEMES = ("s3", "gs", "az", "abfs", "http", "https")
-# Retries: throttling and timeouts are retried for up to `retry_timeout` with
-# backoff doubling from 100 ms to 15 s (with jitter, object_store's policy).
-RETRY = {"max_retries": 10, "retry_timeout": datetime.timedelta(minutes=3),
-         "backoff": {"init_backoff": datetime.timedelta(milliseconds=100),
-                     "max_backoff": datetime.timedelta(seconds=15), "base": 2.0}}
+# Retries: throttling, 5xx replies, refused connections and timeouts are retried with backoff
+# doubling from 100 ms to 15 s (with jitter, object_store's policy) until RETRY_SECONDS have passed
+# (CSST_STORAGE_RETRY replaces it). The budget is time, not a count: object_store stops at whichever
+# limit comes first, and 10 retries of a refused connection were spent in about 4 s.
+RETRY_SECONDS = 180
+_MAX_RETRIES = 1_000_000  # never the limit that stops: the time budget is
+
+
+def _retry_config():
+    seconds = float(os.environ.get("CSST_STORAGE_RETRY", RETRY_SECONDS))
+    return {"max_retries": _MAX_RETRIES, "retry_timeout": datetime.timedelta(seconds=seconds),
+            "backoff": {"init_backoff": datetime.timedelta(milliseconds=100),
+                        "max_backoff": datetime.timedelta(seconds=15), "base": 2.0}}
+
+
 TIMEOUT = "60s"  # one request, connect to last byte (CSST_STORAGE_TIMEOUT replaces it)
 
 STATS = {"gets": 0, "bytes": 0, "puts": 0}
@@ -48,6 +58,10 @@ class StorageError(ValueError):
 
 class NotFound(StorageError):
     """The object does not exist."""
+
+
+class NoSuchBucket(StorageError):
+    """The bucket (or container) of a URL does not exist: a wrong URL, not a missing object."""
 
 
 def is_url(text: object) -> bool:
@@ -115,7 +129,7 @@ def _make_client(root, scheme):
         except Exception:
             pass
     try:
-        return from_url(root, client_options=options, retry_config=RETRY, **kwargs)
+        return from_url(root, client_options=options, retry_config=_retry_config(), **kwargs)
     except Exception as e:
         raise StorageError(f"{root}: cannot make a client ({_reason(e)})") from None
 
@@ -133,6 +147,8 @@ def _call(url, what, fn, *args, **kwargs):
     try:
         return fn(client, key, *args, **kwargs)
     except (FileNotFoundError, ox.NotFoundError):
+        if _bucket_missing(url):
+            raise NoSuchBucket(f"{url}: no such bucket {urllib.parse.urlsplit(str(url)).netloc!r}") from None
         raise NotFound(f"{url}: no such object") from None
     except (PermissionError, ox.PermissionDeniedError, ox.UnauthenticatedError) as e:
         raise StorageError(f"{url}: access denied; check the credentials in the environment "
@@ -142,6 +158,24 @@ def _call(url, what, fn, *args, **kwargs):
             raise StorageError(f"{url}: access denied; check the credentials in the environment "
                                f"({_reason(e)})") from None
         raise StorageError(f"{url}: {what} failed ({_reason(e)})") from None
+
+
+def _bucket_missing(url):
+    """Whether a URL's bucket is missing (asked once an object was not found: a HEAD's 404 does
+    not say which). Plain HTTP has no buckets."""
+    import obstore
+    from obstore import exceptions as ox
+
+    if urllib.parse.urlsplit(str(url)).scheme.lower() in ("http", "https"):
+        return False
+    client, _ = _split(url)
+    try:
+        obstore.list_with_delimiter(client, None)
+        return False
+    except (FileNotFoundError, ox.NotFoundError):
+        return True
+    except Exception as e:
+        return "NoSuchBucket" in str(e) or "ContainerNotFound" in str(e)
 
 
 def read(url: str, offset: int = 0, size: int | None = None) -> bytes:
