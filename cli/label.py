@@ -7,8 +7,8 @@ import click
 from csst_cli.options import (folder_options, library_defaults, parse_floats, parse_size, parse_sources,
                               pop_folder_options, progress_bar, progress_option)
 
-# The library's defaults, declared once in csst_train.label.label (imported lazily: torch is slow to load).
-L = library_defaults("csst_train.label", "label")
+# The library's defaults, declared once in csst_train.run_configs.LabelConfig (torch-free).
+L = library_defaults("csst_train.run_configs", "LabelConfig")
 
 
 @click.command("label")

@@ -5,7 +5,7 @@ import click
 from csst_cli.options import (folder_options, library_defaults, parse_floats, parse_size, parse_sources,
                               pop_folder_options, progress_bar, progress_option)
 
-L = library_defaults("csst_train.predict", "predict")
+L = library_defaults("csst_train.run_configs", "PredictConfig")
 
 
 @click.command("predict")

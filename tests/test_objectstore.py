@@ -322,15 +322,14 @@ def test_pack_killed_between_a_shard_and_its_manifest(data, tmp_path, monkeypatc
     import subprocess
     import sys
 
-    from csst_data.store.mirror import KILL_ENV
-
     root, _ = data
     out = f"s3://{BUCKET}/packed/killed"
-    args = [sys.executable, "-m", "csst_cli.main", "pack", str(root / "train"), "-o", out, "--workers", "1",
-            "--shard-size", "3", "--no-progress"]
+    cmd = ["pack", str(root / "train"), "-o", out, "--workers", "1", "--shard-size", "3", "--no-progress"]
+    args = [sys.executable, "-m", "csst_cli.main", *cmd]
     env = {**os.environ, "CSST_STAGING": str(tmp_path / "m1")}
-    # Uploads: shard 0, manifest, shard 1 (killed here: listed nowhere).
-    killed = subprocess.run(args, env={**env, KILL_ENV: "3"}, capture_output=True, text=True, timeout=300)
+    # Uploads: shard 0, manifest, shard 1 (killed here: listed nowhere); tests/killing_cli.py counts them.
+    killer = [sys.executable, os.path.join(os.path.dirname(__file__), "killing_cli.py"), "uploads=3", "--"]
+    killed = subprocess.run(killer + cmd, env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr
     assert len(shards.read_manifest(out)["shards"]) == 1 and "shard-000001.tar" in storage.listdir(out)
     done = subprocess.run(args, env={**env, "CSST_STAGING": str(tmp_path / "m2")}, capture_output=True, text=True,

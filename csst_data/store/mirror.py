@@ -48,10 +48,6 @@ def _order(name):
     return 1
 
 
-# Test hook: SIGKILL this process after that many uploads (e.g. between a shard and its manifest).
-KILL_ENV = "CSST_MIRROR_KILL_AFTER_UPLOADS"
-
-
 class Mirror:
     def __init__(self, url, staging=None, prefix=None):
         self.url = url.rstrip("/")
@@ -100,10 +96,6 @@ class Mirror:
             storage.write(url, data)
             self.remote[name] = len(data)
         self.uploads += 1
-        if os.environ.get(KILL_ENV) and self.uploads >= int(os.environ[KILL_ENV]):
-            import signal
-
-            os.kill(os.getpid(), signal.SIGKILL)
 
     def sync(self, manifest=MANIFEST, data=None):
         """Upload the shards `manifest` lists that the URL lacks, then the manifest itself
