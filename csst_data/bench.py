@@ -122,9 +122,11 @@ def loader_throughput(index, crop, batch_size, workers, samples, strategy="centr
     """{crops_per_s, pixels_per_s, crops, seconds} of the crop loader at one crop size, as `csst train`
     runs it (reusing shared-memory batch buffers)."""
     from csst_data.loader.crop_loader import CropLoader
+    from csst_data.loader.options import LoaderOptions
 
-    loader = CropLoader(index, crop=crop, batch_size=batch_size, epochs=1, sizes=[crop], seed=seed,
-                        workers=workers, length=samples, strategy=strategy, reuse_buffers=reuse_buffers)
+    loader = CropLoader(index, LoaderOptions(crop=crop, batch_size=batch_size, epochs=1, sizes=[crop], seed=seed,
+                                             workers=workers, length=samples, strategy=strategy,
+                                             reuse_buffers=reuse_buffers))
     loader.set_epoch(0)
     rate, n, seconds = steady_throughput(loader, lambda b: len(b["label"]))
     return {"crops": n, "seconds": seconds, "crops_per_s": rate, "pixels_per_s": rate * crop * crop}
@@ -199,9 +201,10 @@ def crop_time_split(index, crop, samples, strategy="centroid", seed=0):
 def class_coverage(index, strategy, samples, crop, seed=1, workers=0):
     """Share of one epoch's crops that hold at least one pixel of each class, and its minimum over present classes."""
     from csst_data.loader.crop_loader import CropLoader
+    from csst_data.loader.options import LoaderOptions
 
-    loader = CropLoader(index, crop=crop, batch_size=8, epochs=1, strategy=strategy, seed=seed, workers=workers,
-                        length=samples)
+    loader = CropLoader(index, LoaderOptions(crop=crop, batch_size=8, epochs=1, strategy=strategy, seed=seed,
+                                             workers=workers, length=samples))
     loader.set_epoch(0)
     hits = np.zeros(index.num_classes)
     n = 0

@@ -233,6 +233,8 @@ def centroid_crops(index, size, seed=0, per_class=4):
     up to `per_class` centroid-sampled crops per class, as training sees them
     (without augmentation)."""
     from csst_data.loader.crop_loader import load_crop
+    from csst_data.loader.crops import NO_AUGMENT
+    from csst_data.loader.options import CropOptions
     from csst_data.loader.sampling import epoch_plan
     from csst_data.loader.reader import SampleReader
 
@@ -248,8 +250,8 @@ def centroid_crops(index, size, seed=0, per_class=4):
             for j in np.flatnonzero(plan["cls"] == c)[:per_class]:
                 row = int(plan["image"][j])
                 rng = np.random.default_rng([seed, int(j)])
-                img, lab = load_crop(reader, index, row, float(plan["cy"][j]), float(plan["cx"][j]), size, rng,
-                                     augment=False)
+                img, lab = load_crop(reader, index, row, (float(plan["cy"][j]), float(plan["cx"][j])), size, rng,
+                                     CropOptions(aug=NO_AUGMENT))
                 tile = overlay(img, lab, index.num_classes, alpha=0.35, highlight=c)
                 tiles.append((tile, bool(is_pseudo[source[row]])))
             rows.append(tiles)

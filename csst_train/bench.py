@@ -18,6 +18,7 @@ import torch
 
 from csst_data.index import CentroidIndex
 from csst_data.loader.crop_loader import CropLoader
+from csst_data.loader.options import LoaderOptions
 from csst_data.loader.schedules import SCHEDULES, batch_for_crop, default_sizes, schedule_table
 from csst_train.distributed import amp_dtype as to_amp_dtype
 from csst_train.distributed import pick_device
@@ -65,9 +66,9 @@ def step_rates(index: CentroidIndex, options: StepBench = StepBench(),
 def _rates_at(index, step, options, size):
     """The timed steps at one crop size (after the warm-up ones) and the rates they give."""
     bsz = batch_for_crop(options.crop, options.batch_size, size)
-    loader = CropLoader(index, crop=size, batch_size=bsz, epochs=1, sizes=[size], seed=options.seed,
-                        workers=options.workers, length=(options.warmup + options.steps) * bsz,
-                        pin_memory=step.dev.type == "cuda", reuse_buffers=True)
+    loader = CropLoader(index, LoaderOptions(crop=size, batch_size=bsz, epochs=1, sizes=[size], seed=options.seed,
+                                             workers=options.workers, length=(options.warmup + options.steps) * bsz,
+                                             pin_memory=step.dev.type == "cuda", reuse_buffers=True))
     loader.set_epoch(0)
     data_s = step_s = 0.0
     timed = 0

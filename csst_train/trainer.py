@@ -31,6 +31,7 @@ from csst_data.datasets import as_dataset
 from csst_data.index import CentroidIndex
 from csst_data.store.locks import OutputLock
 from csst_data.loader.crop_loader import CropLoader
+from csst_data.loader.options import LoaderOptions
 from csst_data.workers import rank_world
 from csst_train.config import TrainConfig
 from csst_train.checkpoints import load_checkpoint, save_checkpoint
@@ -313,12 +314,13 @@ def _model(cfg, num_classes, dev, world, main, log):
 
 
 def _loader(cfg, idx, rank, world, dev):
-    return CropLoader(idx, crop=cfg.crop, batch_size=cfg.batch_size, epochs=cfg.epochs, schedule=cfg.schedule,
-                      sizes=cfg.sizes, strategy=cfg.sampling, seed=cfg.seed, workers=cfg.workers, rank=rank,
-                      world_size=world, length=cfg.length, source_weights=cfg.source_weights, p=cfg.p,
-                      temperature=cfg.temperature, pin_memory=dev.type == "cuda", topk=cfg.pseudo_loss == "soft-topk",
-                      skip_bad=cfg.max_bad_samples > 0,
-                      reuse_buffers=True)  # each batch goes to the device within its step
+    return CropLoader(idx, LoaderOptions(
+        crop=cfg.crop, batch_size=cfg.batch_size, epochs=cfg.epochs, schedule=cfg.schedule,
+        sizes=cfg.sizes, strategy=cfg.sampling, seed=cfg.seed, workers=cfg.workers, rank=rank,
+        world_size=world, length=cfg.length, source_weights=cfg.source_weights, p=cfg.p,
+        temperature=cfg.temperature, pin_memory=dev.type == "cuda", topk=cfg.pseudo_loss == "soft-topk",
+        skip_bad=cfg.max_bad_samples > 0,
+        reuse_buffers=True))  # each batch goes to the device within its step
 
 
 def _restore(run, ckpt, log):

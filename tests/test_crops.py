@@ -6,7 +6,7 @@ from PIL import Image, ImageEnhance
 from scipy import ndimage
 
 from csst_data import IGNORE
-from csst_data.loader.crops import MEAN, CropParams, apply_crop, crop_params, decode_min_size, random_crop
+from csst_data.loader.crops import MEAN, Augment, CropParams, apply_crop, crop_params, decode_min_size, random_crop
 
 # Well separated colours: class c <-> LUT[c], so the image encodes the label.
 LUT = np.array([[(37 * c) % 256, (91 * c + 40) % 256, (151 * c + 80) % 256] for c in range(16)], np.uint8)
@@ -59,7 +59,7 @@ def test_centroid_crop_contains_its_class(size):
 
 def test_centroid_position_is_spread_inside_crop():
     rng = np.random.default_rng(0)
-    params = [crop_params(2000, 2000, 100, rng, center=(1000.0, 1000.0), scale_range=None) for _ in range(400)]
+    params = [crop_params(2000, 2000, 100, rng, center=(1000.0, 1000.0), aug=Augment(scale_range=None)) for _ in range(400)]
     offsets = np.array([1000 - p.y0 for p in params])
     assert offsets.min() >= 0 and offsets.max() <= 99
     assert offsets.min() < 10 and offsets.max() > 90  # uniform over the crop, not centred
@@ -91,10 +91,10 @@ def test_scale_and_flip_keep_image_and_label_aligned(seed):
     label = blocks(rng, 200, 330)
     image = LUT[label]
     for size in (96, 256):
-        out_image, out_label = random_crop(image, label, size, rng, **NO_COLOUR)
+        out_image, out_label = random_crop(image, label, size, rng, aug=Augment(**NO_COLOUR))
         assert aligned(out_image, out_label)
     # Flip mirrors image and label together.
-    params = crop_params(200, 330, 128, rng, flip=True, **NO_COLOUR)
+    params = crop_params(200, 330, 128, rng, aug=Augment(flip=True, **NO_COLOUR))
     flipped = apply_crop(image, label, dataclasses.replace(params, flip=True))
     plain = apply_crop(image, label, dataclasses.replace(params, flip=False))
     np.testing.assert_array_equal(flipped[0], plain[0][:, ::-1])
@@ -106,7 +106,7 @@ def test_scale_one_is_an_exact_slice():
     label = blocks(rng, 120, 150, block=3)
     image = rng.integers(0, 256, (120, 150, 3), dtype=np.uint8)
     for _ in range(10):
-        p = crop_params(120, 150, 64, rng, scale_range=None, flip=False, **NO_COLOUR)
+        p = crop_params(120, 150, 64, rng, aug=Augment(scale_range=None, flip=False, **NO_COLOUR))
         out_image, out_label = apply_crop(image, label, p)
         np.testing.assert_array_equal(out_image, image[p.y0:p.y0 + 64, p.x0:p.x0 + 64])
         np.testing.assert_array_equal(out_label, label[p.y0:p.y0 + 64, p.x0:p.x0 + 64])
@@ -117,7 +117,7 @@ def test_reduced_decode_stays_aligned():
     label = blocks(rng, 256, 512, block=32)
     half = LUT[label[::2, ::2]]  # what a 1/2 DCT decode of LUT[label] shows
     for _ in range(10):
-        params = crop_params(256, 512, 64, rng, scale_range=(0.25, 0.5), **NO_COLOUR)
+        params = crop_params(256, 512, 64, rng, aug=Augment(scale_range=(0.25, 0.5), **NO_COLOUR))
         mh, mw = decode_min_size(params)
         assert mh <= 128 + 1 and mw <= 256 + 1  # a half-size decode is enough
         out_image, out_label = apply_crop(half, label, params, image_scale=0.5)
@@ -130,12 +130,12 @@ def test_small_image_is_padded_with_ignore_and_mean():
     rng = np.random.default_rng(3)
     label = blocks(rng, 50, 80, block=5)
     image = LUT[label]
-    out_image, out_label = random_crop(image, label, 128, rng, scale_range=None, flip=False, **NO_COLOUR)
+    out_image, out_label = random_crop(image, label, 128, rng, aug=Augment(scale_range=None, flip=False, **NO_COLOUR))
     assert (out_label == IGNORE).sum() == 128 * 128 - 50 * 80
     assert (out_image[out_label == IGNORE] == np.array(MEAN, np.uint8)).all()
     assert aligned(out_image, out_label, tol=0)
     # Centroid crops of a small image cover the whole image too.
-    p = crop_params(50, 80, 128, rng, center=(25.0, 40.0), scale_range=None)
+    p = crop_params(50, 80, 128, rng, center=(25.0, 40.0), aug=Augment(scale_range=None))
     assert -78 <= p.y0 <= 0 and -48 <= p.x0 <= 0
 
 
@@ -194,10 +194,10 @@ def test_augmentation_draws():
     assert 0.4 < np.mean([p.blur_sigma > 0 for p in ps]) < 0.6
     assert all(0.15 <= p.blur_sigma <= 1.15 for p in ps if p.blur_sigma)
     assert all(0.9 <= v <= 1.1 for p in ps for v in (p.brightness, p.contrast, p.saturation))
-    plain = crop_params(512, 1024, 256, rng, scale_range=None, flip=False, jitter=0, blur_p=0)
+    plain = crop_params(512, 1024, 256, rng, aug=Augment(scale_range=None, flip=False, jitter=0, blur_p=0))
     assert (plain.side, plain.flip, plain.brightness, plain.blur_sigma) == (256.0, False, 1.0, 0.0)
     for _ in range(20):
-        p = crop_params(512, 1024, 256, rng, colour=False)
+        p = crop_params(512, 1024, 256, rng, aug=Augment(colour=False))
         assert (p.brightness, p.contrast, p.saturation, p.blur_sigma) == (1.0, 1.0, 1.0, 0.0)
 
 
@@ -208,7 +208,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="crop size"):
         crop_params(100, 100, 0, rng)
     with pytest.raises(ValueError, match="scale_range"):
-        crop_params(100, 100, 64, rng, scale_range=(2.0, 0.5))
+        crop_params(100, 100, 64, rng, aug=Augment(scale_range=(2.0, 0.5)))
     params = crop_params(100, 100, 64, rng)
     with pytest.raises(ValueError, match="label: shape"):
         apply_crop(np.zeros((100, 100, 3), np.uint8), np.zeros((90, 100), np.uint8), params)
@@ -272,7 +272,7 @@ def test_crops_written_into_given_arrays_equal_returned_ones():
     label = blocks(rng, 200, 330)
     image = LUT[label]
     for _ in range(40):
-        p = crop_params(200, 330, 96, rng, scale_range=(0.3, 2.0))  # some windows run past the image
+        p = crop_params(200, 330, 96, rng, aug=Augment(scale_range=(0.3, 2.0)))  # some windows run past the image
         want = apply_crop(image, label, p)
         slots = (np.full((96, 96, 3), 7, np.uint8), np.full((96, 96), 7, np.uint8))
         got = apply_crop(image, label, p, out=slots)

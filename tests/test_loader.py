@@ -9,6 +9,7 @@ from csst_data.store import codecs
 from csst_data.loader import sampling, schedules
 from csst_data.index import CentroidIndex, build_index
 from csst_data.loader.crop_loader import CropLoader
+from csst_data.loader.options import LoaderOptions
 from csst_data.store.shards import SetInfo, ShardWriter
 
 C = 4
@@ -51,7 +52,7 @@ def _epoch(loader, epoch):
 def _make(index, **kw):
     args = dict(crop=32, batch_size=4, epochs=2, seed=3, workers=0, augment=True)
     args.update(kw)
-    return CropLoader(index, **args)
+    return CropLoader(index, LoaderOptions(**args))
 
 
 def test_batches_identical_for_any_number_of_workers(index):
@@ -135,7 +136,7 @@ def test_reused_batch_buffers_give_the_same_batches_and_keep_each_intact(index):
 
     runs = {}
     for reuse in (False, True):
-        loader = CropLoader(index, crop=32, batch_size=2, epochs=1, workers=2, length=40, seed=3, reuse_buffers=reuse)
+        loader = CropLoader(index, LoaderOptions(crop=32, batch_size=2, epochs=1, workers=2, length=40, seed=3, reuse_buffers=reuse))
         held, copies, later = [], [], []
         for i, b in enumerate(loader):
             if i == 1:

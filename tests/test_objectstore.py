@@ -170,6 +170,7 @@ def test_index_and_verify_over_http(data, tmp_path):
 
 def test_loader_reads_each_sample_with_one_request(data, tmp_path):
     from csst_data.loader.crop_loader import CropLoader
+    from csst_data.loader.options import LoaderOptions
 
     root, urls = data
     run("index", "build", urls["train"], "-o", tmp_path / "s3.zarr", "--no-progress")
@@ -177,7 +178,7 @@ def test_loader_reads_each_sample_with_one_request(data, tmp_path):
     batches = {}
     for name in ("local", "s3"):
         idx = CentroidIndex.open(tmp_path / f"{name}.zarr")
-        loader = CropLoader(idx, crop=64, batch_size=4, epochs=1, workers=0, length=24, seed=1)
+        loader = CropLoader(idx, LoaderOptions(crop=64, batch_size=4, epochs=1, workers=0, length=24, seed=1))
         before = dict(storage.STATS)
         batches[name] = [b["image"].clone() for b in loader]
         if name == "s3":

@@ -15,6 +15,7 @@ from csst_demo import synth
 from csst_data.loader.reader import SampleReader
 from csst_data.index import CentroidIndex, build_index
 from csst_data.loader.crop_loader import CropLoader, load_crop
+from csst_data.loader.options import CropOptions, LoaderOptions
 
 
 def run(*args):
@@ -27,7 +28,7 @@ def run(*args):
 def pseudo(tmp_path_factory):
     """A teacher trained for one epoch, its top-3 soft labels of unlabelled images, and the index of both."""
     root = tmp_path_factory.mktemp("soft")
-    synth.write_dataset(root / "d", 8, 6, 2, size=(64, 128), seed=2)
+    synth.write_dataset(root / "d", synth.SynthOptions(8, 6, 2, size=(64, 128), seed=2))
     run("train", "--data", root / "d" / "labeled", "-o", root / "teacher", "--epochs", "1", "--crop", "64",
         "--batch-size", "4", "--workers", "0", "--loss", "ce", "--no-progress")
     run("label", "--checkpoint", root / "teacher" / "last.pt", "--input", root / "d" / "unlabeled",
@@ -45,11 +46,11 @@ def test_topk_crops_follow_the_label_geometry(pseudo):
     for n, row in enumerate(rows):
         for seed in range(6):
             rng = np.random.default_rng([seed, n])
-            image, label, soft = load_crop(reader, index, int(row), np.nan, np.nan, 48, rng, topk=True,
-                                           scale_range=(0.5, 2.0))
+            image, label, soft = load_crop(reader, index, int(row), (np.nan, np.nan), 48, rng,
+                                           CropOptions(aug=crops.Augment(scale_range=(0.5, 2.0)), topk=True))
             # The same draw again, applied by hand to the decoded full maps.
             params = crops.crop_params(64, 128, 48, np.random.default_rng([seed, n]), center=None,
-                                       scale_range=(0.5, 2.0), flip=True, colour=True)
+                                       aug=crops.Augment(scale_range=(0.5, 2.0), flip=True, colour=True))
             full_idx, full_prob = reader.topk(row)
             assert full_idx.shape == full_prob.shape == (3, 64, 128)
             assert np.array_equal(soft[0], crops.crop_nearest(full_idx, params, 0))
@@ -66,7 +67,7 @@ def test_batches_mix_real_and_soft_pseudo_samples(pseudo):
     index = CentroidIndex.open(pseudo / "index.zarr")
     # The first seed whose batch mixes real and pseudo samples (which ones a plan draws is chance).
     for seed in range(1, 20):
-        loader = CropLoader(index, crop=32, batch_size=14, epochs=1, workers=0, topk=True, seed=seed)
+        loader = CropLoader(index, LoaderOptions(crop=32, batch_size=14, epochs=1, workers=0, topk=True, seed=seed))
         loader.set_epoch(0)
         (batch,) = list(loader)
         if 0 < int(batch["is_pseudo"].sum()) < 14:
@@ -75,7 +76,7 @@ def test_batches_mix_real_and_soft_pseudo_samples(pseudo):
     assert torch.equal(batch["has_topk"], batch["is_pseudo"]) and 0 < int(batch["is_pseudo"].sum()) < 14
     assert int(batch["topk_prob"][~batch["has_topk"]].sum()) == 0  # real samples: no soft mass
     # Without topk the loader reads no soft labels at all.
-    plain = CropLoader(index, crop=32, batch_size=14, epochs=1, workers=0, seed=seed)
+    plain = CropLoader(index, LoaderOptions(crop=32, batch_size=14, epochs=1, workers=0, seed=seed))
     plain.set_epoch(0)
     (b2,) = list(plain)
     assert "topk_idx" not in b2 and torch.equal(b2["label"], batch["label"])

@@ -96,7 +96,7 @@ def test_loader_crops_equal_full_decode_crops(jpegs):
         label = np.zeros((info.height, info.width), np.uint8)
         for _ in range(60):
             size = int(rng.choice([16, 32, 48, 64]))
-            params = crops.crop_params(info.height, info.width, size, rng, scale_range=(0.25, 2.0))
+            params = crops.crop_params(info.height, info.width, size, rng, aug=crops.Augment(scale_range=(0.25, 2.0)))
             img, scale, origin, shape = decode_window(src, params)
             a = crops.apply_crop(img, label, params, image_scale=scale, origin=origin, shape=shape)
             img, scale, origin, shape = full_decode(src, params)

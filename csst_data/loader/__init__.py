@@ -8,8 +8,11 @@ imports torch). It may import every other package of csst_data; nothing of
 csst_train.
 
 `CropLoader`, `load_crop` and `decode_window` are importable from here; they
-load torch on first use only.
+load torch on first use only. `LoaderOptions` (the loader's options, in one
+place) and `CropOptions` do not need torch.
 """
+
+from csst_data.loader.options import CropOptions, LoaderOptions  # noqa: F401
 
 _LAZY = ("CropLoader", "load_crop", "decode_window", "KEEP")
 

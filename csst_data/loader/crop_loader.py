@@ -14,8 +14,12 @@ Every sample's randomness is seeded by (seed, epoch, plan position), so a run
 resumed mid-epoch (`load_state_dict`) sees exactly the crops it had not seen.
 """
 
+from __future__ import annotations
+
+import dataclasses
 import io
 import math
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,6 +28,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from csst_data.loader import crops, sampling, schedules
 from csst_data import jpeg
 from csst_data.store.codecs import decode_image, is_jpeg
+from csst_data.index import CentroidIndex
+from csst_data.loader.options import CropOptions, LoaderOptions
 from csst_data.loader.reader import SampleReader
 from csst_data.workers import die_with_parent, mp_context
 
@@ -33,23 +39,23 @@ def pseudo_sources(index):
     return np.array([ds.pseudo for ds in index.datasets], dtype=bool)
 
 
-def load_crop(reader, index, row, cy, cx, size, rng, augment=True, scale_range=(0.5, 2.0), decode=None,
-              topk=False, out=None):
+def load_crop(reader: SampleReader, index: CentroidIndex, row: int, center: Tuple[float, float], size: int,
+              rng: np.random.Generator, options: CropOptions = CropOptions(), out: Optional[tuple] = None) -> tuple:
     """One (image uint8 S x S x 3, label uint8 S x S) crop of index image `row`.
 
-    The crop is centred on (cy, cx) at a random position (NaN: anywhere).
-    `decode(data, params, key)` -> (pixels, image_scale, origin, decoded shape)
-    replaces the image decoding (default: `decode_window`). With `topk`, a third
-    item: the sample's top-k (class ids, probabilities) cropped with the label's
-    geometry (uint8 K x S x S each), or None when it has none. `out`: (image, label)
-    arrays to write the crop into, e.g. a batch's slots.
+    The crop holds `center` (cy, cx) at a random position (NaN: anywhere), drawn
+    with `options.aug`. `options.decode(data, params, key)` -> (pixels,
+    image_scale, origin, decoded shape) replaces the image decoding (default:
+    `decode_window`). With `options.topk`, a third item: the sample's top-k
+    (class ids, probabilities) cropped with the label's geometry (uint8 K x S x S
+    each), or None when it has none. `out`: (image, label) arrays to write the
+    crop into, e.g. a batch's slots.
     """
     images = index.images
     h, w = int(images["height"][row]), int(images["width"][row])
+    cy, cx = center
     center = None if math.isnan(cy) else (float(cy), float(cx))
-    params = crops.crop_params(h, w, size, rng, center=center,
-                               scale_range=scale_range if augment else (1.0, 1.0), flip=augment,
-                               colour=augment)
+    params = crops.crop_params(h, w, size, rng, center=center, aug=options.aug)
     label = reader.label(row)
     data = reader.image_bytes(row)
     key = images["key"][row]
@@ -57,11 +63,11 @@ def load_crop(reader, index, row, cy, cx, size, rng, augment=True, scale_range=(
         raise ValueError(f"sample {key!r}: label is {label.shape}, the index says {(h, w)}; "
                          "the index does not match its data (rebuild it)")
     try:
-        image, scale, origin, shape = (decode or decode_window)(data, params, key)
+        image, scale, origin, shape = (options.decode or decode_window)(data, params, key)
     except ValueError as e:  # name the file, or the shard and byte offset
         raise ValueError(f"{reader.where(row, 'image')}: {e}") from None
     out = crops.apply_crop(image, label, params, image_scale=scale, origin=origin, shape=shape, out=out)
-    if not topk:
+    if not options.topk:
         return out
     soft = reader.topk(row)
     if soft is not None:
@@ -129,28 +135,27 @@ RING = PREFETCH + KEEP  # shared-memory batch buffers per worker with reuse_buff
 class CropDataset(IterableDataset):
     """Yields whole batches (dicts of tensors) for one epoch of one rank."""
 
-    def __init__(self, index, *, crop_table, seed=0, strategy="centroid", length=None,
-                 rank=0, world_size=1, source_weights=None, augment=True, scale_range=(0.5, 2.0),
-                 p=0.5, temperature=0.01, topk=False, skip_bad=False, reuse_buffers=False):
+    def __init__(self, index: CentroidIndex, crop_table: Sequence[Tuple[int, int]], options: LoaderOptions) -> None:
+        """`options` with rank and world_size set (CropLoader sets them)."""
         self.index = index
-        self.reuse_buffers = reuse_buffers  # workers fill a ring of shared-memory batches (CropLoader)
+        self.options = options
         self._ring = None
-        self.skip_bad = skip_bad  # a sample that cannot be read is replaced, and reported in the batch
         self.crop_table = list(crop_table)
-        self.seed, self.strategy, self.length = seed, strategy, length
-        self.rank, self.world_size = rank, world_size
-        self.source_weights, self.augment, self.scale_range = source_weights, augment, scale_range
-        self.p, self.temperature, self.topk = p, temperature, topk
+        # Read on every batch: attributes, not lookups through the options.
+        self.seed, self.strategy, self.topk = options.seed, options.strategy, options.topk
+        self.skip_bad, self.reuse_buffers = options.skip_bad, options.reuse_buffers
+        self.crop_options = options.crop_options
         self.reader = SampleReader(index)
         self.is_pseudo = pseudo_sources(index)
         self.epoch, self.start = 0, 0
         self.current = None  # (epoch, plan), made once in the main process and inherited by workers
 
-    def plan(self, epoch):
+    def plan(self, epoch: int) -> dict:
         """This rank's slice of the epoch plan: dict of arrays plus `pos` (plan position)."""
-        plan = sampling.epoch_plan(self.index, epoch, self.seed, strategy=self.strategy, length=self.length,
-                                   p=self.p, temperature=self.temperature, source_weights=self.source_weights)
-        pos = sampling.rank_slice(len(plan["image"]), self.rank, self.world_size)
+        o = self.options
+        plan = sampling.epoch_plan(self.index, epoch, o.seed, strategy=o.strategy, length=o.length,
+                                   p=o.p, temperature=o.temperature, source_weights=o.source_weights)
+        pos = sampling.rank_slice(len(plan["image"]), o.rank, o.world_size)
         out = {k: np.asarray(v)[pos] for k, v in plan.items()}
         out["pos"] = np.asarray(pos)
         return out
@@ -184,8 +189,8 @@ class CropDataset(IterableDataset):
                 rng = np.random.default_rng([self.seed, epoch, int(plan["pos"][j])])
                 try:
                     # Written straight into the batch's slots (a retry overwrites them).
-                    out = load_crop(self.reader, self.index, int(plan["image"][j]), float(plan["cy"][j]),
-                                    float(plan["cx"][j]), crop, rng, self.augment, self.scale_range, topk=self.topk,
+                    out = load_crop(self.reader, self.index, int(plan["image"][j]),
+                                    (float(plan["cy"][j]), float(plan["cx"][j])), crop, rng, self.crop_options,
                                     out=(imgs[i], labels[i]))
                     break
                 except ValueError as e:
@@ -260,20 +265,16 @@ class CropLoader:
     before). Keep a batch longer only as a copy.
     """
 
-    def __init__(self, index, *, crop, batch_size, epochs, schedule="constant", sizes=None,
-                 strategy="centroid", seed=0, workers=2, rank=None, world_size=None, length=None,
-                 source_weights=None, augment=True, scale_range=(0.5, 2.0), p=0.5, temperature=0.01,
-                 pin_memory=False, topk=False, skip_bad=False, reuse_buffers=False):
-        if rank is None or world_size is None:
+    def __init__(self, index: CentroidIndex, options: LoaderOptions) -> None:
+        if options.rank is None or options.world_size is None:
             rank, world_size = _dist_rank_world()
-        self.table = schedules.schedule_table(schedule, epochs, crop, batch_size, sizes)
-        self.dataset = CropDataset(index, crop_table=self.table, seed=seed, strategy=strategy, length=length,
-                                   rank=rank, world_size=world_size, source_weights=source_weights,
-                                   augment=augment, scale_range=scale_range, p=p, temperature=temperature,
-                                   topk=topk, skip_bad=skip_bad, reuse_buffers=reuse_buffers)
-        self.workers, self.pin_memory = workers, pin_memory
-        self.samples_per_epoch = length or index.num_images
-        self.rank, self.world_size = rank, world_size
+            options = dataclasses.replace(options, rank=rank, world_size=world_size)
+        o = self.options = options
+        self.table = schedules.schedule_table(o.schedule, o.epochs, o.crop, o.batch_size, o.sizes)
+        self.dataset = CropDataset(index, self.table, o)
+        self.workers, self.pin_memory = o.workers, o.pin_memory
+        self.samples_per_epoch = o.length or index.num_images
+        self.rank, self.world_size = o.rank, o.world_size
         self.epoch, self.batches_done = 0, 0
 
     def samples_per_rank(self):

@@ -18,9 +18,12 @@ pixel takes the value of the source pixel containing that point, or ignore
 (255) when it falls outside the image, where the image gets the mean colour.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import functools
 import math
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -63,8 +66,23 @@ def _place(lo, hi, rng, side, extent, center):
     return min(max(start, lo), hi) if lo <= hi else a
 
 
-def crop_params(height, width, size, rng, center=None, scale_range=(0.5, 2.0), flip=True,
-                colour=True, jitter=0.1, blur_p=0.5, blur_sigma=(0.15, 1.15)):
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """What `crop_params` draws besides the window; made once per loader, not per crop."""
+    scale_range: Optional[Tuple[float, float]] = (0.5, 2.0)  # random scale; None: no scaling
+    flip: bool = True                  # horizontal flip with probability 0.5
+    colour: bool = True                # False turns jitter and blur off
+    jitter: float = 0.1                # brightness, contrast, saturation in [1 - jitter, 1 + jitter]
+    blur_p: float = 0.5                # probability of a Gaussian blur...
+    blur_sigma: Tuple[float, float] = (0.15, 1.15)  # ...with sigma drawn from this range
+
+
+# No augmentation: scale 1, no flip, jitter or blur (a crop that draws only its window).
+NO_AUGMENT = Augment(scale_range=(1.0, 1.0), flip=False, colour=False)
+
+
+def crop_params(height: int, width: int, size: int, rng: np.random.Generator,
+                center: Optional[Tuple[float, float]] = None, aug: Augment = Augment()) -> CropParams:
     """Draw one crop: window, flip, jitter and blur.
 
     center: (row, col) centroid in original pixels, or None / NaN for a random
@@ -72,11 +90,9 @@ def crop_params(height, width, size, rng, center=None, scale_range=(0.5, 2.0), f
     position inside the window; the window is then moved to lie inside the
     image when the image is at least as large (the centroid stays inside), or
     to cover the whole image along an axis where the image is smaller.
-    scale_range: None for no scaling. colour: False turns jitter and blur
-    off. jitter: brightness, contrast and saturation factors drawn from
-    [1 - jitter, 1 + jitter] (0 = off). blur_p: probability of a Gaussian
-    blur with sigma drawn from blur_sigma.
+    aug: the scale range, flip, jitter and blur to draw (`Augment`).
     """
+    scale_range, flip, colour, jitter, blur_p = aug.scale_range, aug.flip, aug.colour, aug.jitter, aug.blur_p
     height, width, size = int(height), int(width), int(size)
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got {height}x{width}")
@@ -107,7 +123,7 @@ def crop_params(height, width, size, rng, center=None, scale_range=(0.5, 2.0), f
         b, c, s = (float(v) for v in rng.uniform(1.0 - jitter, 1.0 + jitter, size=3))
     sigma = 0.0
     if blur_p and rng.random() < blur_p:
-        sigma = float(rng.uniform(*blur_sigma))
+        sigma = float(rng.uniform(*aug.blur_sigma))
     return CropParams(height, width, y0, x0, side, size, do_flip, b, c, s, sigma)
 
 
@@ -313,9 +329,10 @@ def _jitter_matrix(image, brightness, contrast, saturation):
     return m
 
 
-def random_crop(image, label, size, rng, center=None, mean=MEAN, **aug):
-    """crop_params + apply_crop on a full-size image; `aug` goes to crop_params
-    (scale_range, flip, jitter, blur_p, blur_sigma)."""
+def random_crop(image: np.ndarray, label: Optional[np.ndarray], size: int, rng: np.random.Generator,
+                center: Optional[Tuple[float, float]] = None, mean: Tuple[int, int, int] = MEAN,
+                aug: Augment = Augment()) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """crop_params + apply_crop on a full-size image."""
     height, width = image.shape[:2]
-    params = crop_params(height, width, size, rng, center=center, **aug)
+    params = crop_params(height, width, size, rng, center=center, aug=aug)
     return apply_crop(image, label, params, mean=mean)
