@@ -1,4 +1,4 @@
-"""What `csst label` and `csst pack` share: a resumable shard-writing run split across ranks.
+"""The files of a resumable shard-writing run split across ranks (`csst label`, `csst pack`; skeleton.py runs them).
 
 Each rank writes the samples whose key hashes to it (`rank_of`: stable when
 inputs are added later) as `rankNNNNN-*.tar` with its own manifest
@@ -11,34 +11,45 @@ by every run (each rank of a multi-rank run writes `failed-rankNNNNN.jsonl`,
 and the merge joins them), so it always lists the current failures.
 """
 
+from __future__ import annotations
+
 import glob
 import json
 import os
 import zlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from csst_data.store.shards import MANIFEST, atomic_write_bytes, atomic_write_json, merge_manifests, read_manifest
+
+if TYPE_CHECKING:
+    from csst_data.store.mirror import Mirror
 
 FAILED = "failed.jsonl"
 
 
-def rank_of(key, world_size):
+def rank_of(key: str, world_size: int) -> int:
     """The rank that writes `key`: a hash of the key, so adding inputs never moves old keys."""
     return zlib.crc32(key.encode("utf-8")) % world_size
 
 
-def rank_prefix(rank):
+def rank_prefix(rank: int) -> str:
+    """The shard prefix of a rank: rank00003."""
     return f"rank{rank:05d}"
 
 
-def rank_manifest_name(rank):
+def rank_manifest_name(rank: int) -> str:
+    """The part manifest a rank writes: manifest-rank00003.json."""
     return f"manifest-{rank_prefix(rank)}.json"
 
 
-def done_name(rank):
+def done_name(rank: int) -> str:
+    """The marker a finished rank writes: done-rank00003.json."""
     return f"done-{rank_prefix(rank)}.json"
 
 
-def check_resumable(out_dir, manifest_name, producer, world_size, fixed=(), fixed_options=()):
+def check_resumable(out_dir: str, manifest_name: str, producer: dict, world_size: int, fixed: Sequence[str] = (),
+                    fixed_options: Sequence[str] = ()) -> None:
     """Refuse to mix another command's shards, other content options or another world size into OUT_DIR.
 
     `fixed` names keys of `producer`, `fixed_options` keys of `producer["options"]`,
@@ -79,11 +90,12 @@ def check_resumable(out_dir, manifest_name, producer, world_size, fixed=(), fixe
                          f"has {world_size}; use the same world size or a new folder")
 
 
-def failures_path(out_dir, rank, world_size):
+def failures_path(out_dir: str, rank: int, world_size: int) -> str:
+    """This rank's failure list: OUT_DIR/failed.jsonl, or failed-rankNNNNN.jsonl in a multi-rank run."""
     return os.path.join(out_dir, FAILED if world_size <= 1 else f"failed-{rank_prefix(rank)}.jsonl")
 
 
-def start_rank(out_dir, rank, world_size):
+def start_rank(out_dir: str, rank: int, world_size: int) -> None:
     """Remove this rank's done marker (only a finished rank has one) and its failures of an earlier run."""
     paths = [failures_path(out_dir, rank, world_size)]
     if world_size > 1:
@@ -93,10 +105,11 @@ def start_rank(out_dir, rank, world_size):
             os.remove(path)
 
 
-def finish_rank(out_dir, rank, world_size, fingerprint, samples, failed, mirror=None):
+def finish_rank(out_dir: str, rank: int, world_size: int, fingerprint: str, samples: int, failed: int,
+                mirror: Mirror | None = None) -> bool:
     """Write this rank's done marker and merge if every rank has finished. Returns True when merged.
 
-    With a `mirror` (an output in object storage, mirror.py) this rank's files are uploaded
+    With a `mirror` (an output in object storage, csst_data/store/mirror.py) this rank's files are uploaded
     before the others' markers are read from the URL, so of two ranks finishing together at
     least the later one sees both markers."""
     atomic_write_json(os.path.join(out_dir, done_name(rank)), {
@@ -119,7 +132,7 @@ def finish_rank(out_dir, rank, world_size, fingerprint, samples, failed, mirror=
     return True
 
 
-def merge_ranks(out_dir, exists=None):
+def merge_ranks(out_dir: str | os.PathLike, exists: Callable[[str], bool] | None = None) -> str:
     """Write OUT_DIR/manifest.json from the per-rank manifests of a finished multi-rank run.
 
     Every rank must have written its done marker (all with the same inputs and
@@ -156,7 +169,7 @@ def merge_ranks(out_dir, exists=None):
     return os.path.join(out_dir, MANIFEST)
 
 
-def unfinished_run(out_dir):
+def unfinished_run(out_dir: str | os.PathLike) -> str | None:
     """What is unfinished about a multi-rank run in OUT_DIR (a message), or None.
 
     A run whose ranks have not all finished, or finished without the merge, has
@@ -186,7 +199,7 @@ def unfinished_run(out_dir):
     return None
 
 
-def record_failure(out_dir, key, source, reason, rank, world_size=1):
+def record_failure(out_dir: str, key: str, source: str, reason: str, rank: int, world_size: int = 1) -> None:
     """Append one line to this run's failures (OUT_DIR/failed.jsonl, or the rank's file)."""
     line = json.dumps({"path": source, "key": key, "reason": reason, "rank": rank}) + "\n"
     # One write per line with O_APPEND: a line is never torn.
