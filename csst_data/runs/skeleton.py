@@ -8,8 +8,9 @@ per-sample work in between:
         run = ShardRun(spec(folder), mirror)        # resumability checked, rank started
         mine = run.mine(items, key)                 # the keys that hash to this rank
         writer = run.open(info, shard_size)         # ShardWriter, resuming what is stored
+        todo = todo_of(mine, writer, key)           # the keys no earlier run stored
         for ...: writer.write(sample) / run.fail(key, source, reason)
-        done(run.finish(len(todo), skipped, **counts))   # done marker, merge, the summary
+        return done(run.finish(**counts))           # done marker, merge; the summary
 
 Resumability, ranks, failures and merging are shardrun.py's; writing to a URL
 through a staging folder is mirror.py's; the lock (one writer per rank and
