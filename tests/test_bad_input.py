@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from PIL import Image
 from csst_cli.main import cli
 from csst_demo import synth
 from csst_data.store.codecs import decode_image
-from csst_data.store.locks import HOLD_ENV, OutputLock
+from csst_data.store.locks import OutputLock, lock_path
 
 
 def png(img, mode=None, **kw):
@@ -61,14 +62,43 @@ def test_a_second_writer_gets_the_lock_message_and_changes_nothing(tmp_path):
     assert len(r.output.strip().splitlines()) == 1 and not out.exists()
 
 
+# Runs the CLI and stops itself (SIGSTOP) as soon as it holds its output lock: the test then
+# starts the second writer while the first is known to hold the lock, and continues it (SIGCONT).
+STOP_WHEN_LOCKED = """
+import os, signal, sys
+from csst_data.store import locks
+enter = locks.OutputLock.__enter__
+def stop_when_locked(self):
+    held = enter(self)
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return held
+locks.OutputLock.__enter__ = stop_when_locked
+from csst_cli.main import cli
+cli.main(sys.argv[1:], prog_name="csst")
+"""
+
+
+def _wait_stopped(proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"process {proc.pid} never stopped holding its lock (exit status {proc.poll()})")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the process state from /proc")
 def test_two_index_builds_started_together(tmp_path):
     synth.write_dataset(tmp_path / "d", 4, 0, 0, size=(32, 64))
-    argv = [sys.executable, "-m", "csst_cli.main", "index", "build", str(tmp_path / "d" / "labeled"),
-            "-o", str(tmp_path / "i.zarr"), "--no-progress"]
-    first = subprocess.Popen(argv, env={**os.environ, HOLD_ENV: "3"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
-    time.sleep(1.5)  # the first holds the lock for 3 s once it has it
-    second = subprocess.run(argv, capture_output=True, text=True)
+    args = ["index", "build", str(tmp_path / "d" / "labeled"), "-o", str(tmp_path / "i.zarr"), "--no-progress"]
+    first = subprocess.Popen([sys.executable, "-c", STOP_WHEN_LOCKED, *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_stopped(first)  # the first holds the lock
+        second = subprocess.run([sys.executable, "-m", "csst_cli.main", *args], capture_output=True, text=True)
+    finally:
+        first.send_signal(signal.SIGCONT)
     out1, err1 = first.communicate(timeout=120)
     assert first.returncode == 0, err1
     assert second.returncode == 1 and f"is being written by process {first.pid}" in second.stderr
@@ -77,6 +107,21 @@ def test_two_index_builds_started_together(tmp_path):
     from test_index import assert_same_index
 
     assert_same_index(tmp_path / "i.zarr", tmp_path / "one.zarr")
+
+
+def test_a_killed_writers_lock_never_blocks_and_no_lock_file_beside_the_output(tmp_path):
+    out = tmp_path / "i.zarr"
+    code = ("import os, signal, sys; from csst_data.store.locks import OutputLock; "
+            "OutputLock(sys.argv[1]).__enter__(); os.kill(os.getpid(), signal.SIGKILL)")
+    killed = subprocess.run([sys.executable, "-c", code, str(out)])
+    assert killed.returncode == -signal.SIGKILL
+    assert os.path.exists(lock_path(out))  # left behind by the killed writer, still holding its pid
+    with OutputLock(out):  # the kernel dropped its lock with the process
+        pass
+    assert sorted(os.listdir(tmp_path)) == [".csst-locks"]  # no i.zarr.lock beside the output
+    os.symlink(tmp_path, tmp_path / "alias")
+    with OutputLock(tmp_path / "alias" / "i.zarr") as again:
+        assert again.path == lock_path(out)  # one output, one lock, however it is spelled
 
 
 # -- 12. no orphaned workers ---------------------------------------------------------------------
