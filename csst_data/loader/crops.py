@@ -38,6 +38,7 @@ MEAN = (124, 116, 104)
 
 @dataclasses.dataclass(frozen=True)
 class CropParams:
+    """One crop, drawn by `crop_params`: the window, flip, jitter and blur."""
     height: int          # original image size
     width: int
     y0: int              # window top-left, original pixels (may be < 0: padding)
@@ -127,7 +128,7 @@ def crop_params(height: int, width: int, size: int, rng: np.random.Generator,
     return CropParams(height, width, y0, x0, side, size, do_flip, b, c, s, sigma)
 
 
-def decode_min_size(params):
+def decode_min_size(params: CropParams) -> Tuple[int, int]:
     """(min_height, min_width) of a decode that still holds the window at
     >= output resolution; pass to codecs.decode_image for DCT downscaling."""
     ratio = params.size / params.side
@@ -144,7 +145,8 @@ def _axis(start, side, size, extent):
     return np.floor(centres[j0:j1]).astype(np.intp), j0, j1, step
 
 
-def source_box(params, image_scale, shape):
+def source_box(params: CropParams, image_scale: float,
+               shape: Tuple[int, int]) -> Optional[Tuple[int, int, int, int]]:
     """The pixels [ya, yb) x [xa, xb) of a decode (of size `shape`, at `image_scale`
     of the original) that `apply_crop` reads, or None when the window misses the image.
 
@@ -213,7 +215,10 @@ def _resample(region, ty, tx, fy, fx, h_out, w_out, sigma):
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-def apply_crop(image, label, params, image_scale=None, mean=MEAN, origin=(0, 0), shape=None, out=None):
+def apply_crop(image: np.ndarray, label: Optional[np.ndarray], params: CropParams,
+               image_scale: Optional[float] = None, mean: Tuple[int, int, int] = MEAN,
+               origin: Tuple[int, int] = (0, 0), shape: Optional[Tuple[int, int]] = None,
+               out: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Cut, resize and augment one crop -> (image size x size x 3 uint8,
     label size x size uint8, or None when `label` is None).
 
@@ -234,7 +239,6 @@ def apply_crop(image, label, params, image_scale=None, mean=MEAN, origin=(0, 0),
     out: (image, label) arrays to write the crop into (a batch's slots), saving a copy.
     """
     p = params
-    S = p.size
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image: expected H x W x 3 uint8, got shape {image.shape} dtype {image.dtype}")
     if label is not None and label.shape != (p.height, p.width):
@@ -244,30 +248,47 @@ def apply_crop(image, label, params, image_scale=None, mean=MEAN, origin=(0, 0),
         sy, sx = shape[0] / p.height, shape[1] / p.width
     else:
         sy = sx = float(image_scale)
-    box, resize_box, (rows, cols, j0, j1, i0, i1) = _source(p, sy, sx, shape)
+    box, resize_box, axes = _source(p, sy, sx, shape)
 
     out_image, out_label = out if out is not None else (None, None)
     if label is not None:
-        out_label = crop_nearest(label, p, IGNORE, (rows, cols, j0, j1, i0, i1), out=out_label)
-
-    blurred = False
+        out_label = crop_nearest(label, p, IGNORE, axes, out=out_label)
+    inside, blurred = None, False
     if box is not None:
-        (ya, yb, xa, xb), (by0, by1, bx0, bx1), (oy, ox) = box, resize_box, origin
-        if ya < oy or xa < ox or yb > oy + image.shape[0] or xb > ox + image.shape[1]:
-            raise ValueError(f"image part at {origin} of {image.shape[:2]} does not hold the source box {box}")
-        region = image[ya - oy:yb - oy, xa - ox:xb - ox]
-        h_out, w_out = j1 - j0, i1 - i0
-        fx, fy = (bx1 - bx0) / w_out, (by1 - by0) / h_out  # source pixels per output pixel
-        sigma = _prefilter_sigma(p, max(fx, fy))
-        blurred = max(fx, fy) > 1.0
-        inside = _resample(region, by0 - ya, bx0 - xa, fy, fx, h_out, w_out, sigma)
-    if box is not None and (j0, i0, j1, i1) == (0, 0, S, S):
-        crop = inside
-    else:
-        crop = np.empty((S, S, 3), np.uint8)
-        crop[:] = np.array(mean, np.uint8)
-        if box is not None:
-            crop[j0:j1, i0:i1] = inside
+        inside, blurred = _window(image, p, box, resize_box, axes, origin)
+    crop = _padded(inside, p.size, axes, mean)
+    return _finish(crop, p, blurred, out_image), out_label
+
+
+def _window(image, p, box, resize_box, axes, origin):
+    """(the resampled inside part of the window, whether a prefilter blurred it) from `image`, a
+    decode or its part at `origin`."""
+    (ya, yb, xa, xb), (by0, by1, bx0, bx1), (oy, ox) = box, resize_box, origin
+    if ya < oy or xa < ox or yb > oy + image.shape[0] or xb > ox + image.shape[1]:
+        raise ValueError(f"image part at {origin} of {image.shape[:2]} does not hold the source box {box}")
+    region = image[ya - oy:yb - oy, xa - ox:xb - ox]
+    _, _, j0, j1, i0, i1 = axes
+    h_out, w_out = j1 - j0, i1 - i0
+    fx, fy = (bx1 - bx0) / w_out, (by1 - by0) / h_out  # source pixels per output pixel
+    sigma = _prefilter_sigma(p, max(fx, fy))
+    return _resample(region, by0 - ya, bx0 - xa, fy, fx, h_out, w_out, sigma), max(fx, fy) > 1.0
+
+
+def _padded(inside, size, axes, mean):
+    """The S x S crop: the inside part, on the mean colour where the window leaves the image."""
+    _, _, j0, j1, i0, i1 = axes
+    if inside is not None and (j0, i0, j1, i1) == (0, 0, size, size):
+        return inside
+    crop = np.empty((size, size, 3), np.uint8)
+    crop[:] = np.array(mean, np.uint8)
+    if inside is not None:
+        crop[j0:j1, i0:i1] = inside
+    return crop
+
+
+def _finish(crop, p, blurred, out_image):
+    """Jitter, the blur (unless the prefilter did it) and the flip, each one OpenCV pass; the
+    last writes into `out_image` when there is one."""
     steps = []
     if (p.brightness, p.contrast, p.saturation) != (1.0, 1.0, 1.0):
         m = _jitter_matrix(crop, p.brightness, p.contrast, p.saturation)
@@ -276,16 +297,17 @@ def apply_crop(image, label, params, image_scale=None, mean=MEAN, origin=(0, 0),
         steps.append(lambda a, dst: cv2.GaussianBlur(a, (0, 0), p.blur_sigma, dst=dst))
     if p.flip:
         steps.append(lambda a, dst: cv2.flip(a, 1, dst=dst))
-    for k, step in enumerate(steps):  # the last step writes into `out` when there is one
+    for k, step in enumerate(steps):
         crop = step(np.ascontiguousarray(crop), out_image if k == len(steps) - 1 else None)
     if out_image is None:
-        out_image = np.ascontiguousarray(crop)
-    elif not steps:
+        return np.ascontiguousarray(crop)
+    if not steps:
         out_image[...] = crop
-    return out_image, out_label
+    return out_image
 
 
-def crop_nearest(array, params, fill, _axes=None, out=None):
+def crop_nearest(array: np.ndarray, params: CropParams, fill: int, _axes: Optional[tuple] = None,
+                 out: Optional[np.ndarray] = None) -> np.ndarray:
     """The label geometry of a crop (window, scale, flip; nearest neighbour) applied to
     an H x W or K x H x W map of the original size: labels, top-k class ids and probabilities.
     Output pixels outside the image get `fill`. `out`: an array to write into (e.g. a batch slot)."""
