@@ -142,8 +142,8 @@ def main(count, size, repeat, workers, workdir, json_path, quick):
     console = Console()
     with tempfile.TemporaryDirectory(dir=workdir, prefix="csst-bench-io-") as tmp:
         t = time.perf_counter()
-        synth.write_dataset(os.path.join(tmp, "synth"), count, 0, 0, size=(h, w), seed=0, workers=workers,
-                            progress=True)
+        synth.write_dataset(os.path.join(tmp, "synth"),
+                            synth.SynthOptions(count, 0, 0, size=(h, w), seed=0, workers=workers), progress=True)
         render_s = time.perf_counter() - t
         samples = load_samples(os.path.join(tmp, "synth", "labeled"))
         keys = [s[0] for s in samples]

@@ -127,7 +127,9 @@ def write_data(work, count, size, cs_count):
     summary = pack([files], os.path.join(work, "packed"), PackOptions(workers=2))
     pack_s = time.perf_counter() - t
     cs = os.path.join(work, "cityscapes")
-    synth.write_dataset(cs, labeled=cs_count, unlabeled=0, val=0, size=size, seed=0, layout="cityscapes", workers=2)
+    synth.write_dataset(cs,
+                        synth.SynthOptions(labeled=cs_count, unlabeled=0, val=0, size=size, seed=0, layout="cityscapes",
+                                           workers=2))
     t = time.perf_counter()
     cs_summary = pack([f"cityscapes:{cs}:train"], os.path.join(work, "cs-packed"), PackOptions(workers=2))
     cs_pack_s = time.perf_counter() - t

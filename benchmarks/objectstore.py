@@ -112,8 +112,8 @@ def main(images, samples, json_path, quick):
     console = Console()
     try:
         console.print(f"rendering {images} scenes at {size[0]}x{size[1]}...")
-        synth.write_dataset(os.path.join(work, "data"), labeled=images, unlabeled=0, val=0, size=size, seed=0,
-                            workers=2)
+        synth.write_dataset(os.path.join(work, "data"),
+                            synth.SynthOptions(labeled=images, unlabeled=0, val=0, size=size, seed=0, workers=2))
         local = os.path.join(work, "data", "labeled")
         url = f"s3://{BUCKET}/bench/labeled"
         upload(local, url)
@@ -143,7 +143,8 @@ def main(images, samples, json_path, quick):
 
         # Bytes of a 4-rank centroid plan over 1,000-sample shards.
         small = os.path.join(work, "small")
-        synth.write_dataset(small, labeled=64, unlabeled=0, val=0, size=(128, 256), seed=1, workers=2)
+        synth.write_dataset(small,
+                            synth.SynthOptions(labeled=64, unlabeled=0, val=0, size=(128, 256), seed=1, workers=2))
         write_cycled(os.path.join(work, "cycled"), os.path.join(small, "labeled"), cycled_count, cycled_shard)
         build_index([os.path.join(work, "cycled")], os.path.join(work, "cycled.zarr"))
         csst_b, whole_b, rank_samples = plan_bytes(CentroidIndex.open(os.path.join(work, "cycled.zarr")), 0, 4)

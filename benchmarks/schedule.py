@@ -64,7 +64,8 @@ def main(images, size, crop, batch, samples, epochs, workers, device, amp, json_
     results = {}
     with tempfile.TemporaryDirectory() as work:
         data = os.path.join(work, "synth")
-        synth.write_dataset(data, labeled=images, unlabeled=0, val=0, size=(h, w), seed=0, progress=False)
+        synth.write_dataset(data,
+                            synth.SynthOptions(labeled=images, unlabeled=0, val=0, size=(h, w), seed=0), progress=False)
         data = os.path.join(data, "labeled")
         index = os.path.join(work, "index.zarr")
         build_index([data], index, progress=False)

@@ -93,7 +93,8 @@ def main(seeds, labeled, unlabeled, n_val, size, crop, batch, epochs, length, wo
         work = workdir or tmp
         data = os.path.join(work, "data")
         if not os.path.exists(os.path.join(data, "val", "manifest.json")):
-            synth.write_dataset(data, labeled=labeled, unlabeled=unlabeled, val=n_val, size=(h, w), seed=0,
+            synth.write_dataset(data, synth.SynthOptions(labeled=labeled, unlabeled=unlabeled, val=n_val,
+                                                         size=(h, w), seed=0),
                                 progress=False)
         lab = os.path.join(data, "labeled")
         teacher_index = os.path.join(work, "teacher-index.zarr")

@@ -6,7 +6,7 @@ import time
 import click
 
 from csst_cli.options import progress_bar, progress_option
-from csst_demo.synth import FolderNotEmpty, write_dataset
+from csst_demo.synth import FolderNotEmpty, SynthOptions, write_dataset
 
 
 def _size(ctx, param, value):
@@ -50,8 +50,9 @@ def synth(out, labeled, unlabeled, val, size, seed, layout, workers, force, prog
     start = time.perf_counter()
     try:
         with progress_bar("rendering", "img", progress) as bar:
-            counts = write_dataset(out, labeled, unlabeled, val, size=size, seed=seed, layout=layout,
-                                   workers=workers, progress=bar, force=force)
+            opts = SynthOptions(labeled, unlabeled, val, size=size, seed=seed, layout=layout, workers=workers,
+                                force=force)
+            counts = write_dataset(out, opts, progress=bar)
     except FolderNotEmpty:
         raise click.ClickException(f"{out} is not empty; choose an empty folder, or pass --force to replace "
                                    "what an earlier run wrote there")

@@ -63,18 +63,8 @@ def ground(s, p):
     lab[road] = ROAD
     col[road] = asphalt
     fine[road], mot[road] = 5.0, 0.07
-    lane, white = p["lane"], s.jitter((222, 222, 215), 6, 0.05)
-    marks = np.zeros_like(road)
-    dashed = frac(Z / 9.0) < 0.45
-    for k in range(p["lanes_left"]):  # lane boundaries; the first one parts the two directions
-        line = np.abs(X + lane * (k + 0.5)) < 0.065
-        marks |= line if k == 0 and p["solid_centre"] else line & dashed
-    edge_r, edge_l = rr - 0.25 - PARKING * p["park_r"], -rl + 0.25 + PARKING * p["park_l"]
-    marks |= (np.abs(X - edge_r) < 0.05) | (np.abs(X - edge_l) < 0.05)  # edge lines
-    if p["zebra"] is not None:
-        marks |= (Z > p["zebra"]) & (Z < p["zebra"] + 2.5) & (frac(X / 1.0) < 0.5)
-    marks &= road
-    col[marks] = white
+    white = s.jitter((222, 222, 215), 6, 0.05)
+    col[_road_marks(p, X, Z, road)] = white
     if p["rails"]:
         for dx in (-0.58, 0.58):
             rail = road & (np.abs(X - p["rail_x"] - dx) < 0.05)
@@ -87,6 +77,22 @@ def ground(s, p):
         light[(X * sgn) > reach] = rng.uniform(0.5, 0.7)
     s.fill((slice(y0, None), slice(None)), None, col, fine=fine, mottle=mot, light=light)
     s.label[y0:] = lab
+
+
+
+def _road_marks(p, X, Z, road):
+    """Mask of the white paint on the road: lane boundaries, edge lines, a zebra crossing."""
+    rl, rr, lane = p["rl"], p["rr"], p["lane"]
+    marks = np.zeros_like(road)
+    dashed = frac(Z / 9.0) < 0.45
+    for k in range(p["lanes_left"]):  # lane boundaries; the first one parts the two directions
+        line = np.abs(X + lane * (k + 0.5)) < 0.065
+        marks |= line if k == 0 and p["solid_centre"] else line & dashed
+    edge_r, edge_l = rr - 0.25 - PARKING * p["park_r"], -rl + 0.25 + PARKING * p["park_l"]
+    marks |= (np.abs(X - edge_r) < 0.05) | (np.abs(X - edge_l) < 0.05)  # edge lines
+    if p["zebra"] is not None:
+        marks |= (Z > p["zebra"]) & (Z < p["zebra"] + 2.5) & (frac(X / 1.0) < 0.5)
+    return marks & road
 
 
 def _plane_columns(s, sgn, X):

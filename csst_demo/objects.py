@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import numpy as np
 
 from csst_demo.classes import (BICYCLE, BUS, CAR, LIGHT, MOTORCYCLE, PERSON, POLE, RIDER, SIGN, STATIC, TRAIN,
@@ -87,38 +90,66 @@ def traffic_sign(s, X, Z):
                (235, 190, 30), fine=2)
 
 
-def human(s, X, Z, cls, height, clothes, pose="stand", d=1, seat=None, helmet=0.0):
-    """A person standing or walking, or (cls=RIDER) sitting on a two-wheeler at `seat`."""
-    rng = s.rng
-    top_c, legs_c, skin = clothes
+@dataclass(frozen=True)
+class Figure:
+    """Who `human` draws: class (PERSON or RIDER), height, clothes (top, legs, skin colours) and pose."""
+
+    cls: int
+    height: float
+    clothes: tuple
+    pose: str = "stand"  # "stand", "walk", or "ride" (sitting at `seat`, facing `d`)
+    d: int = 1  # a rider's direction: +1 to the right, -1 to the left
+    seat: Optional[tuple] = None  # (X, Y) of a rider's hip
+    helmet: float = 0.0  # a rider's chance of wearing a helmet
+
+
+def human(s: Scene, X: float, Z: float, fig: Figure) -> None:
+    """A person standing or walking, or (cls=RIDER) sitting on a two-wheeler at `fig.seat`."""
+    head = _riding_body(s, Z, fig) if fig.pose == "ride" else _standing_body(s, X, Z, fig)
+    _head(s, Z, fig, head)
+
+
+def _riding_body(s, Z, fig):
+    """Legs, torso and arm of a rider; returns the neck point."""
+    top_c, legs_c, _ = fig.clothes
+    cls, height, d = fig.cls, fig.height, fig.d
+    hip = np.array(fig.seat, float)
+    shoulder = hip + np.array([d * 0.22, 0.42]) * height / 1.4
+    knee = hip + np.array([d * 0.28, -0.12]) * height / 1.4
+    foot = knee + np.array([-d * 0.08, -0.38]) * height / 1.4
+    s.fill(s.segment(hip, knee, Z, 0.16 * height / 1.4), cls, legs_c, fine=4)
+    s.fill(s.segment(knee, foot, Z, 0.13 * height / 1.4), cls, legs_c, fine=4)
+    s.fill(s.segment(hip, shoulder, Z, 0.27 * height / 1.4), cls, top_c, fine=4, mottle=0.06)
+    hand = hip + np.array([d * 0.5, 0.2]) * height / 1.4
+    s.fill(s.segment(shoulder, hand, Z, 0.08 * height / 1.4), cls, top_c * 0.9, fine=4)
+    return shoulder + np.array([d * 0.04, 0.15]) * height / 1.4
+
+
+def _standing_body(s, X, Z, fig):
+    """Legs, torso and arms of a person standing or walking; returns the neck point."""
+    top_c, legs_c, _ = fig.clothes
+    cls, height = fig.cls, fig.height
     hx = 0.085 * height  # half the width of the hips
-    if pose == "ride":
-        hip = np.array(seat, float)
-        shoulder = hip + np.array([d * 0.22, 0.42]) * height / 1.4
-        knee = hip + np.array([d * 0.28, -0.12]) * height / 1.4
-        foot = knee + np.array([-d * 0.08, -0.38]) * height / 1.4
-        s.fill(s.segment(hip, knee, Z, 0.16 * height / 1.4), cls, legs_c, fine=4)
-        s.fill(s.segment(knee, foot, Z, 0.13 * height / 1.4), cls, legs_c, fine=4)
-        s.fill(s.segment(hip, shoulder, Z, 0.27 * height / 1.4), cls, top_c, fine=4, mottle=0.06)
-        hand = hip + np.array([d * 0.5, 0.2]) * height / 1.4
-        s.fill(s.segment(shoulder, hand, Z, 0.08 * height / 1.4), cls, top_c * 0.9, fine=4)
-        head = shoulder + np.array([d * 0.04, 0.15]) * height / 1.4
-    else:
-        stride = rng.uniform(0.05, 0.16) * height if pose == "walk" else 0.02 * height
-        hip_y = 0.48 * height
-        for sx in (-1, 1):
-            s.fill(s.segment((X + sx * hx * 0.5, hip_y), (X + sx * (hx * 0.4 + stride), 0.0), Z, 0.075 * height),
-                   cls, legs_c, fine=4)
-        s.fill(s.poly([X - hx, X + hx, X + hx * 1.25, X - hx * 1.25], [hip_y - 0.03, hip_y - 0.03,
-                                                                     0.8 * height, 0.8 * height], Z),
-               cls, top_c, fine=4, mottle=0.06)
-        for sx in (-1, 1):
-            s.fill(s.segment((X + sx * hx * 1.2, 0.78 * height), (X + sx * (hx * 1.3 + stride * 0.4), 0.45 * height),
-                             Z, 0.05 * height), cls, top_c * 0.9, fine=4)
-        head = np.array([X, 0.8 * height])
+    stride = s.rng.uniform(0.05, 0.16) * height if fig.pose == "walk" else 0.02 * height
+    hip_y = 0.48 * height
+    for sx in (-1, 1):
+        s.fill(s.segment((X + sx * hx * 0.5, hip_y), (X + sx * (hx * 0.4 + stride), 0.0), Z, 0.075 * height),
+               cls, legs_c, fine=4)
+    s.fill(s.poly([X - hx, X + hx, X + hx * 1.25, X - hx * 1.25], [hip_y - 0.03, hip_y - 0.03,
+                                                                 0.8 * height, 0.8 * height], Z),
+           cls, top_c, fine=4, mottle=0.06)
+    for sx in (-1, 1):
+        s.fill(s.segment((X + sx * hx * 1.2, 0.78 * height), (X + sx * (hx * 1.3 + stride * 0.4), 0.45 * height),
+                         Z, 0.05 * height), cls, top_c * 0.9, fine=4)
+    return np.array([X, 0.8 * height])
+
+
+def _head(s, Z, fig, head):
+    """Face, and a helmet (riders, by chance) or hair."""
+    rng, cls, height = s.rng, fig.cls, fig.height
     hc = head + np.array([0, 0.08 * height])
-    s.fill(s.disk(hc[0], hc[1], Z, 0.06 * height, 0.075 * height), cls, skin, fine=3)
-    if pose == "ride" and rng.random() < helmet:
+    s.fill(s.disk(hc[0], hc[1], Z, 0.06 * height, 0.075 * height), cls, fig.clothes[2], fine=3)
+    if fig.pose == "ride" and rng.random() < fig.helmet:
         s.fill(s.disk(hc[0], hc[1] + 0.02 * height, Z, 0.075 * height, 0.07 * height), cls,
                s.jitter(rng.choice([[30, 30, 30], [220, 220, 220], [180, 30, 30]]), 6), fine=2)
     else:  # hair
@@ -159,10 +190,10 @@ def bicycle(s, X, Z, d, rider):
     s.fill(s.segment((head[0] - d * 0.04, 0.9), (head[0] + d * 0.05, 0.92), Z, 0.03), BICYCLE, (30, 30, 30))
     s.fill(s.rect(seat[0] - 0.07, seat[0] + 0.07, seat[1], seat[1] + 0.04, Z), BICYCLE, (25, 25, 25))
     if rider:
-        human(s, X, Z, RIDER, rng.uniform(1.25, 1.45), outfit(s), "ride", d, seat=(seat[0], seat[1] + 0.03),
-               helmet=0.4)
+        human(s, X, Z, Figure(RIDER, rng.uniform(1.25, 1.45), outfit(s), "ride", d, seat=(seat[0], seat[1] + 0.03),
+                              helmet=0.4))
     elif rng.random() < 0.3:  # its owner standing next to it: a person, not a rider
-        human(s, X + rng.uniform(-0.6, 0.6), Z - 0.3, PERSON, rng.uniform(1.25, 1.45), outfit(s))
+        human(s, X + rng.uniform(-0.6, 0.6), Z - 0.3, Figure(PERSON, rng.uniform(1.25, 1.45), outfit(s)))
 
 
 def motorcycle(s, X, Z, d, rider):
@@ -180,10 +211,10 @@ def motorcycle(s, X, Z, d, rider):
            MOTORCYCLE, (25, 25, 25), fine=2)  # seat
     s.fill(s.disk(X + d * 0.52, 0.85, Z, 0.06), MOTORCYCLE, (240, 235, 200), fine=1)
     if rider:
-        human(s, X, Z, RIDER, rng.uniform(1.3, 1.45), outfit(s), "ride", d, seat=(X - d * 0.22, 0.88),
-               helmet=0.95)
+        human(s, X, Z, Figure(RIDER, rng.uniform(1.3, 1.45), outfit(s), "ride", d, seat=(X - d * 0.22, 0.88),
+                              helmet=0.95))
     elif rng.random() < 0.2:
-        human(s, X + rng.uniform(-0.8, 0.8), Z - 0.3, PERSON, rng.uniform(1.25, 1.45), outfit(s))
+        human(s, X + rng.uniform(-0.8, 0.8), Z - 0.3, Figure(PERSON, rng.uniform(1.25, 1.45), outfit(s)))
 
 
 def car(s, X, Z, facing):
@@ -315,3 +346,7 @@ def static(s, X, Z):
     w, h = rng.uniform(0.4, 1.2), rng.uniform(0.6, 2.2)
     color = np.clip(rng.uniform(30, 220, 3), 0, 255).astype(np.float32)
     s.box(X - w / 2, X + w / 2, 0, h, Z, Z + rng.uniform(0.4, 1.0), STATIC, color, fine=4, mottle=0.08)
+
+
+# Vehicles cast a shadow on the ground under them: half their width and their length, in world units.
+SHADOWS = {car: (0.75, 3.8), truck: (1.2, 8), bus: (1.25, 11), train: (1.2, 25)}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
 from csst_data import IGNORE
 from csst_demo.background import ego, facades, ground, sky, skyline, walls
 from csst_demo.classes import BUILDING, CITYSCAPES_LUT, EGO, PERSON, VEGETATION
-from csst_demo.objects import (bicycle, bus, car, motorcycle, outfit, shadow, static, streetlight, traffic_light,
-                               traffic_sign, train, tree, truck, human)
+from csst_demo.objects import (SHADOWS, Figure, bicycle, bus, car, human, motorcycle, outfit, shadow, static,
+                               streetlight, traffic_light, traffic_sign, train, tree, truck)
 from csst_demo.scene import BUILDING_COLORS, CAM, PARKING, Scene, smooth_noise, upsample
 
 # -- scene layout ---------------------------------------------------------------
@@ -62,61 +65,94 @@ def _segments(rng, kind):
 
 
 
+@dataclass(frozen=True)
+class Placed:
+    """One object of a scene: its depth, the function that draws it and that function's arguments after the scene."""
+
+    z: float
+    draw: Callable
+    args: tuple
+
+
+class _Placer:
+    """Collects the objects of a scene; `depth` draws a depth, more objects near than far, as on a street."""
+
+    def __init__(self, s):
+        self.s, self.rng, self.objs = s, s.rng, []
+        self.zmin = 0.9 * s.f * CAM / (s.h - s.yh)  # 0.9 x the depth of the ground at the bottom row
+
+    def depth(self, lo, hi):
+        zmin = self.zmin
+        return float(np.exp(self.rng.uniform(np.log(max(lo, zmin)), np.log(max(hi, zmin + 1)))))
+
+    def add(self, z, fn, *args):
+        self.objs.append(Placed(z, fn, args))
+
+
 def _populate(s, p):
-    """The objects of a scene as (depth, draw) pairs, to be painted far to near."""
-    rng = s.rng
-    objs = []
-    zb = s.f * CAM / (s.h - s.yh)  # depth of the ground at the bottom row
-    zmin = 0.9 * zb
+    """The objects of a scene, to be painted far to near (sorted by decreasing depth)."""
+    pl = _Placer(s)
+    for sgn, edge, walk in ((-1, p["rl"], p["sl"]), (1, p["rr"], p["sr"])):
+        _street_furniture(pl, sgn, edge, walk)
+        _on_the_sidewalk(pl, p, (sgn, edge, walk))
+    _traffic(pl, p)
+    _crossing(pl, p)
+    pl.objs.sort(key=lambda o: -o.z)
+    return pl.objs
 
-    def depth(lo, hi):  # more objects near than far, as on a street
-        return float(np.exp(rng.uniform(np.log(max(lo, zmin)), np.log(max(hi, zmin + 1)))))
 
-    def add(z, fn, *args):
-        objs.append((z, fn, args))
+def _street_furniture(pl, sgn, edge, walk):
+    """Tree rows, street lights, signs and traffic lights along one side."""
+    rng, zmin, add = pl.rng, pl.zmin, pl.add
+    curb_x = sgn * (edge + 0.35)
+    if rng.random() < 0.55:  # tree rows
+        z = rng.uniform(zmin, zmin + 8)
+        gap = rng.uniform(6, 14)
+        while z < 70:
+            add(z, tree, sgn * (edge + walk * rng.uniform(0.5, 0.85)), z)
+            z += gap * rng.uniform(0.8, 1.2)
+    if rng.random() < 0.45:  # street lights
+        z = rng.uniform(zmin + 2, 25)
+        while z < 90:
+            add(z, streetlight, curb_x, z, -sgn)
+            z += rng.uniform(20, 35)
+    for _ in range(rng.poisson(0.8)):
+        add_z = pl.depth(4, 60)
+        add(add_z, traffic_sign, curb_x + sgn * rng.uniform(0, 0.3), add_z)
+    if rng.random() < 0.3:
+        z = pl.depth(7, 60)
+        add(z, traffic_light, curb_x, z, -sgn)
 
-    rl, rr = p["rl"], p["rr"]
-    for sgn, edge, walk in ((-1, rl, p["sl"]), (1, rr, p["sr"])):
-        curb_x = sgn * (edge + 0.35)
-        if rng.random() < 0.55:  # tree rows
-            z = rng.uniform(zmin, zmin + 8)
-            gap = rng.uniform(6, 14)
-            while z < 70:
-                add(z, tree, sgn * (edge + walk * rng.uniform(0.5, 0.85)), z)
-                z += gap * rng.uniform(0.8, 1.2)
-        if rng.random() < 0.45:  # street lights
-            z = rng.uniform(zmin + 2, 25)
-            while z < 90:
-                add(z, streetlight, curb_x, z, -sgn)
-                z += rng.uniform(20, 35)
-        for _ in range(rng.poisson(0.8)):
-            add_z = depth(4, 60)
-            add(add_z, traffic_sign, curb_x + sgn * rng.uniform(0, 0.3), add_z)
-        if rng.random() < 0.3:
-            z = depth(7, 60)
-            add(z, traffic_light, curb_x, z, -sgn)
-        for _ in range(rng.poisson(1.3)):  # pedestrians on the sidewalk
-            z = depth(4, 50)
-            pose = "walk" if rng.random() < 0.6 else "stand"
-            add(z, human, sgn * (edge + rng.uniform(0.3, walk)), z, PERSON, rng.uniform(1.2, 1.5), outfit(s), pose)
-        for _ in range(rng.poisson(0.12)):  # parked bicycles
-            z = depth(4, 30)
-            add(z, bicycle, sgn * (edge + rng.uniform(0.4, walk)), z, rng.choice([-1, 1]), False)
-        if rng.random() < 0.25:
-            z = depth(8, 40)
-            add(z, static, sgn * (edge + rng.uniform(0.4, walk)), z)
-        if p["park_l" if sgn < 0 else "park_r"]:  # parked cars along the curb
-            z = rng.uniform(zmin, zmin + 6)
-            while z < 60:
-                if rng.random() < 0.75:
-                    add(z, car, sgn * (edge - PARKING / 2), z, 1 if sgn > 0 else rng.choice([-1, 1]))
-                z += rng.uniform(4.6, 7)
 
-    # Traffic in the lanes: our direction (seen from behind) at X ~ 0, oncoming on the left.
+def _on_the_sidewalk(pl, p, side):
+    """Pedestrians, parked bicycles, clutter and parked cars along one side, given as (sign, road edge, walk width)."""
+    rng, add, s = pl.rng, pl.add, pl.s
+    sgn, edge, walk = side
+    for _ in range(rng.poisson(1.3)):  # pedestrians on the sidewalk
+        z = pl.depth(4, 50)
+        pose = "walk" if rng.random() < 0.6 else "stand"
+        add(z, human, sgn * (edge + rng.uniform(0.3, walk)), z, Figure(PERSON, rng.uniform(1.2, 1.5), outfit(s), pose))
+    for _ in range(rng.poisson(0.12)):  # parked bicycles
+        z = pl.depth(4, 30)
+        add(z, bicycle, sgn * (edge + rng.uniform(0.4, walk)), z, rng.choice([-1, 1]), False)
+    if rng.random() < 0.25:
+        z = pl.depth(8, 40)
+        add(z, static, sgn * (edge + rng.uniform(0.4, walk)), z)
+    if p["park_l" if sgn < 0 else "park_r"]:  # parked cars along the curb
+        z = rng.uniform(pl.zmin, pl.zmin + 6)
+        while z < 60:
+            if rng.random() < 0.75:
+                add(z, car, sgn * (edge - PARKING / 2), z, 1 if sgn > 0 else rng.choice([-1, 1]))
+            z += rng.uniform(4.6, 7)
+
+
+def _traffic(pl, p):
+    """Vehicles in the lanes: our direction (seen from behind) at X ~ 0, oncoming on the left; a tram on rails."""
+    rng, add = pl.rng, pl.add
     lane = p["lane"]
     lanes = [(-k * lane, 1 if k == 0 else -1) for k in range(p["lanes_left"] + 1)]
     for x, facing in lanes:
-        z = rng.uniform(zmin + 3, 15)
+        z = rng.uniform(pl.zmin + 3, 15)
         while z < 80:
             u = rng.random()
             xx = x + rng.uniform(-0.3, 0.3)
@@ -130,23 +166,26 @@ def _populate(s, p):
                 add(z, car, xx, z, facing)
             z += rng.uniform(6, 20)
     if p["rails"] and rng.random() < 0.8:
-        z = depth(14, 60)
+        z = pl.depth(14, 60)
         add(z, train, p["rail_x"], z, rng.choice([-1, 1]))
-    # Two-wheelers (side view), mostly ridden: on the road edge or crossing.
+
+
+def _crossing(pl, p):
+    """Two-wheelers (side view, mostly ridden) on the road edge or crossing, and people on the zebra crossing."""
+    rng, add, s = pl.rng, pl.add, pl.s
+    rl, rr = p["rl"], p["rr"]
     for _ in range(rng.poisson(0.3)):
-        z = depth(5, 40)
+        z = pl.depth(5, 40)
         x = rng.uniform(-rl + 0.5, rr + 0.5)
         add(z, bicycle, x, z, rng.choice([-1, 1]), rng.random() < 0.75)
     for _ in range(rng.poisson(0.15)):
-        z = depth(5, 40)
+        z = pl.depth(5, 40)
         x = rng.uniform(-rl + 0.5, rr + 0.5)
         add(z, motorcycle, x, z, rng.choice([-1, 1]), rng.random() < 0.7)
     if p["zebra"] is not None:  # people crossing
         for _ in range(rng.poisson(1.5)):
             z = p["zebra"] + rng.uniform(0.3, 2.0)
-            add(z, human, rng.uniform(-rl, rr), z, PERSON, rng.uniform(1.2, 1.5), outfit(s), "walk")
-    objs.sort(key=lambda o: -o[0])
-    return objs
+            add(z, human, rng.uniform(-rl, rr), z, Figure(PERSON, rng.uniform(1.2, 1.5), outfit(s), "walk"))
 
 
 def _finish(s, rng):
@@ -180,12 +219,12 @@ def render_raw(height, width, rng):
     skyline(s, p)
     facades(s, p)
     walls(s, p)
-    for z, fn, args in _populate(s, p):
-        if fn in (car, truck, bus, train):
-            x = args[0]
-            half = {car: 0.75, truck: 1.2, bus: 1.25, train: 1.2}[fn]
-            shadow(s, x - half - 0.1, x + half + 0.1, z - 0.2, z + {car: 3.8, truck: 8, bus: 11, train: 25}[fn])
-        fn(s, *args)
+    for o in _populate(s, p):
+        if o.draw in SHADOWS:  # vehicles darken the ground under them
+            half, length = SHADOWS[o.draw]
+            x = o.args[0]
+            shadow(s, x - half - 0.1, x + half + 0.1, o.z - 0.2, o.z + length)
+        o.draw(s, *o.args)
     if rng.random() < 0.5:
         ego(s)
     return _finish(s, rng), s.label

@@ -84,13 +84,25 @@ def _encode_png(array):
     return buf.getvalue()
 
 
+@dataclass(frozen=True)
+class SampleTask:
+    """One sample to render and encode (sent to a worker process)."""
+
+    split: str
+    index: int
+    seed: int
+    height: int
+    width: int
+    layout: str
+
+
 def _make_sample(task):
     """One sample's encoded members; runs in worker processes."""
     from csst_data.store.codecs import encode_json, encode_label
 
-    split, index, seed, h, w, layout = task
+    split, index, seed, h, w = task.split, task.index, task.seed, task.height, task.width
     image, raw = render_raw(h, w, sample_rng(seed, split, index))
-    if layout == "cityscapes":
+    if task.layout == "cityscapes":
         return _encode_png(image), _encode_png(CITYSCAPES_LUT[raw])
     label = raw.copy()
     label[label >= EGO] = IGNORE
@@ -117,50 +129,73 @@ class FolderNotEmpty(ValueError):
     """The output folder holds something and `force` was not given."""
 
 
-def write_dataset(out, labeled, unlabeled, val, size=(256, 512), seed=0, layout="shards", workers=1,
-                  progress=None, force=False):
+@dataclass(frozen=True)
+class SynthOptions:
+    """What `write_dataset` renders and how."""
+
+    labeled: int  # labelled training images
+    unlabeled: int  # unlabelled images (their true labels go to unlabeled-gt/ in the shards layout)
+    val: int  # labelled validation images
+    size: tuple = (256, 512)  # (height, width), each at least 16
+    seed: int = 0  # the same seed writes the same bytes
+    layout: str = "shards"  # "shards" or "cityscapes" (see write_dataset)
+    workers: int = 1  # rendering processes; the output does not depend on it
+    force: bool = False  # write into a non-empty folder, replacing what an earlier run wrote there
+
+
+def write_dataset(out: str | os.PathLike, opts: SynthOptions,
+                  progress: Optional[Callable[[int, int], object]] = None) -> dict[str, int]:
     """Render and write the three splits to `out`; returns {split: number of samples}.
 
     layout="shards": shard sets `labeled/`, `unlabeled/` (images only),
     `unlabeled-gt/` (their true labels, same keys) and `val/`.
     layout="cityscapes": `leftImg8bit/{train,train_extra,val}/{city}/*_leftImg8bit.png`
     and `gtFine/{train,val}/{city}/*_gtFine_labelIds.png` with Cityscapes label ids.
-    `out` must be empty or missing unless `force`, which replaces what an
+    `out` must be empty or missing unless `opts.force`, which replaces what an
     earlier run wrote there. `progress(done, total)` is called per sample written.
     """
-    h, w = (int(v) for v in size)
+    (h, w), counts = _checked(opts)
+    out = str(out)
+    _prepare_folder(out, opts)
+    tasks = [SampleTask(split, i, int(opts.seed), h, w, opts.layout) for split in SPLITS for i in range(counts[split])]
+    results = _map(_make_sample, tasks, opts.workers)
+    bar = _Counter(progress, len(tasks))
+    try:
+        if opts.layout == "cityscapes":
+            _write_cityscapes(out, tasks, results, bar)
+        else:
+            _write_shards(out, tasks, results, (opts.seed, (h, w)), bar)
+    finally:
+        if hasattr(results, "close"):  # stops the worker pool if writing failed
+            results.close()
+    return counts
+
+
+def _checked(opts):
+    """((height, width), {split: count}) of valid options; ValueError naming the bad one."""
+    h, w = (int(v) for v in opts.size)
     if h < 16 or w < 16:
         raise ValueError(f"size {h}x{w} is too small (at least 16x16)")
-    if layout not in ("shards", "cityscapes"):
-        raise ValueError(f"layout {layout!r}: expected 'shards' or 'cityscapes'")
-    counts = {"labeled": int(labeled), "unlabeled": int(unlabeled), "val": int(val)}
+    if opts.layout not in ("shards", "cityscapes"):
+        raise ValueError(f"layout {opts.layout!r}: expected 'shards' or 'cityscapes'")
+    counts = {"labeled": int(opts.labeled), "unlabeled": int(opts.unlabeled), "val": int(opts.val)}
     if any(n < 0 for n in counts.values()):
         raise ValueError(f"sample counts must be >= 0, got {counts}")
-    out = str(out)
+    return (h, w), counts
+
+
+def _prepare_folder(out, opts):
+    """Create `out`, or empty what an earlier run wrote there (`force`); refuse a non-empty folder otherwise."""
     if os.path.isdir(out) and os.listdir(out):
-        if not force:
+        if not opts.force:
             raise FolderNotEmpty(f"{out} is not empty; choose an empty folder, or pass force=True to replace "
                                  "what an earlier run wrote there")
-        for path in _written_paths(out, layout):
+        for path in _written_paths(out, opts.layout):
             if os.path.isdir(path):
                 shutil.rmtree(path)
     elif os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"{out} exists and is not a folder")
     os.makedirs(out, exist_ok=True)
-
-    tasks = [(split, i, int(seed), h, w, layout) for split in SPLITS for i in range(counts[split])]
-    results = _map(_make_sample, tasks, workers)
-    total = len(tasks)
-    bar = _Counter(progress, total)
-    try:
-        if layout == "cityscapes":
-            _write_cityscapes(out, tasks, results, bar)
-        else:
-            _write_shards(out, tasks, results, counts, seed, (h, w), bar)
-    finally:
-        if hasattr(results, "close"):  # stops the worker pool if writing failed
-            results.close()
-    return counts
 
 
 def _map(fn, tasks, workers):
@@ -195,8 +230,11 @@ def _advance(bar, split):
         bar.progress(bar.done, bar.total)
 
 
-def _write_shards(out, tasks, results, counts, seed, size, bar):
+def _write_shards(out, tasks, results, provenance, bar):
+    """Shard sets labeled/, unlabeled/ + unlabeled-gt/, val/; `provenance` is (seed, size) for the manifests."""
     from csst_data.store.shards import SetInfo, ShardWriter
+
+    seed, size = provenance
 
     def writer(name, fields, split):
         info = SetInfo(num_classes=NUM_CLASSES, class_names=CLASS_NAMES, fields=fields, producer="csst synth",
@@ -210,8 +248,9 @@ def _write_shards(out, tasks, results, counts, seed, size, bar):
         "val": [writer("val", ["jpg", "label.npy.zst", "json"], "val")],
     }
     try:
-        for (split, index, *_), (jpg, label, meta) in zip(tasks, results):
-            key = sample_key(split, index)
+        for task, (jpg, label, meta) in zip(tasks, results):
+            split = task.split
+            key = sample_key(split, task.index)
             if split == "unlabeled":
                 image_w, gt_w = writers[split]
                 image_w.write({"__key__": key, "jpg": jpg, "json": meta})
@@ -232,9 +271,10 @@ def _write_shards(out, tasks, results, counts, seed, size, bar):
 def _write_cityscapes(out, tasks, results, bar):
     from csst_data.store.shards import atomic_write_bytes
 
-    for (split, index, *_), (image_png, label_png) in zip(tasks, results):
+    for task, (image_png, label_png) in zip(tasks, results):
+        split = task.split
         cs_split = _CITYSCAPES_SPLIT[split]
-        city, stem = cityscapes_name(split, index)
+        city, stem = cityscapes_name(split, task.index)
         img_dir = os.path.join(out, "leftImg8bit", cs_split, city)
         os.makedirs(img_dir, exist_ok=True)
         atomic_write_bytes(os.path.join(img_dir, f"{stem}_leftImg8bit.png"), image_png)

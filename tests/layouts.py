@@ -51,7 +51,7 @@ def write_layout(kind, root, train=6, val=3, size=(64, 128), seed=0):
     """-> {"train": SOURCE, "val": SOURCE, "images": SOURCE to label, "options": [...], "num_classes": C}."""
     root = str(root)
     if kind == "cityscapes":
-        synth.write_dataset(root, train, val, val, size=size, seed=seed, layout="cityscapes")
+        synth.write_dataset(root, synth.SynthOptions(train, val, val, size=size, seed=seed, layout="cityscapes"))
         return {"train": f"cityscapes:{root}:train", "val": f"cityscapes:{root}:val",
                 "images": f"cityscapes:{root}:train_extra", "options": [], "num_classes": 19, "count": val}
     splits = {"train": train, "val": val}

@@ -54,7 +54,7 @@ def test_image_modes_decode_to_the_right_8_bit_rgb():
 
 # -- 5. two writers on one output ----------------------------------------------------------------
 def test_a_second_writer_gets_the_lock_message_and_changes_nothing(tmp_path):
-    synth.write_dataset(tmp_path / "d", 3, 0, 0, size=(32, 64))
+    synth.write_dataset(tmp_path / "d", synth.SynthOptions(3, 0, 0, size=(32, 64)))
     out = tmp_path / "i.zarr"
     with OutputLock(out):
         r = CliRunner().invoke(cli, ["index", "build", str(tmp_path / "d" / "labeled"), "-o", str(out)])
@@ -90,7 +90,7 @@ def _wait_stopped(proc, timeout=120):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the process state from /proc")
 def test_two_index_builds_started_together(tmp_path):
-    synth.write_dataset(tmp_path / "d", 4, 0, 0, size=(32, 64))
+    synth.write_dataset(tmp_path / "d", synth.SynthOptions(4, 0, 0, size=(32, 64)))
     args = ["index", "build", str(tmp_path / "d" / "labeled"), "-o", str(tmp_path / "i.zarr"), "--no-progress"]
     first = subprocess.Popen([sys.executable, "-c", STOP_WHEN_LOCKED, *args], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
@@ -182,7 +182,7 @@ def test_eval_refuses_a_checkpoint_of_other_classes(tmp_path):
     from csst_train.checkpoints import save_checkpoint
     from csst_train.models import build_model
 
-    synth.write_dataset(tmp_path / "d", 0, 0, 2, size=(32, 64))  # 19 classes named like Cityscapes'
+    synth.write_dataset(tmp_path / "d", synth.SynthOptions(0, 0, 2, size=(32, 64)))  # 19 classes named like Cityscapes'
     save_checkpoint({"model": build_model("fastscnn", 41).state_dict(), "args": {"model": "fastscnn"},
                      "num_classes": 41, "class_names": [str(i) for i in range(41)]}, tmp_path / "c41.pt")
     r = CliRunner().invoke(cli, ["eval", "--checkpoint", str(tmp_path / "c41.pt"), "--data", str(tmp_path / "d" / "val"),
@@ -194,7 +194,7 @@ def test_eval_refuses_a_checkpoint_of_other_classes(tmp_path):
 # -- 3. validation data is checked before the first step ---------------------------------------------
 @pytest.mark.parametrize("problem", ["no images", "class id out of range", "sizes differ"])
 def test_bad_val_fails_before_the_first_step(tmp_path, problem):
-    synth.write_dataset(tmp_path / "d", 4, 0, 0, size=(32, 64))
+    synth.write_dataset(tmp_path / "d", synth.SynthOptions(4, 0, 0, size=(32, 64)))
     build = CliRunner().invoke(cli, ["index", "build", str(tmp_path / "d" / "labeled"), "-o", str(tmp_path / "i.zarr")])
     assert build.exit_code == 0
     masks, images = tmp_path / "val" / "masks", tmp_path / "val" / "images"
@@ -220,7 +220,7 @@ def test_bad_val_fails_before_the_first_step(tmp_path, problem):
 
 # -- 7. a truncated shard ------------------------------------------------------------------------
 def test_truncated_shard_makes_the_index_stale_and_commands_say_so(tmp_path):
-    synth.write_dataset(tmp_path / "d", 0, 0, 4, size=(32, 64))
+    synth.write_dataset(tmp_path / "d", synth.SynthOptions(0, 0, 4, size=(32, 64)))
     val = tmp_path / "d" / "val"
     assert CliRunner().invoke(cli, ["index", "build", str(val), "-o", str(tmp_path / "i.zarr")]).exit_code == 0
     shard = val / "shard-000000.tar"
@@ -284,7 +284,7 @@ def test_verify_reports_unsafe_names_tmp_files_and_unfinished_runs(tmp_path):
     # An unfinished two-rank run: rank 1 never finished.
     from csst_data.runs.pack import PackOptions, pack
 
-    synth.write_dataset(tmp_path / "d", 4, 0, 0, size=(32, 64))
+    synth.write_dataset(tmp_path / "d", synth.SynthOptions(4, 0, 0, size=(32, 64)))
     pack([tmp_path / "d" / "labeled"], tmp_path / "p", PackOptions(workers=1), rank=0, world_size=2)
     r = CliRunner().invoke(cli, ["verify", str(tmp_path / "p"), "--no-progress"])
     assert r.exit_code == 1 and "unfinished multi-rank run: rank(s) [1] of 2 have not finished" in r.output
@@ -428,7 +428,7 @@ def tmpfs(tmp_path):
 
 
 def _tiny_run(tmp_path):
-    synth.write_dataset(tmp_path / "d", 4, 0, 2, size=(32, 64))
+    synth.write_dataset(tmp_path / "d", synth.SynthOptions(4, 0, 2, size=(32, 64)))
     from csst_data.index import build_index
 
     build_index([tmp_path / "d" / "labeled"], tmp_path / "i.zarr")

@@ -13,7 +13,7 @@ from csst_data.index import build_index
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
-    synth.write_dataset(root / "cs", 4, 0, 0, size=(128, 256), seed=3, layout="cityscapes")
+    synth.write_dataset(root / "cs", synth.SynthOptions(4, 0, 0, size=(128, 256), seed=3, layout="cityscapes"))
     r = CliRunner().invoke(cli, ["pack", f"cityscapes:{root / 'cs'}:train", "-o", str(root / "packed"), "--no-progress"])
     assert r.exit_code == 0, r.output
     build_index([root / "packed"], root / "i.zarr")

@@ -115,8 +115,8 @@ def test_index_equals_the_one_built_before_the_redesign(tmp_path):
         return sha.hexdigest()
 
     t = tmp_path
-    synth.write_dataset(t / "s", 6, 0, 3, size=(64, 128), seed=3)
-    synth.write_dataset(t / "c", 6, 0, 3, size=(64, 128), seed=3, layout="cityscapes")
+    synth.write_dataset(t / "s", synth.SynthOptions(6, 0, 3, size=(64, 128), seed=3))
+    synth.write_dataset(t / "c", synth.SynthOptions(6, 0, 3, size=(64, 128), seed=3, layout="cityscapes"))
     build_index([t / "s" / "labeled", t / "s" / "val"], t / "a.zarr")
     build_index([f"cityscapes:{t / 'c'}:train", f"cityscapes:{t / 'c'}:val"], t / "b.zarr")
     assert digest(t / "a.zarr") == "447eeb79150c6d6e3958fa7e00bab6a608abfafafb107f3c8cdd862556b66a6b"
@@ -333,7 +333,7 @@ def test_every_command_parses_the_same_sources(tmp_path, monkeypatch):
     import csst_cli.train
 
     make_cityscapes(tmp_path / "cs")
-    synth.write_dataset(tmp_path / "syn", 2, 0, 0, size=(32, 64))
+    synth.write_dataset(tmp_path / "syn", synth.SynthOptions(2, 0, 0, size=(32, 64)))
     write(str(tmp_path / "m" / "a.png"), png_bytes(np.zeros((4, 4), np.uint8), "L"))
     write(str(tmp_path / "i" / "a.jpg"), jpeg_bytes(4, 4))
     (tmp_path / "spec.json").write_text(json.dumps({"img_dir": "i", "ann_dir": "m", "num_classes": 2}))

@@ -35,7 +35,7 @@ def same_components(a, b):
 @pytest.fixture(scope="module")
 def cityscapes(tmp_path_factory):
     root = tmp_path_factory.mktemp("cs")
-    synth.write_dataset(root, 5, 0, 0, size=(64, 128), seed=4, layout="cityscapes")
+    synth.write_dataset(root, synth.SynthOptions(5, 0, 0, size=(64, 128), seed=4, layout="cityscapes"))
     return root
 
 
@@ -68,7 +68,7 @@ def test_pack_cityscapes_pngs(cityscapes, tmp_path):
 
 
 def test_pack_jpeg_shards_is_lossless_and_same_index(tmp_path):
-    synth.write_dataset(tmp_path / "d", 6, 2, 0, size=(72, 136), seed=5)
+    synth.write_dataset(tmp_path / "d", synth.SynthOptions(6, 2, 0, size=(72, 136), seed=5))
     summary = pack([tmp_path / "d" / "labeled", tmp_path / "d" / "unlabeled"], tmp_path / "p", PackOptions(workers=1))
     assert summary["transcoded"] == 8 and summary["failed"] == 0
     original = {s["__key__"]: s for s in wds.WebDataset(
@@ -93,7 +93,7 @@ def test_pack_jpeg_shards_is_lossless_and_same_index(tmp_path):
 
 
 def test_killed_pack_resumes_with_every_key_once(tmp_path):
-    synth.write_dataset(tmp_path / "d", 9, 0, 0, size=(48, 96), seed=6)
+    synth.write_dataset(tmp_path / "d", synth.SynthOptions(9, 0, 0, size=(48, 96), seed=6))
     cmd = ["pack", str(tmp_path / "d" / "labeled"), "-o", str(tmp_path / "p"), "--shard-size", "2", "--workers", "1",
            "--no-progress"]
     args = [sys.executable, "-m", "csst_cli.main", *cmd]
@@ -137,7 +137,7 @@ def test_corrupt_images_go_to_failed_jsonl(tmp_path):
 
 
 def test_ranks_pack_their_share_and_merge(tmp_path):
-    synth.write_dataset(tmp_path / "d", 7, 0, 0, size=(32, 64), seed=7)
+    synth.write_dataset(tmp_path / "d", synth.SynthOptions(7, 0, 0, size=(32, 64), seed=7))
     for rank in (1, 0):
         s = pack([tmp_path / "d" / "labeled"], tmp_path / "p", PackOptions(workers=1), rank=rank, world_size=2)
         assert s["merged"] == (rank == 0)

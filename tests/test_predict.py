@@ -25,7 +25,7 @@ CITYSCAPES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("pred")
-    synth.write_dataset(root / "cs", 2, 0, 3, size=(48, 96), seed=1, layout="cityscapes")
+    synth.write_dataset(root / "cs", synth.SynthOptions(2, 0, 3, size=(48, 96), seed=1, layout="cityscapes"))
     torch.manual_seed(0)
     model = build_model("fastscnn", 19).eval()
     with torch.no_grad():

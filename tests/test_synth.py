@@ -93,7 +93,7 @@ def _files(root):
 
 def test_write_dataset_shards(tmp_path):
     out = tmp_path / "data"
-    counts = synth.write_dataset(out, 5, 4, 3, size=(64, 128), seed=3, progress=False)
+    counts = synth.write_dataset(out, synth.SynthOptions(5, 4, 3, size=(64, 128), seed=3), progress=False)
     assert counts == {"labeled": 5, "unlabeled": 4, "val": 3}
     for name, n in (("labeled", 5), ("unlabeled", 4), ("unlabeled-gt", 4), ("val", 3)):
         m = shards.read_manifest(out / name)
@@ -120,9 +120,9 @@ def test_write_dataset_shards(tmp_path):
 
 
 def test_write_dataset_bytes_deterministic(tmp_path):
-    a = synth.write_dataset(tmp_path / "a", 3, 2, 2, size=(48, 96), seed=1, progress=False)
-    synth.write_dataset(tmp_path / "b", 3, 2, 2, size=(48, 96), seed=1, progress=False, workers=2)
-    synth.write_dataset(tmp_path / "c", 3, 2, 2, size=(48, 96), seed=2, progress=False)
+    a = synth.write_dataset(tmp_path / "a", synth.SynthOptions(3, 2, 2, size=(48, 96), seed=1), progress=False)
+    synth.write_dataset(tmp_path / "b", synth.SynthOptions(3, 2, 2, size=(48, 96), seed=1, workers=2), progress=False)
+    synth.write_dataset(tmp_path / "c", synth.SynthOptions(3, 2, 2, size=(48, 96), seed=2), progress=False)
     fa, fb, fc = _files(tmp_path / "a"), _files(tmp_path / "b"), _files(tmp_path / "c")
     assert a and fa == fb  # same seed, same bytes, whatever the number of workers
     assert fa.keys() == fc.keys() and fa["labeled/shard-000000.tar"] != fc["labeled/shard-000000.tar"]
@@ -133,16 +133,17 @@ def test_write_dataset_refuses_non_empty(tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("x")
     with pytest.raises(ValueError, match="not empty"):
-        synth.write_dataset(out, 1, 0, 0, size=(32, 64), progress=False)
-    synth.write_dataset(out, 1, 0, 0, size=(32, 64), progress=False, force=True)
-    synth.write_dataset(out, 2, 0, 0, size=(32, 64), progress=False, force=True)  # replaces the earlier run
+        synth.write_dataset(out, synth.SynthOptions(1, 0, 0, size=(32, 64)), progress=False)
+    synth.write_dataset(out, synth.SynthOptions(1, 0, 0, size=(32, 64), force=True), progress=False)
+    # replaces the earlier run
+    synth.write_dataset(out, synth.SynthOptions(2, 0, 0, size=(32, 64), force=True), progress=False)
     assert (out / "keep.txt").exists()
     assert sum(s["samples"] for s in shards.read_manifest(out / "labeled")["shards"]) == 2
 
 
 def test_cityscapes_layout(tmp_path):
     out = tmp_path / "cs"
-    synth.write_dataset(out, 4, 2, 2, size=(64, 128), seed=0, layout="cityscapes", progress=False)
+    synth.write_dataset(out, synth.SynthOptions(4, 2, 2, size=(64, 128), seed=0, layout="cityscapes"), progress=False)
     ids = set(synth.CITYSCAPES_LABEL_IDS)
     for split, cs_split, n in (("labeled", "train", 4), ("unlabeled", "train_extra", 2), ("val", "val", 2)):
         for i in range(n):

@@ -164,7 +164,9 @@ def test_cityscapes_layout_trains_and_evaluates(tmp_path):
     from csst_demo import synth
 
     root = tmp_path / "cs"
-    synth.write_dataset(root, labeled=6, unlabeled=0, val=2, size=(64, 128), seed=0, layout="cityscapes", progress=False)
+    synth.write_dataset(root,
+                        synth.SynthOptions(labeled=6, unlabeled=0, val=2, size=(64, 128), seed=0, layout="cityscapes"),
+                        progress=False)
     res = CliRunner().invoke(cli, ["index", "build", f"cityscapes:{root}:train",
                                    "-o", str(tmp_path / "cs.zarr"), "--no-progress"])
     assert res.exit_code == 0, res.output
