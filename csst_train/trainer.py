@@ -34,7 +34,7 @@ from csst_data.loader.crop_loader import CropLoader
 from csst_data.loader.options import LoaderOptions
 from csst_data.workers import rank_world
 from csst_train.config import TrainConfig
-from csst_train.checkpoints import load_checkpoint, save_checkpoint
+from csst_train.checkpoints import load_checkpoint, load_weights, save_checkpoint
 from csst_train.distributed import amp_dtype, setup_distributed
 from csst_train.evaluate import EvalOptions, check_classes, evaluate
 from csst_train.inference import normalise
@@ -136,6 +136,8 @@ class Step:
     pseudo_loss: str = "hard"          # hard, soft-topk or hard+mr on pseudo-labelled samples
     mr_weight: float = 0.1             # hard+mr: weight of the model regulariser
     min_kept: int = OHEM_MIN_KEPT      # ohem: pixels kept at least, per batch
+    num_classes: int | None = None     # checked against the model's output channels (None: unchecked)
+    model_name: str = "model"          # for that check's message
 
 
 def train_step(step: Step, batch: dict) -> float:
@@ -145,6 +147,7 @@ def train_step(step: Step, batch: dict) -> float:
     x = normalise(batch["image"].to(step.dev, non_blocking=True))
     with torch.autocast(step.dev.type, dtype=step.dtype, enabled=step.dtype is not None):
         logits = step.net(x)
+        check_output(step, logits, x)
         batch = {k: (v.to(step.dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
         batch["label"] = batch["label"].long()  # uint8 through the loader: 8x less to copy
         value = segmentation_loss(logits.float(), batch, kind=step.loss, pseudo_loss=step.pseudo_loss,
@@ -154,6 +157,15 @@ def train_step(step: Step, batch: dict) -> float:
     step.scaler.step(step.optimizer)
     step.scaler.update()
     return float(value.detach())  # waits for the device: the caller's clock reads the real step time
+
+
+def check_output(step: Step, logits: torch.Tensor, x: torch.Tensor) -> None:
+    """A model's output must be N x classes x H x W at the input's size: a user's factory that gets this
+    wrong fails at its first step, in one line, not at the end of the run (or never, with more channels)."""
+    want = (x.shape[0], step.num_classes if step.num_classes is not None else logits.shape[1], *x.shape[2:])
+    if logits.ndim != 4 or tuple(logits.shape) != want:
+        raise ValueError(f"model {step.model_name!r}: its output is {tuple(logits.shape)} for an input of "
+                         f"{tuple(x.shape)}; expected {want} (N x classes x H x W, logits at the input size)")
 
 
 # -- the run: set-up, epochs, validation, checkpoints ----------------------------------------------
@@ -252,7 +264,7 @@ def setup(cfg: TrainConfig, log: Callable[[str], None] = print) -> Run:
     dtype = amp_dtype(cfg.amp, dev)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     step = Step(net, optimizer, scaler, dev, dtype, loss=cfg.loss, pseudo_loss=cfg.pseudo_loss,
-                mr_weight=cfg.mr_weight, min_kept=cfg.min_kept)
+                mr_weight=cfg.mr_weight, min_kept=cfg.min_kept, num_classes=idx.num_classes, model_name=cfg.model)
     loader = _loader(cfg, idx, rank, world, dev)
     run = Run(cfg, args, rank, world, dev, idx, step, loader, base_lr, loader.total_iterations(),
               val_samples=_val_samples(val) if val else None)
@@ -325,7 +337,7 @@ def _loader(cfg, idx, rank, world, dev):
 
 def _restore(run, ckpt, log):
     """Model, optimiser, scaler, loader position, counters and RNG state from a checkpoint."""
-    _unwrap(run.net).load_state_dict(ckpt["model"])
+    load_weights(_unwrap(run.net), ckpt["model"], run.last_path, ckpt["args"].get("model", run.cfg.model))
     run.step.optimizer.load_state_dict(ckpt["optimizer"])
     run.step.scaler.load_state_dict(ckpt["scaler"])
     run.loader.load_state_dict(ckpt["loader"])

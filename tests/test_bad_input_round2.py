@@ -125,3 +125,87 @@ def test_a_missing_bucket_is_named_as_such(seaweed, tmp_path):
     # A missing set in a bucket that exists is still "no manifest.json", not a missing bucket.
     r = CliRunner().invoke(cli, ["verify", f"s3://{BUCKET}/no/such/set"])
     assert r.exit_code == 1 and "not a csst shard set" in r.output and "bucket" not in r.output, r.output
+
+
+# -- checkpoints and models ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from test_trainer import _args, _run, _write
+
+    from csst_data.index import build_index
+
+    root = tmp_path_factory.mktemp("ckpt")
+    _write(root / "train", 8, 0)
+    _write(root / "val", 2, 1)
+    build_index([root / "train"], root / "index.zarr", progress=False)
+    _run(_args(root, root / "run", "--epochs", "1"))
+    return root
+
+
+def _flip_inside_a_tensor(path, out):
+    import torch
+
+    blob = bytearray(open(path, "rb").read())
+    ckpt = torch.load(path, weights_only=False)
+    big = max(ckpt["model"].values(), key=lambda t: t.numel())
+    raw = big.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+    at = blob.find(raw[256:320])
+    assert at > 0
+    for i in range(at, at + 48):
+        blob[i] ^= 0x5A
+    open(out, "wb").write(bytes(blob))
+    torch.load(out, weights_only=False)  # torch itself reads the damaged file without complaint
+
+
+def test_flipped_bytes_in_a_checkpoint_are_found_by_eval_and_resume(trained, tmp_path):
+    import shutil
+
+    from test_trainer import _args
+
+    bad = tmp_path / "bad.pt"
+    _flip_inside_a_tensor(trained / "run" / "last.pt", bad)
+    r = CliRunner().invoke(cli, ["eval", "--checkpoint", str(bad), "--data", str(trained / "val")])
+    assert r.exit_code != 0 and f"{bad}: checksum mismatch" in r.output and "Traceback" not in r.output, r.output
+    run = tmp_path / "run"
+    shutil.copytree(trained / "run", run)
+    _flip_inside_a_tensor(trained / "run" / "last.pt", run / "last.pt")
+    before = open(run / "last.pt", "rb").read()
+    r = CliRunner().invoke(cli, _args(trained, run, "--epochs", "2", "--resume"))
+    assert r.exit_code != 0 and "checksum mismatch" in r.output and str(run / "last.pt") in r.output, r.output
+    assert open(run / "last.pt", "rb").read() == before  # nothing written over it
+
+
+def test_a_checkpoint_whose_weights_are_not_its_model_is_one_line(trained, tmp_path):
+    import torch
+
+    ckpt = torch.load(trained / "run" / "last.pt", weights_only=False)
+    ckpt["args"] = {**ckpt["args"], "model": "deeplabv3plus-r18"}
+    ckpt.pop("checksum")
+    torch.save(ckpt, tmp_path / "other.pt")
+    r = CliRunner().invoke(cli, ["eval", "--checkpoint", str(tmp_path / "other.pt"), "--data", str(trained / "val")])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    (line,) = [x for x in r.output.splitlines() if "weights do not fit" in x]
+    assert "'deeplabv3plus-r18'" in line and "missing" in line and len(r.output) < 600, r.output
+
+
+def raising_factory(num_classes):
+    raise RuntimeError("no weights file here")
+
+
+def three_channel_factory(num_classes):
+    from csst_train.models import build_model
+
+    return build_model("fastscnn", num_classes + 2)
+
+
+@pytest.mark.parametrize("factory, words", [
+    ("raising_factory", "the factory failed (RuntimeError: no weights file here)"),
+    ("three_channel_factory", "its output is (4, 5, 64, 64) for an input of (4, 3, 64, 64)"),
+])
+def test_a_bad_model_factory_fails_at_once_in_one_line(trained, tmp_path, factory, words):
+    from test_trainer import _args
+
+    r = CliRunner().invoke(cli, _args(trained, tmp_path / "run", "--model", f"test_bad_input_round2:{factory}"))
+    assert r.exit_code != 0 and words in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "run" / "last.pt").exists()  # stopped at its first step, nothing trained

@@ -41,7 +41,10 @@ def build_model(name: str, num_classes: int) -> nn.Module:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"model {name!r}: cannot import the factory ({e})") from e
-    model = factory(num_classes=num_classes)
+    try:
+        model = factory(num_classes=num_classes)
+    except Exception as e:  # a user's factory: its failure is theirs to read in one line
+        raise ValueError(f"model {name!r}: the factory failed ({type(e).__name__}: {e})") from e
     if not isinstance(model, nn.Module):
         raise ValueError(f"model {name!r}: the factory returned {type(model).__name__}, not a torch.nn.Module")
     return model
