@@ -12,13 +12,20 @@ Every function returns plain dicts of figures (JSON-able) and takes a
 - `class_coverage(index, strategy, ...)`: share of one epoch's crops holding each class.
 """
 
+from __future__ import annotations
+
 import math
 import os
 import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
 from csst_data.store.shards import RangeReader
+
+if TYPE_CHECKING:
+    from csst_data.datasets import Dataset
+    from csst_data.index import CentroidIndex
 
 # -- IO ------------------------------------------------------------------------------------
 _io = {}
@@ -50,7 +57,8 @@ def _io_read(i):
     return n
 
 
-def io_throughput(dataset, workers=1, order="sequential", samples=None, seed=0, progress=None):
+def io_throughput(dataset: Dataset, workers: int = 1, order: str = "sequential", samples: Optional[int] = None,
+                  seed: int = 0, progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """{samples_per_s, mb_per_s, bytes_per_sample, samples, seconds} of reading + decoding image and label."""
     cols = dataset.samples(labels=None)  # a remote set's shards are fetched whole to list them, and not kept
     n = len(cols["key"])
@@ -91,7 +99,7 @@ def _chain_init(dataset, cols):
     _io_init(dataset, cols)
 
 
-def label_decode_ms(dataset, samples=32):
+def label_decode_ms(dataset: Dataset, samples: int = 32) -> float:
     """Mean milliseconds to decode one label (bytes already read)."""
     cols = dataset.samples(labels=True)
     reader = RangeReader()
@@ -104,7 +112,7 @@ def label_decode_ms(dataset, samples=32):
     return 1e3 * (time.perf_counter() - start) / len(blobs)
 
 
-def page_cache_note(paths, drop=False):
+def page_cache_note(paths: Sequence[str], drop: bool = False) -> str:
     """Whether the reads below come from the page cache: 'cold' after dropping it (root only), else 'warm'."""
     if drop:
         try:
@@ -118,7 +126,8 @@ def page_cache_note(paths, drop=False):
 
 
 # -- loader --------------------------------------------------------------------------------
-def loader_throughput(index, crop, batch_size, workers, samples, strategy="centroid", seed=0, reuse_buffers=True):
+def loader_throughput(index: CentroidIndex, crop: int, batch_size: int, workers: int, samples: int,
+                      strategy: str = "centroid", seed: int = 0, reuse_buffers: bool = True) -> dict:
     """{crops_per_s, pixels_per_s, crops, seconds} of the crop loader at one crop size, as `csst train`
     runs it (reusing shared-memory batch buffers)."""
     from csst_data.loader.crop_loader import CropLoader
@@ -132,7 +141,7 @@ def loader_throughput(index, crop, batch_size, workers, samples, strategy="centr
     return {"crops": n, "seconds": seconds, "crops_per_s": rate, "pixels_per_s": rate * crop * crop}
 
 
-def steady_throughput(batches, size_of):
+def steady_throughput(batches: Iterable, size_of: Callable[[Any], int]) -> Tuple[float, int, float]:
     """(items/s, items, seconds) of an iterable of batches, timed from the first batch's arrival.
 
     The rate an epoch of many batches settles at: worker start-up (forking, opening files, the
@@ -152,7 +161,8 @@ def steady_throughput(batches, size_of):
     return n / seconds, n, seconds
 
 
-def crop_time_split(index, crop, samples, strategy="centroid", seed=0):
+def crop_time_split(index: CentroidIndex, crop: int, samples: int, strategy: str = "centroid",
+                    seed: int = 0) -> dict:
     """Mean ms per crop of read (bytes of image and label), decode (image window and label) and
     crop + augment, in this process over one plan's first `samples` crops; `total_ms` is timed around all,
     `image_decode_ms` is the image's part of `decode_ms`."""
@@ -179,7 +189,7 @@ def crop_time_split(index, crop, samples, strategy="centroid", seed=0):
                                    center=None if math.isnan(cy) else (cy, cx))
         t0 = time.perf_counter()
         data = reader.image_bytes(row)
-        raw_label = reader._read(row, "label")
+        raw_label = reader.label_bytes(row)
         t1 = time.perf_counter()
         image, scale, origin, shape = decode_window(data, params)
         image_ms += 1e3 * (time.perf_counter() - t1)
@@ -198,7 +208,8 @@ def crop_time_split(index, crop, samples, strategy="centroid", seed=0):
     return out
 
 
-def class_coverage(index, strategy, samples, crop, seed=1, workers=0):
+def class_coverage(index: CentroidIndex, strategy: str, samples: int, crop: int, seed: int = 1,
+                   workers: int = 0) -> dict:
     """Share of one epoch's crops that hold at least one pixel of each class, and its minimum over present classes."""
     from csst_data.loader.crop_loader import CropLoader
     from csst_data.loader.options import LoaderOptions

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from csst_data.loader.reader import SampleReader
 from csst_data.workers import die_with_parent, mp_context
 
 
-def pseudo_sources(index):
+def pseudo_sources(index: CentroidIndex) -> np.ndarray:
     """Boolean per index source: True when its labels come from `csst label`."""
     return np.array([ds.pseudo for ds in index.datasets], dtype=bool)
 
@@ -85,7 +85,8 @@ def _header_size(data):
     return h, w
 
 
-def decode_window(data, params, key=None):
+def decode_window(data: bytes, params: crops.CropParams,
+                  key: Optional[str] = None) -> Tuple[np.ndarray, float, Tuple[int, int], Tuple[int, int]]:
     """Decode what a crop needs of an image -> (pixels, image_scale, origin, decoded shape).
 
     JPEGs are decoded at the smallest DCT scale that still holds the window at
@@ -176,7 +177,7 @@ class CropDataset(IterableDataset):
         ring["next"] += 1
         return image[:n], label[:n]
 
-    def make_batch(self, plan, positions, crop, epoch):
+    def make_batch(self, plan: dict, positions: Sequence[int], crop: int, epoch: int) -> dict:
         """One batch: the crops of `positions` in this rank's slice of the plan."""
         image_t, label_t = self._buffers(len(positions), crop, self.crop_table[epoch][1])
         imgs, labels = image_t.numpy(), label_t.numpy()
@@ -231,7 +232,7 @@ class CropDataset(IterableDataset):
             batch["bad"] = bad
         return batch
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         epoch = self.epoch
@@ -277,26 +278,26 @@ class CropLoader:
         self.rank, self.world_size = o.rank, o.world_size
         self.epoch, self.batches_done = 0, 0
 
-    def samples_per_rank(self):
+    def samples_per_rank(self) -> int:
         return math.ceil(self.samples_per_epoch / self.world_size)
 
-    def batches_in_epoch(self, epoch):
+    def batches_in_epoch(self, epoch: int) -> int:
         return math.ceil(self.samples_per_rank() / self.table[epoch][1])
 
-    def total_iterations(self):
+    def total_iterations(self) -> int:
         return sum(self.batches_in_epoch(e) for e in range(len(self.table)))
 
-    def crop_and_batch(self, epoch=None):
+    def crop_and_batch(self, epoch: Optional[int] = None) -> Tuple[int, int]:
         return self.table[self.epoch if epoch is None else epoch]
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
             self.epoch, self.batches_done = epoch, 0
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.batches_in_epoch(self.epoch) - self.batches_done
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[dict]:
         ds = self.dataset
         ds.epoch, ds.start = self.epoch, self.batches_done
         if ds.current is None or ds.current[0] != self.epoch:
@@ -317,11 +318,11 @@ class CropLoader:
         if self.batches_done >= self.batches_in_epoch(self.epoch):
             self.epoch, self.batches_done = self.epoch + 1, 0
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batches_done": self.batches_done, "seed": self.dataset.seed,
                 "strategy": self.dataset.strategy, "world_size": self.world_size}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict) -> None:
         if state.get("world_size", self.world_size) != self.world_size:
             raise ValueError(f"loader state was saved with world size {state['world_size']}, "
                              f"this run has {self.world_size}; resume with the same number of processes")

@@ -15,14 +15,18 @@ a plan read through a prefetcher gives the same crops as one read directly
 (and a resumed epoch starts its prefetcher at the first unread batch).
 """
 
+from __future__ import annotations
+
 import collections
 import concurrent.futures
+from typing import Any, Callable, Iterable, Optional, Tuple
 
 
 class Prefetcher:
     """`fetch(row)` run ahead for `rows` (an iterable of (row, size in bytes)), in order."""
 
-    def __init__(self, fetch, rows, depth=32, threads=8, max_bytes=256 << 20):
+    def __init__(self, fetch: Callable[[int], Any], rows: Iterable[Tuple[int, int]], depth: int = 32,
+                 threads: int = 8, max_bytes: int = 256 << 20) -> None:
         self.fetch, self.rows = fetch, iter(rows)
         self.depth, self.max_bytes = max(1, depth), max_bytes
         self.pool = concurrent.futures.ThreadPoolExecutor(max(1, threads), thread_name_prefix="csst-prefetch")
@@ -42,7 +46,7 @@ class Prefetcher:
             self.pending.append((row, size, self.pool.submit(self.fetch, row)))
             self.held += size
 
-    def take(self, row):
+    def take(self, row: int) -> Optional[Any]:
         """The fetched value of `row`, or None when it is not among the rows in flight (the caller
         reads it itself). Rows in line before it were skipped by the caller and are dropped.
         A failed fetch raises here, for the sample that needed it."""
@@ -59,7 +63,7 @@ class Prefetcher:
         finally:
             self._fill()
 
-    def close(self):
+    def close(self) -> None:
         for _, _, future in self.pending:
             future.cancel()
         self.pending.clear()

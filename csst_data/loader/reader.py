@@ -5,10 +5,17 @@ rows of object-store sources come whole (image and label in one ranged GET)
 and can be fetched ahead in plan order (`prefetch`).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable, Optional, Tuple
+
 import numpy as np
 
 from csst_data.store.codecs import label_decoder
 from csst_data.store.shards import RangeReader
+
+if TYPE_CHECKING:
+    from csst_data.index import CentroidIndex
 
 
 class SampleReader:
@@ -21,7 +28,7 @@ class SampleReader:
     >>> reader.image_bytes(row), reader.label(row)
     """
 
-    def __init__(self, index):
+    def __init__(self, index: CentroidIndex) -> None:
         images = index.images
         self.datasets = list(index.datasets)
         self.key = images["key"]
@@ -39,10 +46,10 @@ class SampleReader:
     def __getstate__(self):
         return {**self.__dict__, "_decode": None, "_held": None, "_ahead": None}
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.key)
 
-    def prefetch(self, rows, depth=32, threads=8, max_bytes=256 << 20):
+    def prefetch(self, rows: Iterable[int], depth: int = 32, threads: int = 8, max_bytes: int = 256 << 20) -> None:
         """Fetch the rows of object-store sources among `rows` ahead of their use, in this order
         (prefetch.Prefetcher); rows of local sources are read when asked for, as before."""
         from csst_data.loader.prefetch import Prefetcher
@@ -55,7 +62,7 @@ class SampleReader:
             sizes = self.columns["image_size"] + self.columns["label_size"]
             self._ahead = Prefetcher(self._fetch_row, ((r, int(sizes[r])) for r in rows), depth, threads, max_bytes)
 
-    def stop_prefetch(self):
+    def stop_prefetch(self) -> None:
         if self._ahead is not None:
             self._ahead.close()
             self._ahead = None
@@ -83,18 +90,22 @@ class SampleReader:
             raise ValueError(f"sample {self.key[row]!r} of {ds.name} has no {what}")
         return ds.read(self.reader, self.shard[row], offset, size, path)
 
-    def where(self, row, what="image"):
+    def where(self, row: int, what: str = "image") -> str:
         """The file, or shard member and byte offset, of row `row`'s image or label, for messages."""
         row = int(row)
         path = self.paths[what][row] if self.paths[what] is not None else ""
         return self.datasets[self.source[row]].locate(what, self.key[row], self.shard[row],
                                                       self.columns[f"{what}_offset"][row], path)
 
-    def image_bytes(self, row):
+    def image_bytes(self, row: int) -> bytes:
         """The original image bytes (JPEG or PNG) of index row `row`."""
         return self._read(int(row), "image")
 
-    def topk(self, row):
+    def label_bytes(self, row: int) -> bytes:
+        """The stored label bytes of index row `row`, undecoded (`label` decodes them)."""
+        return self._read(int(row), "label")
+
+    def topk(self, row: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
         """(class ids, probabilities x 255), uint8 K x H x W each, of row `row`'s soft label, or None."""
         from csst_data.store.codecs import decode_npy_zst
 
@@ -102,7 +113,7 @@ class SampleReader:
         data = self.datasets[self.source[row]].topk(self.reader, self.shard[row], self.key[row])
         return None if data is None else (decode_npy_zst(data[0]), decode_npy_zst(data[1]))
 
-    def label(self, row):
+    def label(self, row: int) -> np.ndarray:
         """The label of index row `row`: uint8 H x W in class ids, 255 = ignore."""
         row = int(row)
         if self._decode is None:
@@ -110,6 +121,6 @@ class SampleReader:
         # A .npy.zst label comes back as a read-only view of one reused buffer, valid until the next call.
         return self.datasets[self.source[row]].decode_label(self._read(row, "label"), self.key[row], self._decode)
 
-    def close(self):
+    def close(self) -> None:
         self.stop_prefetch()
         self.reader.close()
