@@ -1,7 +1,7 @@
 """Plan-ordered prefetch: fetch the bytes of the samples a worker will need next, ahead of it.
 
 A DataLoader worker knows its whole slice of the epoch plan before it makes its
-first batch (loader.CropDataset), so the reads can run ahead of the decoding:
+first batch (crop_loader.CropDataset), so the reads can run ahead of the decoding:
 `Prefetcher` walks the rows in the order they will be used, keeps up to
 `depth` of them requested (on `threads` threads, so that many requests are in
 flight at once) and never more than `max_bytes` fetched but not yet taken.
