@@ -53,6 +53,15 @@ def logits(model: torch.nn.Module, x: torch.Tensor, num_classes: int) -> torch.T
     return y.float()
 
 
+def check_window(crop: int | tuple[int, int] | None, stride: int | tuple[int, int] | None) -> None:
+    """A sliding window's stride may not exceed its crop: the pixels between two windows would have
+    no prediction (and were written as class 0)."""
+    crop, stride = _pair(crop, "crop"), _pair(stride, "stride")
+    if crop is not None and stride is not None and (stride[0] > crop[0] or stride[1] > crop[1]):
+        raise ValueError(f"stride {stride[0]},{stride[1]} is larger than the crop {crop[0]},{crop[1]}: the pixels "
+                         "between two windows would have no prediction (give a stride of at most the crop)")
+
+
 def _slide(model, x, num_classes, crop, stride):
     """Average the logits of overlapping crop-sized windows (mmsegmentation's slide inference)."""
     n, _, h, w = x.shape
@@ -96,6 +105,7 @@ def predict_probs(model: torch.nn.Module, image: torch.Tensor, num_classes: int,
         raise ValueError(f"scales must be positive, got {scales}")
     crop = _pair(crop, "crop")
     stride = _pair(stride, "stride") if stride is not None else None
+    check_window(crop, stride)
     if crop is not None and stride is None:
         stride = (max(1, crop[0] * 2 // 3), max(1, crop[1] * 2 // 3))
     h, w = image.shape[-2:]

@@ -209,3 +209,20 @@ def test_a_bad_model_factory_fails_at_once_in_one_line(trained, tmp_path, factor
     r = CliRunner().invoke(cli, _args(trained, tmp_path / "run", "--model", f"test_bad_input_round2:{factory}"))
     assert r.exit_code != 0 and words in r.output and "Traceback" not in r.output, r.output
     assert not (tmp_path / "run" / "last.pt").exists()  # stopped at its first step, nothing trained
+
+
+@pytest.mark.parametrize("command", ["predict", "label"])
+def test_a_stride_larger_than_the_crop_is_an_error_not_class_0(trained, tmp_path, command):
+    import torch
+
+    from csst_train.inference import predict_probs
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 200, 3), dtype=np.uint8)).save(tmp_path / "in" / "a.jpg")
+    r = CliRunner().invoke(cli, [command, "--checkpoint", str(trained / "run" / "last.pt"), "--input",
+                                 str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--crop", "32", "--stride", "48",
+                                 "--no-progress"])
+    assert r.exit_code != 0 and "stride 48,48 is larger than the crop 32,32" in r.output, r.output
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.suffix in (".png", ".tar")]
+    with pytest.raises(ValueError, match="larger than the crop"):
+        predict_probs(torch.nn.Identity(), torch.zeros(1, 3, 8, 80), 3, crop=(8, 8), stride=(8, 9))
