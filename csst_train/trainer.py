@@ -303,6 +303,11 @@ def _checked_index(cfg, data, val, ckpt, main):
         # Before the first step: a bad validation set must not cost an epoch.
         check_classes(v, idx.num_classes, list(idx.class_names), f"the index {idx.path}")
         v.check(idx.num_classes)
+    if idx.num_images and not np.asarray(idx.class_pixels).any():
+        # Every pixel is ignore (255): centroid sampling has no crop to draw, uniform trains to loss 0.
+        raise ValueError(f"the index {idx.path} has no labelled pixel: every label of "
+                         f"{', '.join(d.name for d in idx.datasets)} is ignore (255), so there is nothing to learn "
+                         "(check the label format: --reduce-zero-label, a spec's label_map, or the mask folder)")
     if cfg.pseudo_loss == "soft-topk" and not any(d.has_topk for d in idx.datasets):
         raise ValueError("--pseudo-loss soft-topk needs soft labels: none of the index's sources holds top-k "
                          "members (write pseudo labels with `csst label --topk K`)")

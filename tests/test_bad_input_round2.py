@@ -226,3 +226,26 @@ def test_a_stride_larger_than_the_crop_is_an_error_not_class_0(trained, tmp_path
     assert not [p for p in (tmp_path / "out").rglob("*") if p.suffix in (".png", ".tar")]
     with pytest.raises(ValueError, match="larger than the crop"):
         predict_probs(torch.nn.Identity(), torch.zeros(1, 3, 8, 80), 3, crop=(8, 8), stride=(8, 9))
+
+
+@pytest.mark.parametrize("sampling", ["centroid", "uniform"])
+def test_labels_that_are_all_ignore_stop_training_in_one_line(tmp_path, sampling):
+    import io
+
+    from csst_data.index import build_index
+    from csst_data.store import codecs
+    from csst_data.store.shards import SetInfo, ShardWriter
+
+    with ShardWriter(tmp_path / "s", SetInfo(num_classes=3, class_names=["a", "b", "c"])) as w:
+        for i in range(4):
+            buf = io.BytesIO()
+            Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buf, format="JPEG")
+            w.write({"__key__": f"k{i}", "jpg": buf.getvalue(),
+                     "label.npy.zst": codecs.encode_label(np.full((32, 32), 255, np.uint8), 3)})
+    build_index([tmp_path / "s"], tmp_path / "i.zarr", progress=False)
+    r = CliRunner().invoke(cli, ["train", "--data", str(tmp_path / "s"), "--index", str(tmp_path / "i.zarr"),
+                                 "-o", str(tmp_path / "run"), "--epochs", "1", "--crop", "32", "--batch-size", "2",
+                                 "--workers", "0", "--no-progress", "--sampling", sampling])
+    assert r.exit_code != 0 and "Traceback" not in r.output, r.output
+    assert "has no labelled pixel" in r.output and "is ignore (255)" in r.output and "strategy=" not in r.output
+    assert not (tmp_path / "run" / "last.pt").exists()
