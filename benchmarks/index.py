@@ -32,7 +32,7 @@ from rich.table import Table
 from csst_data import IGNORE
 from csst_data.store import codecs, shards
 from csst_data.index.components import components
-from csst_data.index import build_index
+from csst_data.index import IndexOptions, build_index
 
 NUM_CLASSES = 19
 
@@ -152,7 +152,7 @@ def time_build(root, tmp, workers, repeat):
     for i in range(repeat):
         out = os.path.join(tmp, f"index-{workers}w-{i}.zarr")
         t = time.perf_counter()
-        build_index([root], out, workers=workers, progress=False)
+        build_index([root], out, IndexOptions(workers=workers), progress=False)
         best = min(best, time.perf_counter() - t)
         shutil.rmtree(out)
     return best

@@ -9,7 +9,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from csst_data.index import CentroidIndex, build_index, merge_indexes
+from csst_data.index import CentroidIndex, IndexOptions, build_index, merge_indexes
+from csst_data.workers import rank_world
 from csst_data.store.shards import ShardError, atomic_write_bytes
 from csst_cli.options import (SOURCE_HELP, check_writable, folder_options, parse_sources, pop_folder_options,
                               progress_bar, progress_option)
@@ -18,16 +19,6 @@ from csst_cli.options import (SOURCE_HELP, check_writable, folder_options, parse
 @click.group("index")
 def index():
     """Build, merge and inspect centroid indexes (zarr v3 groups)."""
-
-
-def _env_int(name):
-    value = os.environ.get(name)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise click.ClickException(f"environment variable {name}={value!r} is not an integer")
 
 
 @index.command("build", help=f"""Index the connected components of every class in SOURCES.
@@ -61,18 +52,18 @@ def _env_int(name):
 @progress_option
 def build(sources, output, connectivity, min_area, workers, rank, world_size, append, force, check_images, progress,
           **kw):
-    options = pop_folder_options(kw)
-    datasets = parse_sources(sources, options)
-    if rank is None and world_size is None:
-        rank, world_size = _env_int("RANK"), _env_int("WORLD_SIZE")
-        if (rank is None) != (world_size is None):
-            rank = world_size = None
+    folders = pop_folder_options(kw)
+    datasets = parse_sources(sources, folders)
     try:
-        with progress_bar(f"indexing {os.path.basename(output.rstrip(os.sep))}", "masks", progress) as bar:
-            path = build_index(datasets, output, num_classes=options.num_classes, class_names=options.classes,
+        # torchrun's RANK and WORLD_SIZE make a part only when both are set.
+        if rank is None and world_size is None and {"RANK", "WORLD_SIZE"} <= os.environ.keys():
+            rank, world_size = rank_world()
+        options = IndexOptions(num_classes=folders.num_classes, class_names=folders.classes,
                                connectivity=int(connectivity) if connectivity else None, min_area=min_area,
-                               workers=workers, rank=rank, world_size=world_size, append=append, force=force,
-                               progress=bar, check_images=check_images)
+                               workers=workers, check_images=check_images, rank=rank, world_size=world_size,
+                               append=append, force=force)
+        with progress_bar(f"indexing {os.path.basename(output.rstrip(os.sep))}", "masks", progress) as bar:
+            path = build_index(datasets, output, options, progress=bar)
         idx = CentroidIndex.open(path, check_stale=False)
     except (ValueError, ShardError, OSError) as e:
         raise click.ClickException(str(e))

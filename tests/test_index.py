@@ -13,7 +13,7 @@ from csst_cli.main import cli
 from csst_data import IGNORE
 from csst_data.store import codecs, shards
 from csst_data.index.components import components
-from csst_data.index import CentroidIndex, StaleIndexError, build_index, merge_indexes, part_path
+from csst_data.index import CentroidIndex, IndexOptions, StaleIndexError, build_index, merge_indexes, part_path
 from csst_data.loader.reader import SampleReader
 
 C = 5
@@ -140,8 +140,8 @@ def test_absent_class_is_empty_not_keyerror(tmp_path):
 def test_merge_of_rank_parts_equals_single_build(data):
     tmp, _ = data
     single = build_index([tmp / "data"], tmp / "index.zarr", progress=False)
-    parts = [build_index([tmp / "data"], tmp / "index.zarr", rank=r, world_size=3, progress=False,
-                         force=False) for r in (2, 0, 1)]
+    parts = [build_index([tmp / "data"], tmp / "index.zarr", IndexOptions(rank=r, world_size=3, force=False),
+                         progress=False) for r in (2, 0, 1)]
     assert parts[1] == part_path(str(tmp / "index.zarr"), 0, 3) and os.path.isdir(parts[1])
     assert CentroidIndex.open(parts[0]).num_images == 11 - 11 * 2 // 3
     merged = merge_indexes(parts, tmp / "merged.zarr")
@@ -153,8 +153,8 @@ def test_merge_of_rank_parts_equals_single_build(data):
 
 def test_workers_give_the_same_index(data):
     tmp, _ = data
-    a = build_index([tmp / "data"], tmp / "a.zarr", workers=1, progress=False)
-    b = build_index([tmp / "data"], tmp / "b.zarr", workers=2, progress=False)
+    a = build_index([tmp / "data"], tmp / "a.zarr", IndexOptions(workers=1), progress=False)
+    b = build_index([tmp / "data"], tmp / "b.zarr", IndexOptions(workers=2), progress=False)
     assert_same_index(a, b)
 
 
@@ -164,12 +164,12 @@ def test_append_equals_full_build(data):
     new = str(tmp / "pngs")  # a mask folder SOURCE
     full = build_index([tmp / "data", new], tmp / "full.zarr", progress=False)
     out = build_index([tmp / "data"], tmp / "app.zarr", progress=False)
-    build_index([new], out, num_classes=C, append=True, progress=False)
+    build_index([new], out, IndexOptions(num_classes=C, append=True), progress=False)
     assert_same_index(full, out)
     with pytest.raises(ValueError, match="already in"):
-        build_index([new], out, append=True, progress=False)
+        build_index([new], out, IndexOptions(append=True), progress=False)
     with pytest.raises(ValueError, match="connectivity=8, not 4"):
-        build_index([tmp / "data"], tmp / "full.zarr", append=True, connectivity=4, progress=False)
+        build_index([tmp / "data"], tmp / "full.zarr", IndexOptions(append=True, connectivity=4), progress=False)
 
 
 def test_stale_index_is_detected(data):
@@ -185,12 +185,12 @@ def test_stale_index_is_detected(data):
     assert result.exit_code != 0 and "index is stale" in result.output
     with pytest.raises(ValueError, match="--force"):
         build_index([tmp / "data"], out, progress=False)
-    assert CentroidIndex.open(build_index([tmp / "data"], out, force=True, progress=False)).num_images == 12
+    assert CentroidIndex.open(build_index([tmp / "data"], out, IndexOptions(force=True), progress=False)).num_images == 12
 
 
 def test_stale_file_source_and_relative_paths(tmp_path):
     masks = write_pngs(tmp_path / "ds" / "masks", 3)
-    out = build_index([tmp_path / "ds" / "masks"], tmp_path / "ds" / "index.zarr", num_classes=C, progress=False)
+    out = build_index([tmp_path / "ds" / "masks"], tmp_path / "ds" / "index.zarr", IndexOptions(num_classes=C), progress=False)
     # Data and index move together: relative paths still resolve.
     shutil.move(tmp_path / "ds", tmp_path / "moved")
     idx = CentroidIndex.open(tmp_path / "moved" / "index.zarr")
@@ -210,7 +210,7 @@ def test_out_of_range_mask_names_the_file(tmp_path):
     Image.fromarray(bad, mode="L").save(tmp_path / "m" / "broken_frame.png")
     for workers in (1, 2):
         with pytest.raises(ValueError, match=r"broken_frame\.png.*value 9"):
-            build_index([tmp_path / "m"], tmp_path / "i.zarr", num_classes=C, workers=workers, progress=False)
+            build_index([tmp_path / "m"], tmp_path / "i.zarr", IndexOptions(num_classes=C, workers=workers), progress=False)
     assert not os.path.exists(tmp_path / "i.zarr")
     with pytest.raises(ValueError, match="--num-classes"):
         build_index([tmp_path / "m"], tmp_path / "i.zarr", progress=False)
@@ -218,7 +218,7 @@ def test_out_of_range_mask_names_the_file(tmp_path):
 
 def test_min_area_and_connectivity_recorded(data):
     tmp, masks = data
-    out = build_index([tmp / "data"], tmp / "i.zarr", connectivity=4, min_area=5, progress=False)
+    out = build_index([tmp / "data"], tmp / "i.zarr", IndexOptions(connectivity=4, min_area=5), progress=False)
     idx = CentroidIndex.open(out)
     assert idx.connectivity == 4 and idx.min_area == 5
     want = sum(int((components(m, C, 4)["area"] >= 5).sum()) for m in masks.values())

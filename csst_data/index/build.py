@@ -1,71 +1,78 @@
-"""The centroid index: every connected component of every class of a dataset,
-stored as a zarr v3 group (layout in DESIGN.md) that any zarr reader opens.
+"""Building the centroid index: every connected component of every class of a
+dataset, written as the zarr group of `store.py`.
 
-    build_index(["DATA/labeled", "PSEUDO"], "index.zarr", workers=4)
-    index = CentroidIndex.open("index.zarr")   # fails if a source changed
-    index.components(13)                        # every car: image, y, x, area, bbox
+    build_index(["DATA/labeled", "PSEUDO"], "index.zarr", IndexOptions(workers=4))
 
-A build lists the samples of each source (datasets.py), splits them into chunks
-that a process pool decodes and runs through the numba kernel
+A build lists the samples of each source (csst_data.datasets), splits them into
+chunks that a process pool decodes and runs through the numba kernel
 (components.py), then sorts the components by class and writes the group
-through a temporary folder that is renamed into place. `rank`/`world_size`
-build a contiguous slice of the samples into a part; `merge_indexes` joins
-parts into exactly the index a single build writes, and `append=True` adds
-sources to an index without recomputing the old ones.
-
-The layout is documented in docs/formats.md. Source paths in
-`attrs.sources` are relative to the folder that holds the index, so data and
-index move together.
+(store.write_index). `rank`/`world_size` build a contiguous slice of the
+samples into a part; `merge_indexes` joins parts into exactly the index a
+single build writes, and `append=True` adds sources to an index without
+recomputing the old ones.
 """
 
-import hashlib
-import json
+from __future__ import annotations
+
+import dataclasses
 import math
 import os
-import shutil
 from collections import deque
-from functools import cached_property
+from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 
 from csst_data import IGNORE
+from csst_data.datasets import Dataset, as_dataset, declared_classes
 from csst_data.index.components import components as find_components
-from csst_data.datasets import as_dataset, declared_classes, from_attrs, source_name
+from csst_data.index.store import (COMPONENT_COLUMNS, FORMAT, IMAGE_COLUMNS, VERSION, CentroidIndex, index_base,
+                                   write_index)
 from csst_data.store.codecs import label_decoder
 from csst_data.store.locks import OutputLock
-from csst_data.workers import die_with_parent, mp_context
 from csst_data.store.shards import RangeReader
+from csst_data.workers import die_with_parent, mp_context
 
-FORMAT = "csst-centroid-index"
-# 2: sources are stored as datasets (datasets.py `to_attrs`).
-VERSION = 2
-ZSTD_LEVEL = 5
 # Masks per pool task: small tasks keep the pipeline and the tail short.
 TASK_MASKS = 32
-# images/* columns: name -> dtype (str columns are zarr variable-length strings).
-IMAGE_COLUMNS = {
-    "key": str, "source": np.int32, "shard": np.int32,
-    "label_offset": np.int64, "label_size": np.int64, "image_offset": np.int64, "image_size": np.int64,
-    "height": np.int32, "width": np.int32, "class_pixels": np.int64,
-    "label_path": str, "image_path": str,
-}
-COMPONENT_COLUMNS = {"image": np.int32, "class": np.int16, "y": np.float32, "x": np.float32,
-                     "area": np.int64, "bbox": np.int32}
-# Source attributes that are paths: left out of the content hash, so a moved index keeps its hash.
-_PATH_FIELDS = ("path", "data_root", "img_dir", "ann_dir", "split")
 
 
-class StaleIndexError(ValueError):
-    """An index whose sources changed since it was built."""
+@dataclasses.dataclass(frozen=True)
+class IndexOptions:
+    """How `build_index` builds an index; None: the datasets' (or the appended index's) own."""
+    num_classes: Optional[int] = None            # None: declared by the datasets
+    class_names: Optional[Sequence[str]] = None  # None: declared, else "0", "1", ...
+    connectivity: Optional[int] = None           # 4 or 8 (None: 8)
+    min_area: Optional[int] = None               # drop smaller components (None: 1)
+    workers: int = 1                             # processes decoding masks
+    check_images: bool = False                   # also decode every image once: a bad file fails now
+    rank: Optional[int] = None                   # with world_size: write this rank's part
+    world_size: Optional[int] = None
+    append: bool = False                         # add the sources to the existing index
+    force: bool = False                          # replace an existing index
 
 
-def part_path(out, rank, world_size):
+def part_path(out: str | os.PathLike, rank: int, world_size: int) -> str:
     """Where rank `rank` of `world_size` writes its part of index `out`."""
     stem, ext = os.path.splitext(os.fspath(out).rstrip(os.sep))
     return f"{stem}.part-{rank:05d}-of-{world_size:05d}{ext}"
 
 
 # -- the worker --------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class MaskChunk:
+    """One pool task: consecutive masks of one block of a dataset, and what the kernel needs."""
+    dataset: Dataset
+    shards: np.ndarray
+    offsets: np.ndarray
+    sizes: np.ndarray
+    paths: np.ndarray
+    names: List[str]
+    images: Optional[dict]  # with --check-images: where each mask's image is
+    num_classes: int
+    connectivity: int
+    min_area: int
+
+
 _decode = None
 
 
@@ -75,34 +82,38 @@ def _process(task, reader=None):
     global _decode
     if _decode is None:
         _decode = label_decoder()  # one buffer per process, reused across tasks
-    dataset, shards, offsets, sizes, paths, names, images, num_classes, connectivity, min_area = task
-    n = len(names)
+    t = task
+    n = len(t.names)
     heights = np.empty(n, np.int32)
     widths = np.empty(n, np.int32)
-    pixels = np.empty((n, num_classes), np.int64)
+    pixels = np.empty((n, t.num_classes), np.int64)
     parts = []
     own = reader is None
     reader = reader or RangeReader()
     try:
         for i in range(n):
-            data = dataset.read(reader, shards[i], offsets[i], sizes[i], paths[i])
-            mask = dataset.decode_label(data, names[i], decode=_decode)
-            r = find_components(mask, num_classes, connectivity, min_area, key=names[i])
-            if images is not None:
-                _check_image(dataset, reader, images, i, mask.shape)
+            data = t.dataset.read(reader, t.shards[i], t.offsets[i], t.sizes[i], t.paths[i])
+            mask = t.dataset.decode_label(data, t.names[i], decode=_decode)
+            r = find_components(mask, t.num_classes, t.connectivity, t.min_area, key=t.names[i])
+            if t.images is not None:
+                _check_image(t.dataset, reader, t.images, i, mask.shape)
             heights[i], widths[i] = mask.shape
             pixels[i] = r["class_pixels"]
             parts.append((i, r))
     finally:
         if own:
             reader.close()
-    comps = {
+    return heights, widths, pixels, _joined_components(parts)
+
+
+def _joined_components(parts):
+    """The components of a chunk's masks, `image` numbering the mask within the chunk."""
+    return {
         "image": np.concatenate([np.full(len(r["class"]), i, np.int32) for i, r in parts] or [np.empty(0, np.int32)]),
         **{c: np.concatenate([r[c] for _, r in parts] or [np.empty(0)]).astype(COMPONENT_COLUMNS[c])
            for c in ("class", "y", "x", "area")},
         "bbox": np.concatenate([r["bbox"] for _, r in parts] or [np.empty((0, 4), np.int32)]).astype(np.int32),
     }
-    return heights, widths, pixels, comps
 
 
 def _check_image(dataset, reader, images, i, shape):
@@ -123,18 +134,21 @@ def _check_image(dataset, reader, images, i, shape):
         raise ValueError(f"{where}: {size_mismatch(data, pixels.shape[:2], shape)}")
 
 
-def _tasks(dataset, cols, lo, hi, chunk, params, check_images=False):
-    """Tasks for rows lo:hi of one block of a dataset's samples (a shard's, or a folder dataset's)."""
+def _tasks(dataset, cols, rows, chunk, options):
+    """Tasks for rows `rows` (a range) of one block of a dataset's samples (a shard's, or a folder
+    dataset's); `options`: the build's, resolved."""
+    lo, hi = rows.start, rows.stop
     names = [dataset.describe(cols, i) for i in range(lo, hi)]
-    image_names = [dataset.describe(cols, i, "image") for i in range(lo, hi)] if check_images else None
+    image_names = [dataset.describe(cols, i, "image") for i in range(lo, hi)] if options.check_images else None
     for a in range(lo, hi, chunk):
         b = min(a + chunk, hi)
         images = None
-        if check_images:
+        if options.check_images:
             images = {"shard": cols["shard"][a:b], "offset": cols["image_offset"][a:b], "size": cols["image_size"][a:b],
                       "path": cols["image_path"][a:b], "names": image_names[a - lo:b - lo]}
-        yield (dataset, cols["shard"][a:b], cols["label_offset"][a:b], cols["label_size"][a:b],
-               cols["label_path"][a:b], names[a - lo:b - lo], images, *params)
+        yield MaskChunk(dataset, cols["shard"][a:b], cols["label_offset"][a:b], cols["label_size"][a:b],
+                        cols["label_path"][a:b], names[a - lo:b - lo], images, options.num_classes,
+                        options.connectivity, options.min_area)
 
 
 # -- in-memory tables --------------------------------------------------------
@@ -168,247 +182,8 @@ def _empty_components():
     return out
 
 
-# -- writing -----------------------------------------------------------------
-def _index_base(out):
-    return os.path.realpath(os.path.dirname(os.path.abspath(out)))
-
-
 def _source_attrs(dataset, out, **extra):
-    return {**dataset.to_attrs(_index_base(out)), **extra}
-
-
-def _hash(attrs, images, comps, offsets):
-    """sha256 of an index's content: everything but paths and the hash itself."""
-    sha = hashlib.sha256()
-    meta = {k: v for k, v in attrs.items() if k not in ("content_hash",)}
-    meta["sources"] = [{k: v for k, v in s.items() if k not in _PATH_FIELDS} for s in attrs["sources"]]
-    sha.update(json.dumps(meta, sort_keys=True).encode("utf-8"))
-    arrays = [(f"images/{c}", images[c]) for c in IMAGE_COLUMNS]
-    arrays += [(f"components/{c}", comps[c]) for c in COMPONENT_COLUMNS] + [("class_offsets", offsets)]
-    types = {**{f"images/{c}": t for c, t in IMAGE_COLUMNS.items()},
-             **{f"components/{c}": t for c, t in COMPONENT_COLUMNS.items()}, "class_offsets": np.int64}
-    for name, arr in arrays:
-        if types[name] is str:
-            data = "\0".join(str(s) for s in arr).encode("utf-8")
-            sha.update(f"{name} str {len(arr)}\n".encode())
-        else:
-            # The declared dtype, little-endian: the hash of what is on disk.
-            arr = np.ascontiguousarray(arr, dtype=np.dtype(types[name]).newbyteorder("<"))
-            data = arr.tobytes()
-            sha.update(f"{name} {arr.dtype.str} {arr.shape}\n".encode())
-        sha.update(data)
-    return sha.hexdigest()
-
-
-def _write(out, attrs, images, comps, offsets):
-    """Write the zarr group to a temporary folder, then rename it to `out`."""
-    import asyncio
-
-    import zarr.api.asynchronous as za
-    from zarr.codecs import ZstdCodec
-    from zarr.core.sync import sync
-
-    attrs = dict(attrs, content_hash=_hash(attrs, images, comps, offsets))
-    out = os.fspath(out).rstrip(os.sep)
-    tmp, old = f"{out}.tmp", f"{out}.old"
-    for leftover in (tmp, old):  # of a killed build
-        if os.path.exists(leftover):
-            shutil.rmtree(leftover)
-
-    def data(arr, dtype):
-        if dtype is str:
-            # numpy >= 2 strings become zarr variable-length strings; older
-            # numpy gets fixed-width ones.
-            return np.asarray(arr, dtype=np.dtypes.StringDType() if hasattr(np.dtypes, "StringDType") else str)
-        return np.ascontiguousarray(arr, dtype=dtype)
-
-    def chunks(arr):
-        row = int(np.prod(arr.shape[1:], dtype=np.int64)) or 1
-        return (max(1, min(arr.shape[0], (1 << 20) // row)),) + arr.shape[1:]
-
-    async def write_all():
-        # All arrays at once: zarr's per-array overhead would dominate small builds.
-        root = await za.create_group(store=tmp, zarr_format=3, attributes=attrs)
-        groups = {"images": await root.create_group("images"), "components": await root.create_group("components")}
-        arrays = [(groups["images"], c, data(images[c], t)) for c, t in IMAGE_COLUMNS.items()]
-        arrays += [(groups["components"], c, data(comps[c], t)) for c, t in COMPONENT_COLUMNS.items()]
-        arrays.append((root, "class_offsets", data(offsets, np.int64)))
-        # write_empty_chunks: skip zarr's per-chunk comparison with the fill value.
-        await asyncio.gather(*[g.create_array(name, data=arr, chunks=chunks(arr), compressors=ZstdCodec(level=ZSTD_LEVEL),
-                                              config={"write_empty_chunks": True}) for g, name, arr in arrays])
-
-    sync(write_all())
-    # Swap in the finished folder; a crash leaves either the old index or
-    # the new one, plus a temporary folder that the next build removes.
-    if os.path.exists(out):
-        os.rename(out, old)
-        os.rename(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.rename(tmp, out)
-    return out
-
-
-# -- reading -----------------------------------------------------------------
-class CentroidIndex:
-    """A centroid index on disk. Arrays are loaded on first use, once."""
-
-    def __init__(self, path, group):
-        self.path = os.fspath(path)
-        self.group = group
-        self.attrs = dict(group.attrs)
-
-    @classmethod
-    def open(cls, path, check_stale=True):
-        import zarr
-
-        path = os.fspath(path)
-        if not os.path.isdir(path):
-            raise ValueError(f"{path}: no such index")
-        try:
-            group = zarr.open_group(path, mode="r", zarr_format=3)
-        except Exception as e:
-            raise ValueError(f"{path}: not a zarr v3 group ({e})") from e
-        fmt, version = group.attrs.get("format"), group.attrs.get("version")
-        if fmt != FORMAT:
-            raise ValueError(f"{path}: format is {fmt!r}, expected {FORMAT!r}")
-        if version != VERSION:
-            raise ValueError(f"{path}: index version {version} is not supported (expected {VERSION})")
-        index = cls(path, group)
-        if check_stale:
-            index.check_stale()
-        return index
-
-    # -- metadata --
-    @property
-    def num_classes(self):
-        return int(self.attrs["num_classes"])
-
-    @property
-    def class_names(self):
-        return list(self.attrs["class_names"])
-
-    @property
-    def connectivity(self):
-        return int(self.attrs["connectivity"])
-
-    @property
-    def min_area(self):
-        return int(self.attrs["min_area"])
-
-    @property
-    def part(self):
-        """{rank, world_size, start, stop, total} for a rank's part, else None."""
-        return self.attrs.get("part")
-
-    @property
-    def sources(self):
-        """The stored attributes of each source: kind, its dataset's fields, sha256, samples, pseudo."""
-        return [dict(s, pseudo=bool(s.get("pseudo"))) for s in self.attrs["sources"]]
-
-    @cached_property
-    def datasets(self):
-        """The sources as datasets (datasets.py), with absolute paths."""
-        base = _index_base(self.path)
-        return [from_attrs({k: v for k, v in s.items() if k not in ("sha256", "samples", "pseudo")}, base)
-                for s in self.attrs["sources"]]
-
-    def check_stale(self):
-        """Raise StaleIndexError if a source changed or is gone."""
-        try:
-            datasets = self.datasets
-        except (OSError, ValueError) as e:
-            raise StaleIndexError(f"index {self.path} is stale: a source is missing or unreadable ({e}); "
-                                  "rebuild it with --force") from e
-        for ds, s in zip(datasets, self.attrs["sources"]):
-            try:
-                current = ds.fingerprint()
-            except (OSError, ValueError) as e:
-                raise StaleIndexError(f"index is stale: {ds.name} is missing or unreadable ({e}); "
-                                      "rebuild it with --force") from e
-            if current != s["sha256"]:
-                raise StaleIndexError(f"index is stale: {ds.name} changed; rebuild it with --force")
-
-    # -- tables --
-    @property
-    def num_images(self):
-        return int(self.group["images/key"].shape[0])
-
-    @property
-    def num_components(self):
-        return int(self.group["components/class"].shape[0])
-
-    @cached_property
-    def images(self):
-        """The images table: {column: numpy array}, one row per image."""
-        return {c: self.group[f"images/{c}"][...] for c in IMAGE_COLUMNS}
-
-    @property
-    def class_pixels(self):
-        """(N, C) int64: pixels of each class in each image."""
-        return self.images["class_pixels"]
-
-    @cached_property
-    def class_offsets(self):
-        return self.group["class_offsets"][...]
-
-    @cached_property
-    def _components(self):
-        return {c: self.group[f"components/{c}"][...] for c in COMPONENT_COLUMNS}
-
-    def component_counts(self):
-        """(C,) int64: components of each class."""
-        return np.diff(self.class_offsets)
-
-    def components(self, c):
-        """The components of class `c`: image, y, x, area, bbox (empty if absent)."""
-        c = int(c)
-        if not 0 <= c < self.num_classes:
-            raise ValueError(f"class {c} is out of range: the index has {self.num_classes} classes")
-        lo, hi = int(self.class_offsets[c]), int(self.class_offsets[c + 1])
-        return {k: v[lo:hi] for k, v in self._components.items() if k != "class"}
-
-    def absent_classes(self):
-        """Classes without a single component."""
-        return [int(c) for c in np.flatnonzero(self.component_counts() == 0)]
-
-    def content_hash(self):
-        """sha256 of the index content (not paths): checkpoints record it."""
-        if "content_hash" in self.attrs:
-            return self.attrs["content_hash"]
-        offsets = self.class_offsets
-        return _hash(self.attrs, self.images, self._components, offsets)
-
-    def summary(self):
-        """Per-class statistics: components, images containing the class, share
-        of labelled pixels, median component area; plus totals and absent classes."""
-        counts = self.component_counts()
-        pixels = self.class_pixels
-        total = pixels.sum()
-        in_images = (pixels > 0).sum(axis=0)
-        classes = []
-        for c in range(self.num_classes):
-            area = self.components(c)["area"]
-            classes.append({
-                "id": c, "name": self.class_names[c], "components": int(counts[c]),
-                "images": int(in_images[c]), "pixels": int(pixels[:, c].sum()),
-                "pixel_share": float(pixels[:, c].sum() / total) if total else 0.0,
-                "median_area": float(np.median(area)) if len(area) else None,
-            })
-        return {
-            "path": self.path, "num_images": self.num_images, "num_components": self.num_components,
-            "num_classes": self.num_classes, "connectivity": self.connectivity, "min_area": self.min_area,
-            "sources": [{"kind": s["kind"], "name": source_name(s), "samples": s.get("samples"), "pseudo": s["pseudo"]}
-                        for s in self.sources],
-            "part": self.part, "classes": classes,
-            "absent_classes": [self.class_names[c] for c in self.absent_classes()],
-            "content_hash": self.content_hash(),
-        }
-
-    def _table(self):
-        images = {c: (np.asarray(v, dtype=object) if IMAGE_COLUMNS[c] is str else v) for c, v in self.images.items()}
-        comps = dict(self._components)
-        return images, comps
+    return {**dataset.to_attrs(index_base(out)), **extra}
 
 
 # -- building ----------------------------------------------------------------
@@ -457,7 +232,7 @@ def _run(tasks, workers, total, progress, reader=None):
     def done(t, r):
         nonlocal count
         results.append(r)
-        count += len(t[5])
+        count += len(t.names)
         if callable(progress):
             progress(count, total)
 
@@ -488,12 +263,11 @@ def _run(tasks, workers, total, progress, reader=None):
     return results
 
 
-def _build_table(datasets, blocks, source_base, lo, hi, num_classes, connectivity, min_area, workers, progress,
-                 check_images=False, reader=None):
-    """Images table and components of global sample rows lo:hi."""
-    params = (num_classes, connectivity, min_area)
+def _build_table(datasets, blocks, source_base, rows, options, progress, reader=None):
+    """Images table and components of global sample rows `rows` (a range)."""
+    lo, hi = rows.start, rows.stop
     n = hi - lo
-    chunk = max(1, min(TASK_MASKS, math.ceil(n / max(1, workers * 16))))
+    chunk = max(1, min(TASK_MASKS, math.ceil(n / max(1, options.workers * 16))))
     pieces = []
 
     def tasks():
@@ -510,52 +284,106 @@ def _build_table(datasets, blocks, source_base, lo, hi, num_classes, connectivit
                              for c, t in IMAGE_COLUMNS.items() if c in cols}
                     piece["source"] = np.full(b - a, source_base + s, np.int32)
                     pieces.append(piece)
-                    yield from _tasks(ds, cols, a, b, chunk, params, check_images)
+                    yield from _tasks(ds, cols, range(a, b), chunk, options)
                 start += count
 
-    results = _run(tasks(), workers, n, progress, reader)
+    results = _run(tasks(), options.workers, n, progress, reader)
+    return _images_table(pieces, results, options.num_classes), _chunk_components(results)
+
+
+def _images_table(pieces, results, num_classes):
+    """The images table of the listed pieces, with the sizes and class pixels the tasks found."""
     images = _empty_images(num_classes)
     if pieces:
         images.update({c: np.concatenate([p[c] for p in pieces]) for c in pieces[0]})
     images["height"] = np.concatenate([r[0] for r in results] or [np.empty(0, np.int32)])
     images["width"] = np.concatenate([r[1] for r in results] or [np.empty(0, np.int32)])
     images["class_pixels"] = np.concatenate([r[2] for r in results] or [np.empty((0, num_classes), np.int64)])
-    comps = [r[3] for r in results]
-    shift = np.cumsum([0] + [len(r[0]) for r in results[:-1]])
-    if comps:
-        joined = {c: np.concatenate([x[c] for x in comps]) for c in COMPONENT_COLUMNS if c != "image"}
-        joined["image"] = np.concatenate([x["image"] + s for x, s in zip(comps, shift)]).astype(np.int32)
-    else:
-        joined = _empty_components()
     for c, t in IMAGE_COLUMNS.items():
         if t is not str:
             images[c] = images[c].astype(t)
-    return images, joined
+    return images
 
 
-def build_index(sources, out, num_classes=None, class_names=None, connectivity=None, min_area=None, workers=1,
-                rank=None, world_size=None, append=False, force=False, progress=None, check_images=False):
+def _chunk_components(results):
+    """The tasks' components in one table, `image` numbering the rows of the whole build."""
+    comps = [r[3] for r in results]
+    if not comps:
+        return _empty_components()
+    shift = np.cumsum([0] + [len(r[0]) for r in results[:-1]])
+    joined = {c: np.concatenate([x[c] for x in comps]) for c in COMPONENT_COLUMNS if c != "image"}
+    joined["image"] = np.concatenate([x["image"] + s for x, s in zip(comps, shift)]).astype(np.int32)
+    return joined
+
+
+def build_index(sources: Sequence[Any], out: str | os.PathLike, options: IndexOptions = IndexOptions(),
+                progress: Optional[Callable[[int, int], None]] = None) -> str:
     """Build the centroid index of `sources` (Datasets or SOURCE strings) into `out`.
 
-    connectivity: 4 or 8 (default 8); min_area: drop smaller components
-    (default 1). With `rank`/`world_size` this writes the part
+    With `options.rank`/`world_size` this writes the part
     `part_path(out, rank, world_size)` holding a contiguous slice of the
     samples. With `append`, `sources` are added to the existing index `out`;
-    `force` replaces an existing one. `progress(done, total)` is called as
-    masks are indexed. `check_images` also decodes every image once (a bad
-    file is an error naming it now, not in the middle of training). Returns the
-    path written. One writer at a time: a second build of the same output
-    raises OutputBusy.
+    `force` replaces an existing one (IndexOptions). `progress(done, total)` is
+    called as masks are indexed. Returns the path written. One writer at a
+    time: a second build of the same output raises OutputBusy.
     """
     out = os.fspath(out).rstrip(os.sep)
+    rank, world_size = options.rank, options.world_size
     parted = world_size is not None and world_size > 1 and rank is not None
     with OutputLock(part_path(out, rank, world_size) if parted else out):
-        return _build_index(sources, out, num_classes, class_names, connectivity, min_area, workers, rank,
-                            world_size, append, force, progress, check_images)
+        return _build_index(sources, out, options, progress)
 
 
-def _build_index(sources, out, num_classes, class_names, connectivity, min_area, workers, rank, world_size, append,
-                 force, progress, check_images=False):
+def _build_index(sources, out, options, progress):
+    datasets = _datasets(sources)
+    _check_options(options)
+    parted = options.world_size is not None and options.world_size > 1
+    old = _appended_to(out, datasets, options, parted) if options.append else None
+    options = _with_defaults(options, old)
+    target = part_path(out, options.rank, options.world_size) if parted else out
+    if not options.append and os.path.exists(target) and not options.force:
+        raise ValueError(f"{target} exists; pass --force to overwrite it (or --append to add sources)")
+    # Fingerprint first: a source changing during the build then reads as stale (and an empty
+    # or unreadable source is reported as such before anything is asked of its classes).
+    prints = [ds.fingerprint() for ds in datasets]
+    num_classes, class_names = _resolve_classes(datasets, options.num_classes, options.class_names)
+    if old is not None and class_names != old.class_names:
+        raise ValueError(f"class names differ from those of {out}")
+    options = dataclasses.replace(options, num_classes=num_classes, class_names=class_names)
+    # One reader lists the shards and does the tasks run in this process: a remote shard listed
+    # (fetched whole) is read from there, not again.
+    reader = RangeReader()
+    blocks = [ds.blocks(reader=reader) for ds in datasets]
+    counts = [sum(block[0] for block in b) for b in blocks]
+    total = sum(counts)
+    rank, world_size = options.rank, options.world_size
+    lo, hi = (total * rank // world_size, total * (rank + 1) // world_size) if parted else (0, total)
+    base = len(old.sources) if old is not None else 0
+    try:
+        images, comps = _build_table(datasets, blocks, base, range(lo, hi), options, progress, reader)
+    finally:
+        reader.close()
+    src_attrs = [_source_attrs(ds, target, sha256=p, samples=c, pseudo=ds.pseudo)
+                 for ds, p, c in zip(datasets, prints, counts)]
+    if old is not None:
+        old_attrs = [_source_attrs(ds, target, sha256=s["sha256"], samples=s["samples"], pseudo=s["pseudo"])
+                     for ds, s in zip(old.datasets, old.sources)]
+        images, comps, offsets = _concat([old.tables(), (images, comps)], num_classes)
+        src_attrs = old_attrs + src_attrs
+    else:
+        comps, offsets = _sort_components(comps, num_classes)
+    attrs = {
+        "format": FORMAT, "version": VERSION, "num_classes": num_classes, "class_names": class_names,
+        "ignore_index": IGNORE, "connectivity": options.connectivity, "min_area": options.min_area,
+        "sources": src_attrs,
+    }
+    if parted:
+        attrs["part"] = {"rank": rank, "world_size": world_size, "start": lo, "stop": hi, "total": total}
+    return write_index(target, attrs, images, comps, offsets)
+
+
+def _datasets(sources):
+    """The sources as datasets: at least one, none twice."""
     datasets = [as_dataset(s) for s in sources]
     if not datasets:
         raise ValueError("no sources given")
@@ -564,80 +392,56 @@ def _build_index(sources, out, num_classes, class_names, connectivity, min_area,
         if ds.ident() in seen:
             raise ValueError(f"source {ds.name} is given twice")
         seen.add(ds.ident())
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    return datasets
+
+
+def _check_options(options):
+    rank, world_size = options.rank, options.world_size
+    if options.workers < 1:
+        raise ValueError(f"workers must be >= 1, got {options.workers}")
     if (rank is None) != (world_size is None):
         raise ValueError("give both rank and world_size, or neither")
     if world_size is not None and not 0 <= rank < world_size:
         raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")
-    parted = world_size is not None and world_size > 1
 
-    old = None
-    if append:
-        if parted:
-            raise ValueError("append cannot be combined with rank/world_size")
-        if not os.path.exists(out):
-            raise ValueError(f"{out}: no index to append to")
-        old = CentroidIndex.open(out, check_stale=True)
-        if old.part is not None:
-            raise ValueError(f"{out} is a rank's part; merge the parts first")
-        for name, given, have in (("connectivity", connectivity, old.connectivity),
-                                  ("min_area", min_area, old.min_area), ("num_classes", num_classes, old.num_classes)):
-            if given is not None and given != have:
-                raise ValueError(f"{out} was built with {name}={have}, not {given}")
-        old_ids = {ds.ident() for ds in old.datasets}
-        for ds in datasets:
-            if ds.ident() in old_ids:
-                raise ValueError(f"source {ds.name} is already in {out}")
-        connectivity, min_area, num_classes = old.connectivity, old.min_area, old.num_classes
-        class_names = old.class_names if class_names is None else class_names
-    connectivity = 8 if connectivity is None else int(connectivity)
-    min_area = 1 if min_area is None else int(min_area)
+
+def _appended_to(out, datasets, options, parted):
+    """The index that `append` adds `datasets` to, checked against the options and the sources."""
+    if parted:
+        raise ValueError("append cannot be combined with rank/world_size")
+    if not os.path.exists(out):
+        raise ValueError(f"{out}: no index to append to")
+    old = CentroidIndex.open(out, check_stale=True)
+    if old.part is not None:
+        raise ValueError(f"{out} is a rank's part; merge the parts first")
+    for name, given, have in (("connectivity", options.connectivity, old.connectivity),
+                              ("min_area", options.min_area, old.min_area),
+                              ("num_classes", options.num_classes, old.num_classes)):
+        if given is not None and given != have:
+            raise ValueError(f"{out} was built with {name}={have}, not {given}")
+    old_ids = {ds.ident() for ds in old.datasets}
+    for ds in datasets:
+        if ds.ident() in old_ids:
+            raise ValueError(f"source {ds.name} is already in {out}")
+    return old
+
+
+def _with_defaults(options, old):
+    """The options with connectivity and min_area set (an appended index's own, else 8 and 1), checked."""
+    if old is not None:
+        options = dataclasses.replace(
+            options, connectivity=old.connectivity, min_area=old.min_area, num_classes=old.num_classes,
+            class_names=old.class_names if options.class_names is None else options.class_names)
+    connectivity = 8 if options.connectivity is None else int(options.connectivity)
+    min_area = 1 if options.min_area is None else int(options.min_area)
     if connectivity not in (4, 8):
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
     if min_area < 1:
         raise ValueError(f"min_area must be >= 1, got {min_area}")
-    target = part_path(out, rank, world_size) if parted else out
-    if not append and os.path.exists(target) and not force:
-        raise ValueError(f"{target} exists; pass --force to overwrite it (or --append to add sources)")
-    # Fingerprint first: a source changing during the build then reads as stale (and an empty
-    # or unreadable source is reported as such before anything is asked of its classes).
-    prints = [ds.fingerprint() for ds in datasets]
-    num_classes, class_names = _resolve_classes(datasets, num_classes, class_names)
-    if old is not None and class_names != old.class_names:
-        raise ValueError(f"class names differ from those of {out}")
-    # One reader lists the shards and does the tasks run in this process: a remote shard listed
-    # (fetched whole) is read from there, not again.
-    reader = RangeReader()
-    blocks = [ds.blocks(reader=reader) for ds in datasets]
-    counts = [sum(block[0] for block in b) for b in blocks]
-    total = sum(counts)
-    lo, hi = (total * rank // world_size, total * (rank + 1) // world_size) if parted else (0, total)
-    base = len(old.sources) if old is not None else 0
-    try:
-        images, comps = _build_table(datasets, blocks, base, lo, hi, num_classes, connectivity, min_area, workers,
-                                     progress, check_images, reader)
-    finally:
-        reader.close()
-    src_attrs = [_source_attrs(ds, target, sha256=p, samples=c, pseudo=ds.pseudo)
-                 for ds, p, c in zip(datasets, prints, counts)]
-    if old is not None:
-        old_attrs = [_source_attrs(ds, target, sha256=s["sha256"], samples=s["samples"], pseudo=s["pseudo"])
-                     for ds, s in zip(old.datasets, old.sources)]
-        images, comps, offsets = _concat([old._table(), (images, comps)], num_classes)
-        src_attrs = old_attrs + src_attrs
-    else:
-        comps, offsets = _sort_components(comps, num_classes)
-    attrs = {
-        "format": FORMAT, "version": VERSION, "num_classes": num_classes, "class_names": class_names,
-        "ignore_index": IGNORE, "connectivity": connectivity, "min_area": min_area, "sources": src_attrs,
-    }
-    if parted:
-        attrs["part"] = {"rank": rank, "world_size": world_size, "start": lo, "stop": hi, "total": total}
-    return _write(target, attrs, images, comps, offsets)
+    return dataclasses.replace(options, connectivity=connectivity, min_area=min_area)
 
 
-def merge_indexes(parts, out, force=False):
+def merge_indexes(parts: Sequence[str | os.PathLike], out: str | os.PathLike, force: bool = False) -> str:
     """Join the parts of a `--rank/--world-size` build into one index at `out`,
     identical to the index a single build writes."""
     if not parts:
@@ -678,9 +482,9 @@ def _merge(parts, out, force):
         stop = i.part["stop"]
     if stop != first.part["total"]:
         raise ValueError(f"parts hold {stop} of {first.part['total']} samples")
-    images, comps, offsets = _concat([i._table() for i in idx], first.num_classes)
+    images, comps, offsets = _concat([i.tables() for i in idx], first.num_classes)
     attrs = {k: v for k, v in first.attrs.items() if k not in ("part", "content_hash")}
     attrs["sources"] = [_source_attrs(ds, out, sha256=s["sha256"], samples=s["samples"], pseudo=s["pseudo"])
                         for ds, s in zip(first.datasets, first.sources)]
-    return _write(out, attrs, images, comps, offsets)
+    return write_index(out, attrs, images, comps, offsets)
 

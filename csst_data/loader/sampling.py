@@ -11,7 +11,7 @@ It depends only on (index, strategy, seed, epoch, ...), never on ranks or
 workers: every rank builds the same plan and takes its `rank_slice`, and each
 worker then takes its `worker_slice` of that.
 
-Strategies (`STRATEGIES`):
+Strategies (`SAMPLERS`, their names `STRATEGIES`):
   centroid       CSST: an epoch of N samples holds N // C' centroids of every
                  class that has components (C' of them); the N - C' * (N // C')
                  left over go one each to classes chosen at random for this
@@ -38,24 +38,27 @@ weight 0.5 is drawn half as often as an item of a weight-1.0 source, and the
 per-class counts of `centroid` are unchanged. Weight 0 leaves a source out.
 """
 
+from __future__ import annotations
+
+import dataclasses
 import logging
 import math
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("centroid", "uniform", "class-uniform", "rare-class")
 _warned = set()
 
 
-def check_strategy(strategy):
-    if strategy not in STRATEGIES:
+def check_strategy(strategy: str) -> str:
+    if strategy not in SAMPLERS:
         raise ValueError(f"unknown sampling strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
     return strategy
 
 
-def epoch_rng(seed, epoch):
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     """The Generator of one epoch: independent streams for every (seed, epoch)."""
     return np.random.default_rng([int(seed), int(epoch)])
 
@@ -175,14 +178,14 @@ def _plan(image, cy, cx, cls):
             "cx": np.concatenate(cx), "cls": np.concatenate(cls)}
 
 
-def class_frequencies(index):
+def class_frequencies(index: Any) -> np.ndarray:
     """Share of all labelled pixels that each class covers (index.class_pixels)."""
     pixels = np.asarray(index.class_pixels, dtype=np.float64).sum(axis=0)
     total = pixels.sum()
     return pixels / total if total > 0 else pixels
 
 
-def rare_class_probabilities(index, temperature=0.01, classes=None):
+def rare_class_probabilities(index: Any, temperature: float = 0.01, classes: Optional[List[int]] = None) -> np.ndarray:
     """DAFormer's softmax((1 - f_c) / T) over `classes` (default: all)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -193,8 +196,8 @@ def rare_class_probabilities(index, temperature=0.01, classes=None):
     return e / e.sum()
 
 
-def epoch_plan(index, epoch, seed, strategy="centroid", length=None, p=0.5, temperature=0.01,
-               source_weights=None):
+def epoch_plan(index: Any, epoch: int, seed: int, strategy: str = "centroid", length: Optional[int] = None,
+               p: float = 0.5, temperature: float = 0.01, source_weights: Optional[dict] = None) -> Dict[str, np.ndarray]:
     """The plan of one epoch (see the module docstring); deterministic in (seed, epoch)."""
     check_strategy(strategy)
     n_images = int(index.num_images)
@@ -210,31 +213,78 @@ def epoch_plan(index, epoch, seed, strategy="centroid", length=None, p=0.5, temp
     if weights is not None and not any(weights.get(int(s), 1.0) > 0 for s in np.unique(image_source)):
         raise ValueError("source_weights: every source of the index has weight 0")
     rng = epoch_rng(seed, epoch)
-
-    if strategy == "uniform":
-        plan = _uniform_part(rng, length, image_source, weights)
-    else:
-        comps = [index.components(c) for c in range(index.num_classes)]
-        classes = [c for c in _present_classes(index, comps) if _usable(comps, c, image_source, weights)]
-        if not classes:
-            raise ValueError(f"sampling strategy {strategy!r} needs centroids, but the index has none "
-                             "(with nonzero source weight); use strategy='uniform'")
-        if strategy == "centroid":
-            plan = _centroid_part(rng, length, classes, comps, image_source, weights)
-        elif strategy == "class-uniform":
-            k = int(round(p * length))
-            parts = [_centroid_part(rng, k, classes, comps, image_source, weights),
-                     _uniform_part(rng, length - k, image_source, weights)]
-            plan = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-        else:  # rare-class
-            prob = rare_class_probabilities(index, temperature, classes)
-            counts = rng.multinomial(length, prob)
-            plan = _centroid_part(rng, length, classes, comps, image_source, weights, counts)
+    sampler = SAMPLERS[strategy]
+    pools = EpochPools(index, length, p, temperature, image_source, weights)
+    if sampler.centroids:
+        pools = _with_centroids(pools, strategy)
+    plan = sampler.draw(rng, pools)
     order = rng.permutation(len(plan["image"]))
     return {name: array[order] for name, array in plan.items()}
 
 
-def rank_slice(plan_len, rank, world_size):
+# -- the strategies ------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class EpochPools:
+    """What a strategy draws one epoch's samples from."""
+    index: Any
+    length: int                     # samples in the epoch
+    p: float                        # class-uniform: share of centroid samples
+    temperature: float              # rare-class: softmax temperature
+    image_source: np.ndarray        # source of every image row
+    weights: Optional[Dict[int, float]]  # source weights (None: unweighted)
+    comps: Optional[List[dict]] = None     # per class its components (strategies drawing centroids)
+    classes: Optional[List[int]] = None    # the classes drawn: with components, of a nonzero source weight
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    """One sampling strategy: how it draws an epoch, and whether that needs centroids."""
+    draw: Callable[[np.random.Generator, EpochPools], dict]  # (rng, pools) -> plan, before the final shuffle
+    centroids: bool                 # draws centroids: the index must have components
+
+
+def _with_centroids(pools, strategy):
+    index, image_source, weights = pools.index, pools.image_source, pools.weights
+    comps = [index.components(c) for c in range(index.num_classes)]
+    classes = [c for c in _present_classes(index, comps) if _usable(comps, c, image_source, weights)]
+    if not classes:
+        raise ValueError(f"sampling strategy {strategy!r} needs centroids, but the index has none "
+                         "(with nonzero source weight); use strategy='uniform'")
+    return dataclasses.replace(pools, comps=comps, classes=classes)
+
+
+def _centroid(rng, d):
+    return _centroid_part(rng, d.length, d.classes, d.comps, d.image_source, d.weights)
+
+
+def _uniform(rng, d):
+    return _uniform_part(rng, d.length, d.image_source, d.weights)
+
+
+def _class_uniform(rng, d):
+    k = int(round(d.p * d.length))
+    parts = [_centroid_part(rng, k, d.classes, d.comps, d.image_source, d.weights),
+             _uniform_part(rng, d.length - k, d.image_source, d.weights)]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _rare_class(rng, d):
+    prob = rare_class_probabilities(d.index, d.temperature, d.classes)
+    counts = rng.multinomial(d.length, prob)
+    return _centroid_part(rng, d.length, d.classes, d.comps, d.image_source, d.weights, counts)
+
+
+# name -> Sampler: every strategy `--sampling` offers (see the module docstring).
+SAMPLERS = {
+    "centroid": Sampler(_centroid, centroids=True),
+    "uniform": Sampler(_uniform, centroids=False),
+    "class-uniform": Sampler(_class_uniform, centroids=True),
+    "rare-class": Sampler(_rare_class, centroids=True),
+}
+STRATEGIES = tuple(SAMPLERS)
+
+
+def rank_slice(plan_len: int, rank: int, world_size: int) -> np.ndarray:
     """Positions in the plan for one rank: interleaved (rank, rank + world, ...),
     ceil(plan_len / world_size) of them for every rank, wrapping around to the
     start of the plan to pad; nothing is dropped."""
@@ -246,7 +296,7 @@ def rank_slice(plan_len, rank, world_size):
     return (rank + world_size * np.arange(per_rank, dtype=np.int64)) % plan_len
 
 
-def worker_slice(n, worker_id, num_workers, batch_size=1):
+def worker_slice(n: int, worker_id: int, num_workers: int, batch_size: int = 1) -> np.ndarray:
     """Positions in range(n) for one data-loader worker, in whole batches.
 
     The n positions are cut into consecutive batches of `batch_size` (the last

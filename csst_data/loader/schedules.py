@@ -11,19 +11,48 @@ scales with (full crop / crop)^2 so that the pixels per step stay constant.
   through the sizes ascending / descending (epoch % len(sizes)).
 """
 
-import math
+from __future__ import annotations
 
-SCHEDULES = ("constant", "coarse2fine", "fine2coarse", "coarse2fine+", "fine2coarse+")
+import dataclasses
+import math
+from typing import List, Optional, Sequence, Tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How a schedule picks an epoch's crop size out of the sizes (ascending)."""
+    varies: bool = True     # False: the full (largest) crop every epoch
+    cycles: bool = False    # one step per epoch, round the sizes; else len(sizes) equal stages
+    ascending: bool = True  # small to large (coarse to fine); else large to small
+
+    def step(self, epoch: int, epochs: int, k: int) -> int:
+        """Index into the k ascending sizes of epoch `epoch` of `epochs`."""
+        if not self.varies:
+            return k - 1
+        # Stages: equal even when epochs is not a multiple of len(sizes).
+        step = epoch % k if self.cycles else epoch * k // epochs
+        return step if self.ascending else k - 1 - step
+
+
+# name -> Schedule: every schedule `--schedule` offers.
+SCHEDULE_RULES = {
+    "constant": Schedule(varies=False),
+    "coarse2fine": Schedule(),
+    "fine2coarse": Schedule(ascending=False),
+    "coarse2fine+": Schedule(cycles=True),
+    "fine2coarse+": Schedule(cycles=True, ascending=False),
+}
+SCHEDULES = tuple(SCHEDULE_RULES)
 FRACTIONS = (0.5, 0.75, 1.0)
 
 
-def check_schedule(schedule):
-    if schedule not in SCHEDULES:
+def check_schedule(schedule: str) -> str:
+    if schedule not in SCHEDULE_RULES:
         raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
     return schedule
 
 
-def default_sizes(full_crop):
+def default_sizes(full_crop: int) -> List[int]:
     """[1/2, 3/4, 1] x full_crop; the smaller two rounded to multiples of 32.
 
     The full crop is kept as given (it is the user's memory budget); for the
@@ -46,7 +75,7 @@ def _check_sizes(sizes):
     return sizes
 
 
-def crop_for_epoch(schedule, epoch, epochs, sizes):
+def crop_for_epoch(schedule: str, epoch: int, epochs: int, sizes: Sequence[int]) -> int:
     """Crop size of epoch `epoch` (0-based) out of `epochs` under `schedule`."""
     check_schedule(schedule)
     sizes = _check_sizes(sizes)
@@ -54,25 +83,18 @@ def crop_for_epoch(schedule, epoch, epochs, sizes):
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if not 0 <= epoch < epochs:
         raise ValueError(f"epoch {epoch} is outside 0..{epochs - 1}")
-    k = len(sizes)
-    if schedule == "constant":
-        return sizes[-1]
-    if schedule.endswith("+"):
-        step = epoch % k
-    else:
-        # Equal stages even when epochs is not a multiple of len(sizes).
-        step = epoch * k // epochs
-    return sizes[step] if schedule.startswith("coarse2fine") else sizes[k - 1 - step]
+    return sizes[SCHEDULE_RULES[schedule].step(epoch, epochs, len(sizes))]
 
 
-def batch_for_crop(full_crop, full_batch, crop):
+def batch_for_crop(full_crop: int, full_batch: int, crop: int) -> int:
     """Batch size for `crop` that keeps full_batch * full_crop^2 pixels per step (>= 1)."""
     if full_crop < 1 or full_batch < 1 or crop < 1:
         raise ValueError(f"full_crop, full_batch and crop must be >= 1, got {full_crop}, {full_batch}, {crop}")
     return max(1, round(full_batch * (full_crop / crop) ** 2))
 
 
-def schedule_table(schedule, epochs, full_crop, full_batch, sizes=None):
+def schedule_table(schedule: str, epochs: int, full_crop: int, full_batch: int,
+                   sizes: Optional[Sequence[int]] = None) -> List[Tuple[int, int]]:
     """[(crop, batch)] for every epoch; `sizes` defaults to default_sizes(full_crop)."""
     sizes = default_sizes(full_crop) if sizes is None else _check_sizes(sizes)
     table = []
@@ -82,13 +104,13 @@ def schedule_table(schedule, epochs, full_crop, full_batch, sizes=None):
     return table
 
 
-def iterations_per_epoch(samples_per_epoch, world_size, batch):
+def iterations_per_epoch(samples_per_epoch: int, world_size: int, batch: int) -> int:
     """Steps one rank takes in an epoch: ceil(ceil(samples / world) / batch)."""
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
     return math.ceil(math.ceil(samples_per_epoch / world_size) / batch)
 
 
-def total_iterations(table, samples_per_epoch, world_size=1):
+def total_iterations(table: Sequence[Tuple[int, int]], samples_per_epoch: int, world_size: int = 1) -> int:
     """Total steps per rank over a schedule table (for the poly learning rate)."""
     return sum(iterations_per_epoch(samples_per_epoch, world_size, batch) for _, batch in table)
