@@ -14,6 +14,8 @@ runs (maximal horizontal stretches of one value in a row), not pixels:
    final order: class, then raster order of the component's first pixel.
 """
 
+from typing import Dict, Optional
+
 import numba
 import numpy as np
 
@@ -183,7 +185,8 @@ def _stats(row_start, rs, re, rc, parent, n, num_classes, min_area):
     return o_cls, o_y, o_x, o_area, o_box
 
 
-def components(mask, num_classes, connectivity=8, min_area=1, key=None):
+def components(mask: np.ndarray, num_classes: int, connectivity: int = 8, min_area: int = 1,
+               key: Optional[str] = None) -> Dict[str, np.ndarray]:
     """Connected components of all classes of a uint8 label mask.
 
     Returns a dict of numpy arrays: `class` (M,) int16, `y`, `x` (M,) float64
