@@ -36,7 +36,9 @@ from csst_data.store.shards import atomic_write_json
 from csst_train.checkpoints import model_from_checkpoint, save_checkpoint
 from csst_train.inference import normalise
 from csst_train.distributed import pick_device
-from csst_train.label import default_workers, label, list_inputs
+from csst_train.images import default_workers, list_inputs
+from csst_train.label import label
+from csst_train.run_configs import LabelConfig
 from csst_train.models import build_model
 
 
@@ -71,7 +73,7 @@ def forward_rate(model, batches, dev):
 def label_rate(ckpt, items, out, dev, batch, workers):
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    s = label(ckpt, items, out, device=str(dev), batch_size=batch, workers=workers, shard_size=1000)
+    s = label(ckpt, items, out, LabelConfig(device=str(dev), batch_size=batch, workers=workers, shard_size=1000))
     seconds = time.perf_counter() - start
     assert s["labelled"] == len(items) and s["failed"] == 0
     return len(items) / seconds

@@ -38,7 +38,9 @@ from csst_data.index import CentroidIndex, build_index
 from csst_data.datasets import as_dataset
 from csst_train.checkpoints import model_from_checkpoint
 from csst_train.evaluate import evaluate
-from csst_train.label import label, list_inputs
+from csst_train.images import list_inputs
+from csst_train.label import label
+from csst_train.run_configs import LabelConfig
 from csst_train.config import TrainConfig
 from csst_train.trainer import train
 
@@ -114,8 +116,8 @@ def main(seeds, labeled, unlabeled, n_val, size, crop, batch, epochs, length, wo
             results["teacher_centroid"].append(run("teacher_centroid", [lab], teacher_index, "centroid"))
             pseudo = os.path.join(work, f"seed{seed}", "pseudo")
             label(os.path.join(work, f"seed{seed}", "teacher_centroid", "last.pt"),
-                  list_inputs([os.path.join(data, "unlabeled")]), pseudo, workers=workers,
-                  min_confidence=min_confidence or None)
+                  list_inputs([os.path.join(data, "unlabeled")]), pseudo,
+                  LabelConfig(workers=workers, min_confidence=min_confidence or None))
             index = os.path.join(work, f"seed{seed}", "index.zarr")
             build_index([lab, pseudo], index, progress=False)
             results["student_uniform"].append(run("student_uniform", [lab, pseudo], index, "uniform", source_weights=weights))

@@ -61,29 +61,46 @@ def label(checkpoint, inputs, out_dir, device, batch_size, workers, shard_size, 
     csst label --checkpoint best.pt --input cityscapes:/data/cs:train_extra -o PSEUDO
     csst label --merge PSEUDO
     """
-    from csst_train.label import list_inputs, merge_ranks
-
     if merge_dir:
-        try:
-            path = merge_ranks(merge_dir)
-        except (ValueError, OSError) as e:
-            raise click.ClickException(str(e))
-        click.echo(f"merged: {path}")
+        _merge(merge_dir)
         return
     if not checkpoint or not out_dir or not inputs:
         raise click.UsageError("give --checkpoint, -o/--output and at least one --input (or --merge DIR)")
+    from csst_train.images import list_inputs
+    from csst_train.run_configs import LabelConfig
+
     datasets = parse_sources(inputs, pop_folder_options(kw), role="images", param="--input")
     try:
-        items = list_inputs(datasets)
-        summary = _run(checkpoint, items, out_dir, device=device, batch_size=batch_size, workers=workers,
-                       shard_size=shard_size, scales=parse_floats(scales, "--scales"), flip=flip,
-                       crop=parse_size(crop, "--crop"), stride=parse_size(stride, "--stride"), topk=topk,
-                       min_confidence=min_confidence, amp=amp, rank=rank, world_size=world_size,
-                       inputs=list(inputs), progress=progress, keep_bytes=keep_bytes, quality=quality,
-                       lossless=lossless)
+        config = LabelConfig(device=device, batch_size=batch_size, workers=workers, shard_size=shard_size,
+                             scales=parse_floats(scales, "--scales"), flip=flip, crop=parse_size(crop, "--crop"),
+                             stride=parse_size(stride, "--stride"), topk=topk, min_confidence=min_confidence,
+                             amp=amp, inputs=list(inputs), keep_bytes=keep_bytes, quality=quality, lossless=lossless)
+        s = _run(checkpoint, list_inputs(datasets), out_dir, config, rank, world_size, progress)
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e))
-    s = summary
+    _report(s, out_dir, max_failures)
+
+
+def _merge(merge_dir):
+    from csst_data.runs.shardrun import merge_ranks
+
+    try:
+        path = merge_ranks(merge_dir)
+    except (ValueError, OSError) as e:
+        raise click.ClickException(str(e))
+    click.echo(f"merged: {path}")
+
+
+def _run(checkpoint, items, out_dir, config, rank, world_size, progress):
+    from csst_data.workers import rank_world
+    from csst_train.label import label
+
+    rank, world_size = rank_world(rank, world_size)
+    with progress_bar("labelling", "img", progress and rank == 0) as bar:
+        return label(checkpoint, items, out_dir, config, rank=rank, world_size=world_size, progress=bar)
+
+
+def _report(s, out_dir, max_failures):
     rate = s["labelled"] / s["seconds"] if s["seconds"] > 0 else 0.0
     who = f"rank {s['rank']}/{s['world_size']}: " if s["world_size"] > 1 else ""
     click.echo(f"{who}labelled {s['labelled']} image(s) ({rate:.1f} images/s), {s['skipped']} already stored, "
@@ -98,12 +115,3 @@ def label(checkpoint, inputs, out_dir, device, batch_size, workers, shard_size, 
                    err=True)
         if s["failed"] > max_failures:
             sys.exit(1)
-
-
-def _run(checkpoint, items, out_dir, progress=True, **kw):
-    from csst_train.distributed import dist_env
-    from csst_train.label import label
-
-    rank, _ = dist_env(kw.get("rank"), kw.get("world_size"))
-    with progress_bar("labelling", "img", progress and rank == 0) as bar:
-        return label(checkpoint, items, out_dir, progress=bar, **kw)

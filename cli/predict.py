@@ -43,18 +43,20 @@ def predict(checkpoint, inputs, output, fmt, scales, flip, crop, stride, device,
     csst predict --checkpoint best.pt --input cityscapes:/data/cs:test -o preds --format cityscapes
     csst predict --checkpoint best.pt --input photos/ -o looks --format overlay
     """
-    from csst_train.distributed import dist_env
-    from csst_train.label import list_inputs
+    from csst_data.workers import rank_world
+    from csst_train.images import list_inputs
     from csst_train.predict import predict as run
+    from csst_train.run_configs import PredictConfig
 
     datasets = parse_sources(inputs, pop_folder_options(kw), role="images", param="--input")
+    config = PredictConfig(fmt=fmt, device=device, batch_size=batch_size, workers=workers,
+                           scales=parse_floats(scales, "--scales"), flip=flip, crop=parse_size(crop, "--crop"),
+                           stride=parse_size(stride, "--stride"), amp=amp)
     try:
         items = list_inputs(datasets)
-        r, _ = dist_env(rank, world_size)
-        with progress_bar("predicting", "img", progress and r == 0) as bar:
-            s = run(checkpoint, items, output, fmt=fmt, device=device, batch_size=batch_size, workers=workers,
-                    scales=parse_floats(scales, "--scales"), flip=flip, crop=parse_size(crop, "--crop"),
-                    stride=parse_size(stride, "--stride"), amp=amp, rank=rank, world_size=world_size, progress=bar)
+        rank, world_size = rank_world(rank, world_size)
+        with progress_bar("predicting", "img", progress and rank == 0) as bar:
+            s = run(checkpoint, items, output, config, rank=rank, world_size=world_size, progress=bar)
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e))
     who = f"rank {s['rank']}/{s['world_size']}: " if s["world_size"] > 1 else ""

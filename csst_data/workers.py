@@ -1,14 +1,18 @@
-"""Worker processes that do not outlive the command that started them."""
+"""Worker processes that do not outlive the command that started them, their priority, and the rank."""
+
+from __future__ import annotations
 
 import ctypes
+import multiprocessing.context
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(*_):
+def die_with_parent(*_: object) -> None:
     """Initialiser for DataLoader and pool workers: the kernel sends SIGKILL to this process when
     its parent dies (Linux prctl PR_SET_PDEATHSIG), so a killed or preempted command leaves no
     orphaned workers behind on a cluster node. Elsewhere a no-op."""
@@ -25,10 +29,10 @@ def die_with_parent(*_):
 class chain:
     """One worker_init_fn / initializer that calls several (a class, so a forkserver can pickle it)."""
 
-    def __init__(self, *inits):
+    def __init__(self, *inits: Callable) -> None:
         self.inits = inits
 
-    def __call__(self, *args):
+    def __call__(self, *args: object) -> None:
         for f in self.inits:
             f(*args)
 
@@ -37,7 +41,21 @@ class chain:
 _PRELOAD = ["csst_data.forkserver_init", "numpy", "torch", "csst_data.datasets", "csst_data.loader.crop_loader"]
 
 
-def mp_context():
+def lower_priority(level: int, *_: object) -> None:
+    """Renice the calling thread (Linux: only that thread) or worker process by `level`.
+
+    On the CPU the model's threads use every core; background work (decode,
+    compression, writing) at a lower priority then fills the cycles they leave
+    idle instead of preempting them, which stalls every parallel region.
+    """
+    if level:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + level))
+        except (OSError, AttributeError):
+            pass
+
+
+def mp_context() -> multiprocessing.context.BaseContext:
     """The multiprocessing context for worker processes (pools and DataLoaders).
 
     "fork" where the platform has it: cheap, and workers inherit compiled
@@ -58,7 +76,7 @@ def mp_context():
     return mp.get_context("fork" if "fork" in methods else None)
 
 
-def rank_world(rank=None, world_size=None):
+def rank_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
     """(rank, world_size): the given values, else torchrun's RANK / WORLD_SIZE, else (0, 1).
 
     The one place csst reads the launcher's environment; a rank outside 0..world_size - 1 is an error.

@@ -1,239 +1,95 @@
 """Teacher inference that writes pseudo-label shards (`csst label`, paper Sec. 3.1).
 
 A trained teacher predicts hard pseudo labels (argmax over classes) for a large
-set of unlabelled images. Images are decoded in DataLoader workers, the model
-runs batched on the device, and label compression plus tar writing run in
-background threads, so the model rarely waits on I/O. On the CPU, argmax and
-confidence come from one fused numba pass over the logits, and the background
-work runs at a lower priority so it does not preempt the model's threads.
+set of unlabelled images. Images are decoded in DataLoader workers
+(images.py), the model runs batched on the device, and label compression plus
+tar writing run in background threads (csst_data/runs/background.py), so the
+model rarely waits on I/O. On the CPU, argmax and confidence come from one
+fused numba pass over the logits, and the background work runs at a lower
+priority so it does not preempt the model's threads.
 
 Ranks, resuming and failures work as in every shard-writing run
-(csst_data/shardrun.py): each rank labels the keys that hash to it, a rerun of
-the same command resumes, and every input key ends up in the output once.
+(csst_data/runs/skeleton.py): each rank labels the keys that hash to it, a
+rerun of the same command resumes, and every input key ends up in the output once.
 """
 
-import concurrent.futures
-import functools
+from __future__ import annotations
+
 import hashlib
 import json
 import os
-import queue
-import signal
-import threading
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numba
 import numpy as np
 import torch
 
 from csst_data import IGNORE
-from csst_data.datasets import as_dataset, sanitise_key
-from csst_data.store.locks import OutputLock
-from csst_data.workers import chain, die_with_parent, mp_context
 from csst_data.jpeg.structure import exif_orientation
+from csst_data.runs.background import BackgroundWriter
 from csst_data.runs.pack import PackOptions, pack_image
-from csst_data.store.codecs import decode_image, encode_json, encode_label, encode_topk, is_jpeg, is_png
-from csst_data.store.shards import (
-    MANIFEST, RangeReader, SetInfo, ShardWriter, file_sha256,
-)
-from csst_data.store.mirror import close_output, open_output
-from csst_data.runs.shardrun import (FAILED, check_resumable, finish_rank, merge_ranks, rank_manifest_name,  # noqa: F401
-                                rank_of, rank_prefix, record_failure, start_rank)
+from csst_data.runs.skeleton import RunSpec, ShardRun, ranked_output, todo_of
+from csst_data.store.codecs import encode_json, encode_label, encode_topk
+from csst_data.store.shards import SetInfo, file_sha256
+from csst_data.workers import rank_world
 from csst_train.distributed import amp_dtype as to_amp_dtype
-from csst_train.distributed import dist_env, pick_device
+from csst_train.distributed import pick_device
+from csst_train.images import LoadedImage, default_workers, image_loader, ref_name, same_size_runs
+from csst_train.run_configs import LabelConfig, TestTime
 
-# Test hook: SIGKILL this process after that many samples were written.
-KILL_ENV = "CSST_LABEL_KILL_AFTER"
 # Niceness added to decode workers and writer threads when the model runs on the CPU.
 BACKGROUND_NICE = 10
 # Options that change what is stored: a resumed run must use the same ones.
-_CONTENT_OPTIONS = ("scales", "flip", "crop", "stride", "topk", "min_confidence", "amp", "keep_bytes", "quality",
-                    "lossless")
+CONTENT_OPTIONS = ("scales", "flip", "crop", "stride", "topk", "min_confidence", "amp", "keep_bytes", "quality",
+                   "lossless")
 
 
-# -- inputs --------------------------------------------------------------------
-def path_key(relpath):
-    """Sample key of an image from its path relative to its input folder: the
-    extension is dropped and dots, whitespace and path separators become '_'
-    (`aachen/aachen_000000_000019_leftImg8bit.png` -> `aachen_aachen_000000_000019_leftImg8bit`)."""
-    return sanitise_key(os.path.splitext(relpath)[0])
+# -- one labelled sample -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Predicted:
+    """One image and what the teacher made of it, ready to be encoded."""
+
+    key: str
+    source: str                  # where the image came from (images.ref_name)
+    data: bytes                  # the image file's bytes
+    suffix: str                  # "jpg" or "png"
+    label: np.ndarray            # uint8 H x W class ids, 255 = ignore
+    confidence: float            # mean top probability over the image
+    topk_idx: np.ndarray | None = None
+    topk_prob: np.ndarray | None = None
 
 
-def list_inputs(inputs=()):
-    """Sorted [(key, ref)] of every image to label.
+@dataclass(frozen=True)
+class Storing:
+    """How a sample is stored: the label's class count, and the image (None: its bytes as they are)."""
 
-    `inputs` are datasets or SOURCE strings (a bare folder, glob or file is an
-    image folder here: keys are paths below it, '/' and '.' -> '_'). A ref is a
-    file path, or (tar path, offset, size, member name) for an image inside a
-    shard. Two images with the same key are an error naming both.
-    """
-    refs = []
-    for source in inputs:
-        refs += as_dataset(source, role="images").image_refs()
-    seen = {}
-    for key, ref in refs:
-        if key in seen:
-            raise ValueError(f"key collision: {ref_name(seen[key])} and {ref_name(ref)} both map to key {key!r}")
-        seen[key] = ref
-    return sorted(seen.items())
+    num_classes: int
+    images: PackOptions | None   # restart-marker JPEGs as `csst pack` writes them
 
 
-def ref_name(ref):
-    """Human-readable source of a ref: the file path, or `path/shard-000000.tar#key.jpg` for a shard member."""
-    return ref if isinstance(ref, str) else f"{ref[0]}#{ref[3]}"
-
-
-# -- decoding in DataLoader workers ---------------------------------------------
-class ImageDataset(torch.utils.data.Dataset):
-    """Items -> (position, uint8 H x W x 3 tensor, raw bytes, member suffix, error).
-
-    Errors are returned, not raised, so one corrupt image does not stop the loader.
-    """
-
-    def __init__(self, items):
-        self.items = items
-        self.reader = RangeReader()
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        key, ref = self.items[i]
-        try:
-            data = self.reader.read(ref) if isinstance(ref, str) else self.reader.read(ref[0], ref[1], ref[2])
-            if is_jpeg(data):
-                suffix = "jpg"
-            elif is_png(data):
-                suffix = "png"
-            else:
-                raise ValueError("not a JPEG or PNG file")
-            image = decode_image(data)
-            if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-                raise ValueError(f"decoded to shape {image.shape}, expected H x W x 3")
-            if not image.flags.writeable:  # PIL arrays are read-only; torch wants writable memory
-                image = image.copy()
-            return i, torch.from_numpy(np.ascontiguousarray(image)), data, suffix, None
-        except Exception as e:  # noqa: BLE001 - every failure is recorded in failed.jsonl
-            return i, None, None, None, f"{type(e).__name__}: {e}"
-
-
-def _lower_priority(level, *_):
-    """Renice the calling thread (Linux: only that thread) or DataLoader worker by `level`.
-
-    On the CPU the model's threads use every core; background work (decode,
-    compression, writing) at a lower priority then fills the cycles they leave
-    idle instead of preempting them, which stalls every parallel region.
-    """
-    if level:
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + level))
-        except (OSError, AttributeError):
-            pass
-
-
-def _collate(batch):
-    # Images of different sizes cannot be stacked; group them after loading.
-    return batch
-
-
-def _same_size_runs(rows):
-    """Consecutive runs of rows whose images have the same shape (order kept)."""
-    run = []
-    for row in rows:
-        if run and row[1].shape != run[0][1].shape:
-            yield run
-            run = []
-        run.append(row)
-    if run:
-        yield run
-
-
-# -- writing in background threads ------------------------------------------------
-def _encode_sample(key, source, data, suffix, label, conf_mean, idx, prob, num_classes, images):
-    hist = np.bincount(label.ravel(), minlength=256)
-    how = "kept"
+def encode_sample(p: Predicted, how: Storing) -> dict:
+    """A prediction -> the sample dict ShardWriter writes (runs in the encoding threads)."""
+    hist = np.bincount(p.label.ravel(), minlength=256)
+    suffix, data, image = p.suffix, p.data, "kept"
     orientation = exif_orientation(data) if suffix == "jpg" else 1
-    if images is not None:
+    if how.images is not None:
         # Restart-marker JPEGs, as `csst pack` writes them (JPEGs transcoded losslessly, the
         # orientation tag reset: the label was predicted on the stored pixels, as every viewer will now show).
-        suffix, data, how, _ = pack_image(data, images)
+        suffix, data, image, _ = pack_image(data, how.images)
     meta = {
-        "image": how, "source": source, "height": int(label.shape[0]), "width": int(label.shape[1]),
-        "producer": "csst label", "mean_confidence": round(float(conf_mean), 6),
-        "class_histogram": hist[:num_classes].tolist(), "ignored_pixels": int(hist[IGNORE]),
+        "image": image, "source": p.source, "height": int(p.label.shape[0]), "width": int(p.label.shape[1]),
+        "producer": "csst label", "mean_confidence": round(float(p.confidence), 6),
+        "class_histogram": hist[:how.num_classes].tolist(), "ignored_pixels": int(hist[IGNORE]),
     }
     if orientation != 1:
         meta["exif_orientation"] = orientation
-    sample = {"__key__": key, suffix: data, "label.npy.zst": encode_label(label, num_classes, key), "json": encode_json(meta)}
-    if idx is not None:
-        sample["topk_idx.npy.zst"], sample["topk_prob.npy.zst"] = encode_topk(idx, prob)
+    sample = {"__key__": p.key, suffix: data, "label.npy.zst": encode_label(p.label, how.num_classes, p.key),
+              "json": encode_json(meta)}
+    if p.topk_idx is not None:
+        sample["topk_idx.npy.zst"], sample["topk_prob.npy.zst"] = encode_topk(p.topk_idx, p.topk_prob)
     return sample
-
-
-class _BackgroundWriter:
-    """Compress samples in a thread pool and write them in order from one thread.
-
-    `put` blocks when `depth` samples are pending, so memory stays bounded.
-    """
-
-    def __init__(self, writer, threads, depth, kill_after=None, nice=0):
-        self.writer, self.kill_after, self.written, self.error, self.nice = writer, kill_after, 0, None, nice
-        self.pool = concurrent.futures.ThreadPoolExecutor(max(1, threads), thread_name_prefix="csst-encode",
-                                                          initializer=_lower_priority, initargs=(nice,))
-        self.queue = queue.Queue(maxsize=max(1, depth))
-        self.thread = threading.Thread(target=self._run, name="csst-writer", daemon=True)
-        self.thread.start()
-
-    def put(self, *args):
-        if self.error is not None:
-            raise self.error  # e.g. OSError (disk full) from the writer thread
-        self.queue.put(self.pool.submit(_encode_sample, *args))
-
-    def _run(self):
-        _lower_priority(self.nice)
-        while (future := self.queue.get()) is not None:
-            if self.error is not None:
-                continue  # drain after a failure so `put` never blocks forever
-            try:
-                self.writer.write(future.result())
-                self.written += 1
-                if self.kill_after is not None and self.written >= self.kill_after:
-                    os.kill(os.getpid(), signal.SIGKILL)
-            except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
-                self.error = e
-
-    def close(self):
-        """Write everything pending, finish the open shard and the manifest."""
-        self.queue.put(None)
-        self.thread.join()
-        self.pool.shutdown()
-        if self.error is not None:
-            self.writer.abort()
-            raise self.error
-        self.writer.close()
-
-    def abort(self):
-        """Drop pending samples and the open shard (a rerun redoes them)."""
-        self.error = self.error or RuntimeError("aborted")
-        while True:
-            try:
-                self.queue.get_nowait()
-            except queue.Empty:
-                break
-        self.queue.put(None)
-        self.thread.join()
-        self.pool.shutdown(cancel_futures=True)
-        self.writer.abort()
-
-
-def _run_fingerprint(items, producer):
-    """Hash of the whole input list and the content options: ranks of one run agree on it."""
-    sha = hashlib.sha256()
-    sha.update(json.dumps({k: producer[k] for k in ("checkpoint_sha256",)}).encode())
-    sha.update(json.dumps({k: producer["options"][k] for k in _CONTENT_OPTIONS}).encode())
-    for key, _ in items:
-        sha.update(key.encode("utf-8") + b"\n")
-    return sha.hexdigest()
 
 
 # -- from model output to labels ---------------------------------------------------------
@@ -315,25 +171,25 @@ def _from_probs(probs, min_confidence, topk):
     return lab.cpu().numpy(), conf.double().mean((1, 2)).cpu().numpy(), idx, prob
 
 
-def predict_labels(model, x, num_classes, *, scales=(1.0,), flip=False, crop=None, stride=None,
-                   amp_dtype=None, topk=0, min_confidence=None):
+def predict_labels(model: torch.nn.Module, x: torch.Tensor, num_classes: int, tta: TestTime = TestTime(),
+                   amp_dtype: torch.dtype | None = None, topk: int = 0, min_confidence: float | None = None) -> tuple:
     """Normalised images (N, 3, H, W) -> (labels uint8 (N,H,W), mean confidence (N,), topk idx, topk prob).
 
-    Labels are the argmax of the class probabilities (averaged over scales and
-    flips), 255 where the top probability is below `min_confidence`.
+    Labels are the argmax of the class probabilities (averaged over `tta`'s scales
+    and flips), 255 where the top probability is below `min_confidence`.
     """
     h, w = x.shape[-2:]
-    whole = crop is None or (h <= _as_list(crop)[0] and w <= _as_list(crop)[1])
-    if x.device.type == "cpu" and list(scales) == [1.0] and not flip and whole and not topk:
+    crop = _as_list(tta.crop)
+    whole = crop is None or (h <= crop[0] and w <= crop[1])
+    if x.device.type == "cpu" and list(tta.scales) == [1.0] and not tta.flip and whole and not topk:
         return _from_logits_cpu(model, x, num_classes, min_confidence)
     from csst_train.inference import predict_probs
 
-    probs = predict_probs(model, x, num_classes, scales=scales, flip=flip, crop=crop, stride=stride,
+    probs = predict_probs(model, x, num_classes, scales=tta.scales, flip=tta.flip, crop=tta.crop, stride=tta.stride,
                           amp_dtype=amp_dtype)
     return _from_probs(probs, min_confidence, topk)
 
 
-# -- the labelling loop ----------------------------------------------------------------
 def _as_list(size):
     # JSON has no tuples: store sizes as lists so a resumed run compares equal.
     if size is None:
@@ -341,15 +197,75 @@ def _as_list(size):
     return [int(size), int(size)] if isinstance(size, int) else [int(v) for v in size]
 
 
-def default_workers():
-    return min(8, max(1, (os.cpu_count() or 2) // 2))
+# -- the run -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Teacher:
+    """A loaded checkpoint, on its device."""
+
+    model: torch.nn.Module
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    num_classes: int
+    class_names: Sequence[str] | None
 
 
-def label(checkpoint, items, out_dir, *, device="auto", batch_size=4, workers=None, shard_size=1000,
-          scales=(1.0,), flip=False, crop=None, stride=None, topk=0, min_confidence=None, amp="off",
-          rank=None, world_size=None, encode_threads=None, inputs=None, progress=None, keep_bytes=False,
-          quality=95, lossless=False):
-    """Label `items` ([(key, ref)] from `list_inputs`) with the teacher `checkpoint` into `out_dir`.
+def load_teacher(checkpoint: str, config: LabelConfig) -> Teacher:
+    """The checkpoint's model on `config.device`; an error if its classes do not fit the labels or `topk`."""
+    from csst_train.checkpoints import model_from_checkpoint
+
+    dev = pick_device(config.device)
+    amp_dtype = to_amp_dtype(config.amp, dev)
+    model, ckpt = model_from_checkpoint(checkpoint, dev)
+    num_classes = int(ckpt["num_classes"])
+    if not 0 <= config.topk <= min(num_classes, 255):
+        raise ValueError(f"topk must be in 0..{min(num_classes, 255)}, got {config.topk}")
+    if num_classes > IGNORE:
+        raise ValueError(f"{checkpoint}: {num_classes} classes do not fit uint8 labels with ignore={IGNORE}")
+    return Teacher(model, dev, amp_dtype, num_classes, ckpt.get("class_names"))
+
+
+def _check(config):
+    if config.batch_size < 1 or config.shard_size < 1:
+        raise ValueError("batch_size and shard_size must be positive")
+    if config.min_confidence is not None and not 0.0 <= config.min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be in [0, 1], got {config.min_confidence}")
+
+
+def _producer(checkpoint, c):
+    """The manifest's producer record: the checkpoint and every option."""
+    options = {
+        "scales": [float(s) for s in c.scales], "flip": bool(c.flip), "crop": _as_list(c.crop),
+        "stride": _as_list(c.stride), "topk": int(c.topk), "min_confidence": c.min_confidence, "amp": c.amp or "off",
+        "shard_size": c.shard_size, "keep_bytes": bool(c.keep_bytes), "quality": int(c.quality),
+        "lossless": bool(c.lossless), "batch_size": c.batch_size,
+        "inputs": [os.path.abspath(i) if isinstance(i, str) else i for i in c.inputs or []],
+    }
+    return {"name": "csst label", "checkpoint": os.path.abspath(checkpoint),
+            "checkpoint_sha256": file_sha256(checkpoint), "options": options}
+
+
+def _run_fingerprint(items, producer):
+    """Hash of the whole input list and the content options: ranks of one run agree on it."""
+    sha = hashlib.sha256()
+    sha.update(json.dumps({k: producer[k] for k in ("checkpoint_sha256",)}).encode())
+    sha.update(json.dumps({k: producer["options"][k] for k in CONTENT_OPTIONS}).encode())
+    for key, _ in items:
+        sha.update(key.encode("utf-8") + b"\n")
+    return sha.hexdigest()
+
+
+def _fields(mine, config):
+    """The member suffixes of this rank's samples."""
+    images = sorted({"png" if ref_name(r).lower().endswith(".png") else "jpg" for _, r in mine}) or ["jpg"]
+    if not config.keep_bytes and not config.lossless:
+        images = ["jpg"]  # PNG inputs are encoded as JPEGs
+    return images + ["label.npy.zst", "json"] + (["topk_idx.npy.zst", "topk_prob.npy.zst"] if config.topk else [])
+
+
+def label(checkpoint: str | os.PathLike, items: Sequence[tuple[str, object]], out_dir: str | os.PathLike,
+          config: LabelConfig = LabelConfig(), rank: int | None = None, world_size: int | None = None,
+          progress: Callable[[int, int], None] | None = None) -> dict:
+    """Label `items` ([(key, ref)] from `images.list_inputs`) with the teacher `checkpoint` into `out_dir`.
 
     Resumes a killed run of the same command. With `world_size` > 1 (or
     torchrun's environment) only this rank's keys are labelled. Unreadable
@@ -359,124 +275,80 @@ def label(checkpoint, items, out_dir, *, device="auto", batch_size=4, workers=No
     (already stored), failed, total, seconds, rank, world_size, merged,
     manifest, shards. One writer per rank and output: a second raises OutputBusy.
     """
-    rank, world_size = dist_env(rank, world_size)
-    # An object-store URL is written through a local staging folder (csst_data/mirror.py).
-    out_dir, mirror = open_output(os.fspath(out_dir), rank_prefix(rank) if world_size > 1 else "shard")
-    os.makedirs(out_dir, exist_ok=True)
-    with OutputLock(out_dir, f".lock-{rank_prefix(rank)}"):
-        summary = _label(checkpoint, items, out_dir, device=device, batch_size=batch_size, workers=workers,
-                         shard_size=shard_size, scales=scales, flip=flip, crop=crop, stride=stride, topk=topk,
-                         min_confidence=min_confidence, amp=amp, rank=rank, world_size=world_size,
-                         encode_threads=encode_threads, inputs=inputs, progress=progress, keep_bytes=keep_bytes,
-                         quality=quality, lossless=lossless, mirror=mirror)
-    return close_output(mirror, summary)
+    rank, world_size = rank_world(rank, world_size)
+    # An object-store URL is written through a local staging folder (csst_data/store/mirror.py).
+    with ranked_output(out_dir, rank, world_size) as (folder, mirror, done):
+        _check(config)
+        teacher = load_teacher(checkpoint, config)
+        producer = _producer(checkpoint, config)
+        spec = RunSpec(folder, rank, world_size, producer, _run_fingerprint(items, producer),
+                       fixed=("checkpoint_sha256",), fixed_options=CONTENT_OPTIONS)
+        return done(_label(ShardRun(spec, mirror), teacher, items, config, progress))
 
 
-def _label(checkpoint, items, out_dir, *, device, batch_size, workers, shard_size, scales, flip, crop, stride, topk,
-           min_confidence, amp, rank, world_size, encode_threads, inputs, progress, keep_bytes, quality, lossless,
-           mirror=None):
-    from csst_train.checkpoints import model_from_checkpoint
-    from csst_train.inference import normalise
-
-    out_dir = os.fspath(out_dir)
-    rank, world_size = dist_env(rank, world_size)
-    if batch_size < 1 or shard_size < 1:
-        raise ValueError("batch_size and shard_size must be positive")
-    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
-        raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
-    dev = pick_device(device)
-    amp_dtype = to_amp_dtype(amp, dev)
-    model, ckpt = model_from_checkpoint(checkpoint, dev)
-    num_classes = int(ckpt["num_classes"])
-    class_names = ckpt.get("class_names")
-    if not 0 <= topk <= min(num_classes, 255):
-        raise ValueError(f"topk must be in 0..{min(num_classes, 255)}, got {topk}")
-    if num_classes > IGNORE:
-        raise ValueError(f"{checkpoint}: {num_classes} classes do not fit uint8 labels with ignore={IGNORE}")
-    scales = [float(s) for s in scales]
-    options = {
-        "scales": scales, "flip": bool(flip), "crop": _as_list(crop), "stride": _as_list(stride), "topk": int(topk),
-        "min_confidence": min_confidence, "amp": amp or "off", "shard_size": shard_size,
-        "keep_bytes": bool(keep_bytes), "quality": int(quality), "lossless": bool(lossless),
-        "batch_size": batch_size, "inputs": [os.path.abspath(i) if isinstance(i, str) else i for i in inputs or []],
-    }
-    producer = {"name": "csst label", "checkpoint": os.path.abspath(checkpoint),
-                "checkpoint_sha256": file_sha256(checkpoint), "options": options}
-    fingerprint = _run_fingerprint(items, producer)
-    os.makedirs(out_dir, exist_ok=True)
-    ranked = world_size > 1
-    manifest_name = rank_manifest_name(rank) if ranked else MANIFEST
-    check_resumable(out_dir, manifest_name, producer, world_size, fixed=("checkpoint_sha256",),
-                    fixed_options=_CONTENT_OPTIONS)
-    start_rank(out_dir, rank, world_size)
-    mine = [it for it in items if rank_of(it[0], world_size) == rank] if ranked else list(items)
-    image_fields = sorted({"png" if ref_name(r).lower().endswith(".png") else "jpg" for _, r in mine}) or ["jpg"]
-    if not keep_bytes and not lossless:
-        image_fields = ["jpg"]  # PNG inputs are encoded as JPEGs
-    images = None if keep_bytes else PackOptions(quality=quality, lossless=lossless)
-    fields = image_fields + ["label.npy.zst", "json"] + (["topk_idx.npy.zst", "topk_prob.npy.zst"] if topk else [])
-    writer = ShardWriter(
-        out_dir, SetInfo(num_classes=num_classes, class_names=class_names, fields=fields, producer=producer,
-                         extra={"pseudo": True, **({"rank": rank, "world_size": world_size} if ranked else {})}),
-        prefix=rank_prefix(rank) if ranked else "shard", maxcount=shard_size,
-        manifest=manifest_name, resume=True, on_finish=mirror.sync if mirror else None,
-    )
-    # Keys already stored by any earlier run of this rank.
-    todo = [it for it in mine if it[0] not in writer.existing_keys]
-    skipped = len(mine) - len(todo)
-    total = len(mine)
-    kill_after = int(os.environ[KILL_ENV]) if os.environ.get(KILL_ENV) else None
-    workers = default_workers() if workers is None else workers
-    encode_threads = encode_threads or min(8, max(1, (os.cpu_count() or 2) // 2))
-    nice = BACKGROUND_NICE if dev.type == "cpu" else 0
-    bg = _BackgroundWriter(writer, encode_threads, depth=4 * batch_size, kill_after=kill_after, nice=nice)
-    loader = torch.utils.data.DataLoader(
-        ImageDataset(todo), batch_size=batch_size, shuffle=False, num_workers=workers,
-        collate_fn=_collate, worker_init_fn=chain(die_with_parent, functools.partial(_lower_priority, nice)),
-        prefetch_factor=4 if workers else None, multiprocessing_context=mp_context() if workers else None,
-    )
-    if dev.type == "cuda":
+def _label(run, teacher, items, config, progress):
+    mine = run.mine(items, lambda it: it[0])
+    info = SetInfo(num_classes=teacher.num_classes, class_names=teacher.class_names, fields=_fields(mine, config),
+                   producer=run.spec.producer, extra={"pseudo": True})
+    writer = run.open(info, config.shard_size)
+    todo = todo_of(mine, writer, lambda it: it[0])  # keys stored by an earlier run of this rank are skipped
+    nice = BACKGROUND_NICE if teacher.device.type == "cpu" else 0
+    sink = BackgroundWriter(writer, config.encode_threads or default_workers(), depth=4 * config.batch_size,
+                            nice=nice)
+    storing = Storing(teacher.num_classes, None if config.keep_bytes else PackOptions(quality=config.quality,
+                                                                                      lossless=config.lossless))
+    labelling = _Labelling(run, teacher, config, todo, sink, storing)
+    if teacher.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    failed = 0
-    done = skipped
-    start = time.perf_counter()
+    done, total, start = len(mine) - len(todo), len(mine), time.perf_counter()
     if progress:
         progress(done, total)
     try:
-        for batch in loader:
-            rows = []
-            for i, image, data, suffix, error in batch:
-                if error is not None:
-                    key, ref = todo[i]
-                    record_failure(out_dir, key, ref_name(ref), error, rank, world_size)
-                    failed += 1
-                else:
-                    rows.append((i, image, data, suffix))
-            for run in _same_size_runs(rows):
-                x = torch.stack([r[1] for r in run])
-                if dev.type == "cuda":
-                    x = x.pin_memory().to(dev, non_blocking=True)
-                lab, conf_mean, idx, prob = predict_labels(
-                    model, normalise(x), num_classes, scales=scales, flip=flip, crop=crop, stride=stride,
-                    amp_dtype=amp_dtype, topk=topk, min_confidence=min_confidence)
-                for j, (i, _, data, suffix) in enumerate(run):
-                    key, ref = todo[i]
-                    bg.put(key, ref_name(ref), data, suffix, lab[j], conf_mean[j],
-                           None if idx is None else idx[j], None if prob is None else prob[j], num_classes, images)
+        for batch in image_loader(todo, config.batch_size, config.workers, nice):
+            labelling.batch(batch)
             done += len(batch)
             if progress:
                 progress(done, total)
     except BaseException:
-        bg.abort()
+        sink.abort()
         raise
-    bg.close()
-    seconds = time.perf_counter() - start
-    merged = False
-    if ranked:
-        merged = finish_rank(out_dir, rank, world_size, fingerprint, len(writer.keys), failed, mirror)
-    return {
-        "labelled": len(todo) - failed, "skipped": skipped, "failed": failed, "total": total,
-        "seconds": seconds, "rank": rank, "world_size": world_size, "merged": merged or not ranked,
-        "manifest": os.path.join(out_dir, MANIFEST if (merged or not ranked) else manifest_name),
-        "shards": len(writer.shards),
-    }
+    sink.close()
+    return run.finish(labelled=len(todo) - run.failed, skipped=len(mine) - len(todo), failed=run.failed,
+                      total=total, seconds=time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class _Labelling:
+    """What labelling a batch needs: the run (failures), the model, and where predictions go."""
+
+    run: ShardRun
+    teacher: Teacher
+    config: LabelConfig
+    todo: list
+    sink: BackgroundWriter
+    storing: Storing
+
+    def batch(self, batch: list[LoadedImage]) -> None:
+        """Predict a batch of loaded images (in runs of one size) and hand the samples to the writer."""
+        from csst_train.inference import normalise
+
+        t, c = self.teacher, self.config
+        rows = []
+        for row in batch:
+            if row.error is not None:
+                key, ref = self.todo[row.position]
+                self.run.fail(key, ref_name(ref), row.error)
+            else:
+                rows.append(row)
+        for run in same_size_runs(rows):
+            x = torch.stack([r.image for r in run])
+            if t.device.type == "cuda":
+                x = x.pin_memory().to(t.device, non_blocking=True)
+            lab, conf, idx, prob = predict_labels(t.model, normalise(x), t.num_classes, c.test_time(),
+                                                  amp_dtype=t.amp_dtype, topk=c.topk,
+                                                  min_confidence=c.min_confidence)
+            for j, r in enumerate(run):
+                key, ref = self.todo[r.position]
+                self.sink.put(encode_sample, Predicted(key, ref_name(ref), r.data, r.suffix, lab[j], conf[j],
+                                                       None if idx is None else idx[j],
+                                                       None if prob is None else prob[j]), self.storing)

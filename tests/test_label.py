@@ -18,7 +18,10 @@ from csst_data.store.shards import file_sha256
 from csst_train.checkpoints import save_checkpoint
 from csst_train.inference import normalise
 from csst_train.inference import predict_probs
-from csst_train.label import KILL_ENV, _from_probs, label, list_inputs, merge_ranks, path_key, predict_labels, rank_of
+from csst_data.runs.shardrun import merge_ranks, rank_of
+from csst_train.images import list_inputs, path_key
+from csst_train.label import _from_probs, label, predict_labels
+from csst_train.run_configs import LabelConfig
 from csst_train.models import build_model
 
 C = 5
@@ -92,8 +95,8 @@ def test_labels_equal_model_argmax_and_outputs_are_complete(tmp_path, teacher):
     sizes = [(H, W), (H, W), (48, 64), (48, 64), (48, 64), (H, W), (H, W)]
     files = write_images(tmp_path / "in", names, sizes)
     items = list_inputs([str(tmp_path / "in")])
-    summary = label(ckpt, items, tmp_path / "out", device="cpu", batch_size=4, workers=0, shard_size=3,
-                    keep_bytes=True)
+    summary = label(ckpt, items, tmp_path / "out", LabelConfig(device="cpu", batch_size=4, workers=0, shard_size=3,
+                                                        keep_bytes=True))
     assert summary["labelled"] == 7 and summary["failed"] == 0 and summary["shards"] == 3
     out = read_out(tmp_path / "out")
     keys = [path_key(n) for n in names]
@@ -128,8 +131,8 @@ def test_labels_equal_model_argmax_and_outputs_are_complete(tmp_path, teacher):
 def test_topk_round_trip_within_quantisation(tmp_path, teacher):
     ckpt, model = teacher
     write_images(tmp_path / "in", ["x0.png", "x1.png"])
-    label(ckpt, list_inputs([str(tmp_path / "in")]), tmp_path / "out", device="cpu", batch_size=1, keep_bytes=True,
-          workers=0, topk=3)
+    label(ckpt, list_inputs([str(tmp_path / "in")]), tmp_path / "out",
+          LabelConfig(device="cpu", batch_size=1, keep_bytes=True, workers=0, topk=3))
     out = read_out(tmp_path / "out")
     assert shards.read_manifest(tmp_path / "out")["fields"][-2:] == ["topk_idx.npy.zst", "topk_prob.npy.zst"]
     for key in ("x0", "x1"):
@@ -156,7 +159,7 @@ def test_min_confidence_sets_exactly_the_low_pixels_to_ignore(tmp_path, teacher)
     mid = len(c) // 2 + int(np.argmax(np.diff(c[len(c) // 2:len(c) // 2 + 50])))
     p = float((c[mid] + c[mid + 1]) / 2)
     assert c[mid + 1] - c[mid] > 1e-6
-    label(ckpt, list_inputs([str(tmp_path / "in")]), tmp_path / "out", device="cpu", workers=0, min_confidence=p)
+    label(ckpt, list_inputs([str(tmp_path / "in")]), tmp_path / "out", LabelConfig(device="cpu", workers=0, min_confidence=p))
     s = read_out(tmp_path / "out")["m0"]
     lab = codecs.decode_label(s["label.npy.zst"], C)
     low = (conf < p).numpy()
@@ -178,7 +181,10 @@ def test_killed_run_resumes_with_every_key_once(tmp_path, teacher):
     out = tmp_path / "out"
     args = ["label", "--checkpoint", ckpt, "--input", str(tmp_path / "in"), "-o", str(out), "--device", "cpu",
             "--workers", "0", "--batch-size", "2", "--shard-size", "2"]
-    killed = _run_cli(args, {KILL_ENV: "5"})
+    # SIGKILL after the 5th sample written (tests/killing_cli.py counts the writes).
+    killer = os.path.join(os.path.dirname(__file__), "killing_cli.py")
+    killed = subprocess.run([sys.executable, killer, "writes=5", "--", *args], capture_output=True, text=True,
+                            timeout=300)
     assert killed.returncode == -9, killed.stderr
     before = shards.read_manifest(out)["shards"]
     assert len(before) == 2  # two finished shards; the third was open when killed
@@ -200,11 +206,11 @@ def test_two_ranks_are_disjoint_and_merge(tmp_path, teacher):
     write_images(tmp_path / "in", names)
     items = list_inputs([str(tmp_path / "in")])
     out = tmp_path / "out"
-    r0 = label(ckpt, items, out, device="cpu", workers=0, rank=0, world_size=2, shard_size=3)
+    r0 = label(ckpt, items, out, LabelConfig(device="cpu", workers=0, shard_size=3), rank=0, world_size=2)
     assert not r0["merged"] and not os.path.exists(out / "manifest.json")
     with pytest.raises(ValueError, match=r"rank\(s\) \[1\]"):
         merge_ranks(out)
-    r1 = label(ckpt, items, out, device="cpu", workers=0, rank=1, world_size=2, shard_size=3)
+    r1 = label(ckpt, items, out, LabelConfig(device="cpu", workers=0, shard_size=3), rank=1, world_size=2)
     assert r1["merged"]
     keys = [[k for s in shards.read_manifest(out)["shards"] if s["name"].startswith(f"rank{r:05d}")
              for k in shards.shard_keys(out / s["name"])] for r in range(2)]
@@ -272,11 +278,11 @@ def test_cityscapes_and_shard_set_inputs(tmp_path, teacher):
     # The Cityscapes preset keys images by name less suffix, as its index does.
     items = list_inputs([f"cityscapes:{tmp_path / 'cs'}:train_extra"])
     assert [k for k, _ in items] == ["aachen_000000_000019", "bonn_000001_000002"]
-    label(ckpt, items, tmp_path / "p1", device="cpu", workers=0, keep_bytes=True)
+    label(ckpt, items, tmp_path / "p1", LabelConfig(device="cpu", workers=0, keep_bytes=True))
     # A shard set as input: keys kept, image bytes passed through again.
     items2 = list_inputs([str(tmp_path / "p1")])
     assert [k for k, _ in items2] == [k for k, _ in items]
-    label(ckpt, items2, tmp_path / "p2", device="cpu", workers=0, keep_bytes=True)
+    label(ckpt, items2, tmp_path / "p2", LabelConfig(device="cpu", workers=0, keep_bytes=True))
     a, b = read_out(tmp_path / "p1"), read_out(tmp_path / "p2")
     assert a.keys() == b.keys()
     assert json.loads(b[items[0][0]]["json"])["source"].endswith(f"shard-000000.tar#{items[0][0]}.png")
@@ -290,9 +296,9 @@ def test_resume_refuses_other_options(tmp_path, teacher):
     ckpt, _ = teacher
     write_images(tmp_path / "in", ["o0.png"])
     items = list_inputs([str(tmp_path / "in")])
-    label(ckpt, items, tmp_path / "out", device="cpu", workers=0)
+    label(ckpt, items, tmp_path / "out", LabelConfig(device="cpu", workers=0))
     with pytest.raises(ValueError, match="topk"):
-        label(ckpt, items, tmp_path / "out", device="cpu", workers=0, topk=2)
+        label(ckpt, items, tmp_path / "out", LabelConfig(device="cpu", workers=0, topk=2))
     result = CliRunner().invoke(cli, ["label", "--checkpoint", ckpt, "-o", str(tmp_path / "o2")])
     assert result.exit_code != 0 and "--input" in result.output
 
@@ -313,8 +319,8 @@ def test_cpu_fast_path_matches_the_probability_path(teacher):
 def test_scales_and_flip_average_probabilities(tmp_path, teacher):
     ckpt, model = teacher
     write_images(tmp_path / "in", ["t0.png"])
-    label(ckpt, list_inputs([str(tmp_path / "in")]), tmp_path / "out", device="cpu", workers=0,
-          scales=(0.5, 1.0), flip=True, keep_bytes=True)
+    label(ckpt, list_inputs([str(tmp_path / "in")]), tmp_path / "out",
+          LabelConfig(device="cpu", workers=0, scales=(0.5, 1.0), flip=True, keep_bytes=True))
     s = read_out(tmp_path / "out")["t0"]
     x = normalise(torch.from_numpy(_image(s)[1][None]))
     want = predict_probs(model, x, C, scales=(0.5, 1.0), flip=True).argmax(1)[0].numpy()
@@ -368,8 +374,8 @@ def test_images_are_stored_as_restart_marker_jpegs(tmp_path, teacher):
     names = ["j0.jpg", "j1.jpg", "p0.png"]
     files = write_images(tmp_path / "in", names)
     items = list_inputs([str(tmp_path / "in")])
-    label(ckpt, items, tmp_path / "out", device="cpu", workers=0)
-    label(ckpt, items, tmp_path / "kept", device="cpu", workers=0, keep_bytes=True)
+    label(ckpt, items, tmp_path / "out", LabelConfig(device="cpu", workers=0))
+    label(ckpt, items, tmp_path / "kept", LabelConfig(device="cpu", workers=0, keep_bytes=True))
     out, kept = read_out(tmp_path / "out"), read_out(tmp_path / "kept")
     for name in names:
         key = path_key(name)

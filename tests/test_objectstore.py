@@ -235,7 +235,6 @@ def test_label_to_s3_killed_then_rerun_elsewhere_has_every_key_once(data, tmp_pa
     import webdataset as wds
 
     from csst_train.checkpoints import save_checkpoint
-    from csst_train.label import KILL_ENV
     from csst_train.models import build_model
 
     root, urls = data
@@ -244,10 +243,13 @@ def test_label_to_s3_killed_then_rerun_elsewhere_has_every_key_once(data, tmp_pa
     save_checkpoint({"model": build_model("fastscnn", 3).state_dict(), "args": {"model": "fastscnn"},
                      "num_classes": 3, "class_names": ["ground", "thing", "sky"]}, ckpt)
     out = f"s3://{BUCKET}/pseudo/killed"
-    args = [sys.executable, "-m", "csst_cli.main", "label", "--checkpoint", str(ckpt), "--input", urls["train"],
-            "-o", out, "--device", "cpu", "--workers", "0", "--batch-size", "2", "--shard-size", "2", "--no-progress"]
+    cmd = ["label", "--checkpoint", str(ckpt), "--input", urls["train"], "-o", out, "--device", "cpu",
+           "--workers", "0", "--batch-size", "2", "--shard-size", "2", "--no-progress"]
+    args = [sys.executable, "-m", "csst_cli.main", *cmd]
     env = {**os.environ, "CSST_STAGING": str(tmp_path / "machine1")}
-    killed = subprocess.run(args, env={**env, KILL_ENV: "5"}, capture_output=True, text=True, timeout=300)
+    # SIGKILL after the 5th sample written (tests/killing_cli.py counts the writes).
+    killer = [sys.executable, os.path.join(os.path.dirname(__file__), "killing_cli.py"), "writes=5", "--"]
+    killed = subprocess.run(killer + cmd, env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr
     before = shards.read_manifest(out)["shards"]
     assert len(before) == 2  # uploaded as they finished; the open third shard was lost with the kill

@@ -2,8 +2,8 @@
 
 Per sample: the label becomes `.label.npy.zst` (class ids, 255 = ignore); a
 JPEG image is transcoded losslessly to a restart-marker JPEG (same DCT
-coefficients, so the same pixels; jpegtran.py), which the loader decodes by
-window (jpeg.py); a PNG image is encoded as a restart-marker JPEG at `quality`,
+coefficients, so the same pixels; csst_data/jpeg/lossless.py), which the loader decodes by
+window (csst_data/jpeg/window.py); a PNG image is encoded as a restart-marker JPEG at `quality`,
 or kept as it is with `lossless`; a JPEG that cannot be transcoded
 (progressive, arithmetic coded) is kept as it is. A `.json` member records
 where the sample came from and what was done to its image.

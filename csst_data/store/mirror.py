@@ -1,7 +1,7 @@
 """Writing a shard set to object storage: a local staging folder mirrored to a URL.
 
 `csst label -o s3://...` and `csst pack -o s3://...` write exactly as they do
-to a folder (ShardWriter, shardrun.py), into a staging folder on local disk;
+to a folder (ShardWriter, csst_data/runs/skeleton.py), into a staging folder on local disk;
 a `Mirror` keeps the URL in step with it:
 
 - `pull()`, before the run: objects the URL has and staging lacks (this rank's
