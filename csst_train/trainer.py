@@ -347,6 +347,14 @@ def _restore(run, ckpt, log):
     run.step.scaler.load_state_dict(ckpt["scaler"])
     run.loader.load_state_dict(ckpt["loader"])
     run.iteration, run.best_miou = ckpt["iteration"], ckpt.get("best_miou", -1.0)
+    saved_world = ckpt["loader"].get("world_size", run.world)
+    if run.loader.offset or saved_world != run.world:
+        # Elastic resume: the per-rank batch stays, so the step count of what is left changes with the
+        # number of processes; the poly schedule goes on from where these steps end it at zero.
+        run.iteration = run.total_iters - run.loader.iterations_left()
+        if run.main:
+            log(f"resuming a run of {saved_world} process(es) on {run.world}: the epoch goes on from plan "
+                f"position {run.loader.offset} (per-process batch unchanged)")
     run.stats = ckpt.get("epoch_stats") or run.stats  # a mid-epoch checkpoint carries its epoch's running figures
     torch.set_rng_state(ckpt["rng"])
     if ckpt.get("cuda_rng") is not None and run.dev.type == "cuda":

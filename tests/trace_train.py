@@ -1,6 +1,6 @@
 """Test-side runner for the two-process gloo test: `csst_train.trainer.train` with an `on_step`
-callback that writes OUT/trace-rank{R}.jsonl, one line per step: {epoch, iteration, rows, params}
-(rows: the index rows of the step's crops; params: a 16-hex-digit hash of the parameters after it).
+callback that writes OUT/trace-rank{R}.jsonl, one line per step: {epoch, iteration, rows, pos, params}
+(rows: the index rows of the step's crops; pos: their epoch-plan positions; params: a 16-hex-digit hash of the parameters after it).
 
     python -m torch.distributed.run --nproc_per_node 2 tests/trace_train.py '{"out": ..., ...}'
 
@@ -33,7 +33,8 @@ def main(config_json):
             files[step.rank] = open(os.path.join(cfg.out, f"trace-rank{step.rank}.jsonl"), "a")
         f = files[step.rank]
         f.write(json.dumps({"epoch": step.epoch, "iteration": step.iteration,
-                            "rows": step.batch["row"].tolist(), "params": param_hash(step.model)}) + "\n")
+                            "rows": step.batch["row"].tolist(), "pos": step.batch["pos"].tolist(),
+                            "params": param_hash(step.model)}) + "\n")
         f.flush()
 
     try:

@@ -149,14 +149,19 @@ class CropDataset(IterableDataset):
         self.reader = SampleReader(index)
         self.is_pseudo = pseudo_sources(index)
         self.epoch, self.start = 0, 0
-        self.current = None  # (epoch, plan), made once in the main process and inherited by workers
+        self.offset = 0  # plan positions of this epoch taken before this run (elastic resume)
+        self.current = None  # (epoch, offset, plan), made once in the main process and inherited by workers
 
-    def plan(self, epoch: int) -> dict:
-        """This rank's slice of the epoch plan: dict of arrays plus `pos` (plan position)."""
+    def plan(self, epoch: int, offset: int = 0) -> dict:
+        """This rank's slice of the epoch plan: dict of arrays plus `pos` (plan position). With `offset`,
+        the slice of the plan's positions from `offset` on (the rest of an epoch resumed elastically)."""
         o = self.options
         plan = sampling.epoch_plan(self.index, epoch, o.seed, strategy=o.strategy, length=o.length,
                                    p=o.p, temperature=o.temperature, source_weights=o.source_weights)
-        pos = sampling.rank_slice(len(plan["image"]), o.rank, o.world_size)
+        if offset:
+            pos = offset + sampling.rank_slice(len(plan["image"]) - offset, o.rank, o.world_size)
+        else:
+            pos = sampling.rank_slice(len(plan["image"]), o.rank, o.world_size)
         out = {k: np.asarray(v)[pos] for k, v in plan.items()}
         out["pos"] = np.asarray(pos)
         return out
@@ -213,6 +218,7 @@ class CropDataset(IterableDataset):
             "label": label_t,  # uint8: the trainer widens it on the device
             "row": torch.from_numpy(rows.astype(np.int64)),
             "cls": torch.from_numpy(plan["cls"][positions].astype(np.int64)),
+            "pos": torch.from_numpy(plan["pos"][positions].astype(np.int64)),  # epoch-plan positions
             "source": torch.from_numpy(source.astype(np.int64)),
             "is_pseudo": torch.from_numpy(self.is_pseudo[source]),
         }
@@ -236,9 +242,9 @@ class CropDataset(IterableDataset):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         epoch = self.epoch
-        if self.current is None or self.current[0] != epoch:
-            self.current = (epoch, self.plan(epoch))
-        plan = self.current[1]
+        if self.current is None or self.current[:2] != (epoch, self.offset):
+            self.current = (epoch, self.offset, self.plan(epoch, self.offset))
+        plan = self.current[2]
         crop, batch = self.crop_table[epoch]
         # Skip the batches already consumed, then take this worker's whole batches.
         first = self.start * batch
@@ -277,12 +283,18 @@ class CropLoader:
         self.samples_per_epoch = o.length or index.num_images
         self.rank, self.world_size = o.rank, o.world_size
         self.epoch, self.batches_done = 0, 0
+        self.offset = 0  # plan positions of the current epoch taken before this run (elastic resume)
 
-    def samples_per_rank(self) -> int:
-        return math.ceil(self.samples_per_epoch / self.world_size)
+    def samples_per_rank(self, epoch: Optional[int] = None) -> int:
+        offset = self.offset if epoch in (None, self.epoch) else 0
+        return math.ceil((self.samples_per_epoch - offset) / self.world_size)
 
     def batches_in_epoch(self, epoch: int) -> int:
-        return math.ceil(self.samples_per_rank() / self.table[epoch][1])
+        return math.ceil(self.samples_per_rank(epoch) / self.table[epoch][1])
+
+    def iterations_left(self) -> int:
+        """Steps left in the run from the loader's position: the rest of this epoch and the epochs after."""
+        return len(self) + sum(self.batches_in_epoch(e) for e in range(self.epoch + 1, len(self.table)))
 
     def total_iterations(self) -> int:
         return sum(self.batches_in_epoch(e) for e in range(len(self.table)))
@@ -292,16 +304,16 @@ class CropLoader:
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
-            self.epoch, self.batches_done = epoch, 0
+            self.epoch, self.batches_done, self.offset = epoch, 0, 0
 
     def __len__(self) -> int:
         return self.batches_in_epoch(self.epoch) - self.batches_done
 
     def __iter__(self) -> Iterator[dict]:
         ds = self.dataset
-        ds.epoch, ds.start = self.epoch, self.batches_done
-        if ds.current is None or ds.current[0] != self.epoch:
-            ds.current = (self.epoch, ds.plan(self.epoch))  # once, before the workers fork
+        ds.epoch, ds.start, ds.offset = self.epoch, self.batches_done, self.offset
+        if ds.current is None or ds.current[:2] != (self.epoch, self.offset):
+            ds.current = (self.epoch, self.offset, ds.plan(self.epoch, self.offset))  # once, before the workers fork
         remaining = len(self)
         workers = min(self.workers, remaining)
         if remaining <= 0:
@@ -316,17 +328,32 @@ class CropLoader:
             self.batches_done += 1
             yield batch
         if self.batches_done >= self.batches_in_epoch(self.epoch):
-            self.epoch, self.batches_done = self.epoch + 1, 0
+            self.epoch, self.batches_done, self.offset = self.epoch + 1, 0, 0
+
+    def plan_done(self) -> int:
+        """Positions of the current epoch's plan taken by all ranks together: every rank takes the same
+        number of batches, so they are the plan's first `plan_done` positions (rank slices interleave)."""
+        taken = self.offset + self.batches_done * self.table[self.epoch][1] * self.world_size
+        return min(taken, self.samples_per_epoch)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batches_done": self.batches_done, "seed": self.dataset.seed,
-                "strategy": self.dataset.strategy, "world_size": self.world_size}
+                "strategy": self.dataset.strategy, "world_size": self.world_size, "offset": self.offset,
+                "plan_done": self.plan_done() if self.epoch < len(self.table) else 0}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("world_size", self.world_size) != self.world_size:
-            raise ValueError(f"loader state was saved with world size {state['world_size']}, "
+        """Resume where `state` was saved. Under another number of processes (elastic resume) the
+        epoch goes on from the plan position all ranks had reached, its rest split among the new ranks
+        (each plan position is seen once in the epoch); the per-rank batch size stays."""
+        self.epoch = int(state["epoch"])
+        same = state.get("world_size", self.world_size) == self.world_size and not state.get("offset")
+        if same:
+            self.batches_done, self.offset = int(state["batches_done"]), 0
+            return
+        if "plan_done" not in state:
+            raise ValueError(f"loader state was saved with world size {state['world_size']} by an older csst, "
                              f"this run has {self.world_size}; resume with the same number of processes")
-        self.epoch, self.batches_done = int(state["epoch"]), int(state["batches_done"])
+        self.batches_done, self.offset = 0, int(state["plan_done"])
 
 
 def _dist_rank_world():
