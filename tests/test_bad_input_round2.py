@@ -249,3 +249,48 @@ def test_labels_that_are_all_ignore_stop_training_in_one_line(tmp_path, sampling
     assert r.exit_code != 0 and "Traceback" not in r.output, r.output
     assert "has no labelled pixel" in r.output and "is ignore (255)" in r.output and "strategy=" not in r.output
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+# -- a damaged index ---------------------------------------------------------------------------------
+
+def _damage(index, case):
+    import glob
+    import os
+
+    if case == "missing chunk of components/y":
+        os.remove(glob.glob(f"{index}/components/y/c/*")[0])
+    elif case == "missing chunk of class_offsets":
+        os.remove(glob.glob(f"{index}/class_offsets/c/*")[0])
+    elif case == "garbage chunk":
+        open(glob.glob(f"{index}/components/x/c/*")[0], "wb").write(b"garbage" * 10)
+    else:
+        os.remove(f"{index}/images/key/zarr.json")
+
+
+@pytest.mark.parametrize("case, words", [
+    ("missing chunk of components/y", "array components/y is damaged or misses chunks"),
+    ("missing chunk of class_offsets", "array class_offsets is damaged or misses chunks"),
+    ("garbage chunk", "array components/x cannot be read (RuntimeError: Zstd decompression error"),
+    ("deleted zarr.json", "array images/key is missing or unreadable"),
+])
+def test_a_damaged_index_is_named_by_stats_and_train(tmp_path, case, words):
+    import shutil
+
+    from test_trainer import _write
+
+    from csst_data.index import build_index
+
+    _write(tmp_path / "s", 8, 0)
+    build_index([tmp_path / "s"], tmp_path / "good.zarr", progress=False)
+    shutil.copytree(tmp_path / "good.zarr", tmp_path / "i.zarr")
+    _damage(tmp_path / "i.zarr", case)
+    for args in (["index", "stats", str(tmp_path / "i.zarr")],
+                 ["train", "--data", str(tmp_path / "s"), "--index", str(tmp_path / "i.zarr"), "-o",
+                  str(tmp_path / "run"), "--epochs", "1", "--crop", "32", "--workers", "0", "--no-progress"]):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code != 0 and "Traceback" not in r.output, r.output
+        (line,) = [x for x in r.output.splitlines() if x.startswith("Error:")]
+        assert f"index {tmp_path / 'i.zarr'}: {words}" in line and "rebuild it with --force" in line, line
+    assert not (tmp_path / "run" / "last.pt").exists()
+    r = CliRunner().invoke(cli, ["index", "stats", str(tmp_path / "good.zarr")])  # the undamaged copy reads
+    assert r.exit_code == 0, r.output

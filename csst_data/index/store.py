@@ -51,26 +51,45 @@ def index_base(out: str) -> str:
     return os.path.realpath(os.path.dirname(os.path.abspath(out)))
 
 
-def hash_content(attrs: dict, images: dict, comps: dict, offsets: np.ndarray) -> str:
-    """sha256 of an index's content: everything but paths and the hash itself."""
+_TYPES = {**{f"images/{c}": t for c, t in IMAGE_COLUMNS.items()},
+          **{f"components/{c}": t for c, t in COMPONENT_COLUMNS.items()}, "class_offsets": np.int64}
+# Attributes that are about the arrays, not part of the content the hash covers.
+_NOT_HASHED = ("content_hash", "array_sha256")
+
+
+def _update(sha, name, arr):
+    """Feed one array to a hash: its name, dtype, shape and bytes (strings joined by NUL)."""
+    if _TYPES[name] is str:
+        sha.update(f"{name} str {len(arr)}\n".encode())
+        sha.update("\0".join(str(s) for s in arr).encode("utf-8"))
+    else:
+        # The declared dtype, little-endian: the hash of what is on disk.
+        arr = np.ascontiguousarray(arr, dtype=np.dtype(_TYPES[name]).newbyteorder("<"))
+        sha.update(f"{name} {arr.dtype.str} {arr.shape}\n".encode())
+        sha.update(arr.tobytes())
+
+
+def _named_arrays(images, comps, offsets):
+    return ([(f"images/{c}", images[c]) for c in IMAGE_COLUMNS]
+            + [(f"components/{c}", comps[c]) for c in COMPONENT_COLUMNS] + [("class_offsets", offsets)])
+
+
+def array_digest(name: str, arr: np.ndarray) -> str:
+    """sha256 of one index array as the index records it (`attrs.array_sha256`), so that a missing
+    chunk (which zarr fills with the fill value) or a damaged one is noticed and named."""
     sha = hashlib.sha256()
-    meta = {k: v for k, v in attrs.items() if k not in ("content_hash",)}
+    _update(sha, name, arr)
+    return sha.hexdigest()
+
+
+def hash_content(attrs: dict, images: dict, comps: dict, offsets: np.ndarray) -> str:
+    """sha256 of an index's content: everything but paths and the hashes themselves."""
+    sha = hashlib.sha256()
+    meta = {k: v for k, v in attrs.items() if k not in _NOT_HASHED}
     meta["sources"] = [{k: v for k, v in s.items() if k not in _PATH_FIELDS} for s in attrs["sources"]]
     sha.update(json.dumps(meta, sort_keys=True).encode("utf-8"))
-    arrays = [(f"images/{c}", images[c]) for c in IMAGE_COLUMNS]
-    arrays += [(f"components/{c}", comps[c]) for c in COMPONENT_COLUMNS] + [("class_offsets", offsets)]
-    types = {**{f"images/{c}": t for c, t in IMAGE_COLUMNS.items()},
-             **{f"components/{c}": t for c, t in COMPONENT_COLUMNS.items()}, "class_offsets": np.int64}
-    for name, arr in arrays:
-        if types[name] is str:
-            data = "\0".join(str(s) for s in arr).encode("utf-8")
-            sha.update(f"{name} str {len(arr)}\n".encode())
-        else:
-            # The declared dtype, little-endian: the hash of what is on disk.
-            arr = np.ascontiguousarray(arr, dtype=np.dtype(types[name]).newbyteorder("<"))
-            data = arr.tobytes()
-            sha.update(f"{name} {arr.dtype.str} {arr.shape}\n".encode())
-        sha.update(data)
+    for name, arr in _named_arrays(images, comps, offsets):
+        _update(sha, name, arr)
     return sha.hexdigest()
 
 
@@ -82,7 +101,8 @@ def write_index(out: str, attrs: dict, images: dict, comps: dict, offsets: np.nd
     from zarr.codecs import ZstdCodec
     from zarr.core.sync import sync
 
-    attrs = dict(attrs, content_hash=hash_content(attrs, images, comps, offsets))
+    attrs = dict(attrs, content_hash=hash_content(attrs, images, comps, offsets),
+                 array_sha256={name: array_digest(name, arr) for name, arr in _named_arrays(images, comps, offsets)})
     out = os.fspath(out).rstrip(os.sep)
     tmp, old = f"{out}.tmp", f"{out}.old"
     for leftover in (tmp, old):  # of a killed build
@@ -203,18 +223,44 @@ class CentroidIndex:
                 raise StaleIndexError(f"index is stale: {ds.name} changed; rebuild it with --force")
 
     # -- tables --
+    def _array(self, name):
+        """The zarr array `name`; a deleted or unreadable one is an error naming the index and the array."""
+        try:
+            return self.group[name]
+        except Exception as e:
+            raise ValueError(f"index {self.path}: array {name} is missing or unreadable "
+                             f"({type(e).__name__}: {e}); rebuild it with --force") from None
+
+    def _load(self, name):
+        """Array `name` read whole and checked against the checksum the build recorded: a missing chunk
+        reads as the fill value without an error in zarr, so only the checksum can notice it."""
+        try:
+            arr = self._array(name)[...]
+        except ValueError as e:
+            if str(e).startswith(f"index {self.path}: "):
+                raise
+            raise ValueError(f"index {self.path}: array {name} cannot be read ({e}); rebuild it with --force") from None
+        except Exception as e:
+            raise ValueError(f"index {self.path}: array {name} cannot be read ({type(e).__name__}: {e}); "
+                             "rebuild it with --force") from None
+        want = (self.attrs.get("array_sha256") or {}).get(name)
+        if want is not None and array_digest(name, arr) != want:
+            raise ValueError(f"index {self.path}: array {name} is damaged or misses chunks (its checksum does "
+                             "not match the one recorded at build time); rebuild it with --force")
+        return arr
+
     @property
     def num_images(self) -> int:
-        return int(self.group["images/key"].shape[0])
+        return int(self._array("images/key").shape[0])
 
     @property
     def num_components(self) -> int:
-        return int(self.group["components/class"].shape[0])
+        return int(self._array("components/class").shape[0])
 
     @cached_property
     def images(self) -> Dict[str, np.ndarray]:
         """The images table: {column: numpy array}, one row per image."""
-        return {c: self.group[f"images/{c}"][...] for c in IMAGE_COLUMNS}
+        return {c: self._load(f"images/{c}") for c in IMAGE_COLUMNS}
 
     @property
     def class_pixels(self) -> np.ndarray:
@@ -223,11 +269,11 @@ class CentroidIndex:
 
     @cached_property
     def class_offsets(self) -> np.ndarray:
-        return self.group["class_offsets"][...]
+        return self._load("class_offsets")
 
     @cached_property
     def _components(self):
-        return {c: self.group[f"components/{c}"][...] for c in COMPONENT_COLUMNS}
+        return {c: self._load(f"components/{c}") for c in COMPONENT_COLUMNS}
 
     def component_counts(self) -> np.ndarray:
         """(C,) int64: components of each class."""
