@@ -73,9 +73,9 @@ def io_throughput(dataset: Dataset, workers: int = 1, order: str = "sequential",
         results = map(_io_read, rows)
         pool = None
     else:
-        from csst_data.workers import mp_context
+        from csst_data.workers import mp_context, worker_init
 
-        pool = mp_context().Pool(workers, initializer=_chain_init, initargs=(dataset, cols))
+        pool = mp_context().Pool(workers, initializer=worker_init(_io_init), initargs=(dataset, cols))
         results = pool.imap(_io_read, rows, chunksize=4)
     try:
         for b in results:
@@ -90,13 +90,6 @@ def io_throughput(dataset: Dataset, workers: int = 1, order: str = "sequential",
     seconds = time.perf_counter() - start
     return {"samples": len(rows), "seconds": seconds, "samples_per_s": len(rows) / seconds,
             "mb_per_s": total / seconds / 1e6, "bytes_per_sample": total / len(rows)}
-
-
-def _chain_init(dataset, cols):
-    from csst_data.workers import die_with_parent
-
-    die_with_parent()
-    _io_init(dataset, cols)
 
 
 def label_decode_ms(dataset: Dataset, samples: int = 32) -> float:

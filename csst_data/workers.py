@@ -26,13 +26,30 @@ def die_with_parent(*_: object) -> None:
         os._exit(1)
 
 
-class chain:
-    """One worker_init_fn / initializer that calls several (a class, so a forkserver can pickle it)."""
+class worker_init:
+    """The initializer of every csst worker (DataLoader worker_init_fn or Pool initializer).
+
+    It makes the worker die with its parent, gives it the object-store
+    environment (AWS_*, GOOGLE_*, AZURE_*, CSST_STORAGE*) that the parent had
+    when the pool was made, then calls `inits` with the worker's arguments. The
+    environment is carried by hand because a fork server is started once per
+    process and forks every later worker with the environment of that moment:
+    a process that changed its endpoint or credentials since (a notebook, a
+    test session) would otherwise send its workers to the old server. A class,
+    so that a fork server can pickle it.
+    """
 
     def __init__(self, *inits: Callable) -> None:
+        from csst_data.store import storage
+
+        self.environment = storage.environment()
         self.inits = inits
 
     def __call__(self, *args: object) -> None:
+        from csst_data.store import storage
+
+        die_with_parent()
+        storage.set_environment(self.environment)
         for f in self.inits:
             f(*args)
 

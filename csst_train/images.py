@@ -20,7 +20,7 @@ import torch
 from csst_data.datasets import as_dataset, sanitise_key
 from csst_data.store.codecs import decode_image, is_jpeg, is_png
 from csst_data.store.shards import RangeReader
-from csst_data.workers import chain, die_with_parent, lower_priority, mp_context
+from csst_data.workers import lower_priority, mp_context, worker_init
 
 # A ref: a file path, or (tar path, offset, size, member name) for an image inside a shard.
 Ref = str | tuple
@@ -118,7 +118,7 @@ def image_loader(items: Sequence[Item], batch_size: int, workers: int | None = N
     workers = default_workers() if workers is None else workers
     return torch.utils.data.DataLoader(
         ImageDataset(items), batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=keep_list,
-        worker_init_fn=chain(die_with_parent, functools.partial(lower_priority, nice)),
+        worker_init_fn=worker_init(functools.partial(lower_priority, nice)),
         prefetch_factor=4 if workers else None, multiprocessing_context=mp_context() if workers else None,
     )
 

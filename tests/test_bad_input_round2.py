@@ -40,6 +40,27 @@ def test_two_images_with_one_stem_listed_in_a_split_file_are_an_error(tmp_path):
         read_spec(spec).samples()
 
 
+def test_a_rerun_with_another_source_is_refused_and_the_set_kept(tmp_path):
+    """`csst pack A -o OUT`, then `csst pack B -o OUT`: B has the same keys (was: "0 packed, 2 already
+    stored", B never packed) or new ones (was: a set mixing two datasets, its manifest naming only B)."""
+    a, b, c = _folder(tmp_path / "a"), _folder(tmp_path / "b"), _folder(tmp_path / "c", stems=("z",))
+    out = tmp_path / "out"
+    pack = lambda d, *more: CliRunner().invoke(cli, ["pack", str(d / "masks"), "--images", str(d / "images"),  # noqa: E731
+                                                     "-o", str(out), "--num-classes", "2", *more])
+    assert pack(a).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for other in (b, c):
+        r = pack(other)
+        assert r.exit_code != 0
+        line = r.output.strip().splitlines()[-1]
+        assert "manifest.json" in line and "inputs=" in line and "new folder" in line
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing written is lost
+    # The same source spelled another way is the same source: the rerun resumes.
+    r = CliRunner().invoke(cli, ["pack", str(tmp_path / "a" / ".." / "a" / "masks"), "--images",
+                                 str(a / "images"), "-o", str(out), "--num-classes", "2"])
+    assert r.exit_code == 0 and "2 already stored" in r.output
+
+
 @pytest.mark.parametrize("field, value, words", [
     ("classes", "bg,car,track", "field 'classes' must be a list of names, not str"),
     ("img_dir", 5, "field 'img_dir' must be a string, not int"),
@@ -90,6 +111,34 @@ def test_a_server_that_is_down_is_retried_for_the_time_budget(tmp_path, monkeypa
         while "server" not in box:
             time.sleep(0.1)
         box["server"].shutdown()
+
+
+_FORKSERVER_SCRIPT = """
+import multiprocessing, os
+from csst_data.workers import worker_init
+ctx = multiprocessing.get_context("forkserver")
+os.environ["AWS_ENDPOINT_URL"] = "http://127.0.0.1:1"
+with ctx.Pool(1) as pool:  # starts the fork server with this environment
+    print(pool.apply(os.getenv, ("AWS_ENDPOINT_URL",)))
+os.environ["AWS_ENDPOINT_URL"] = "http://127.0.0.1:2"
+os.environ["AWS_REGION"] = "eu-west-1"
+with ctx.Pool(1) as pool:
+    print(pool.apply(os.getenv, ("AWS_ENDPOINT_URL",)))
+with ctx.Pool(1, initializer=worker_init()) as pool:
+    print(pool.apply(os.getenv, ("AWS_ENDPOINT_URL",)), pool.apply(os.getenv, ("AWS_REGION",)))
+"""
+
+
+def test_workers_forked_by_an_older_fork_server_take_the_current_storage_environment():
+    """A process changes its endpoint after its fork server started (the test suite did, between two
+    S3 servers): csst's workers use the endpoint of the moment their pool is made, not the fork
+    server's, which still sends a plain worker to the old one."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FORKSERVER_SCRIPT], capture_output=True, text=True, check=True,
+                         timeout=120).stdout.split("\n")
+    assert out[:3] == ["http://127.0.0.1:1", "http://127.0.0.1:1", "http://127.0.0.1:2 eu-west-1"]
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from csst_data.index.store import (COMPONENT_COLUMNS, FORMAT, IMAGE_COLUMNS, VER
 from csst_data.store.codecs import label_decoder
 from csst_data.store.locks import OutputLock
 from csst_data.store.shards import RangeReader
-from csst_data.workers import die_with_parent, mp_context
+from csst_data.workers import mp_context, worker_init
 
 # Masks per pool task: small tasks keep the pipeline and the tail short.
 TASK_MASKS = 32
@@ -247,7 +247,7 @@ def _run(tasks, workers, total, progress, reader=None):
         warm.flags.writeable = False  # decoded masks are read-only views
         find_components(warm, 1)
         ahead = 2 * (workers - 1)  # tasks queued per pool worker: enough to never starve
-        with mp_context().Pool(workers - 1, initializer=die_with_parent) as pool:
+        with mp_context().Pool(workers - 1, initializer=worker_init()) as pool:
             pending = deque()
             for t in tasks:
                 if sum(not r.ready() for _, r in pending) < ahead:

@@ -31,7 +31,7 @@ from csst_data.store.codecs import decode_image, is_jpeg
 from csst_data.index import CentroidIndex
 from csst_data.loader.options import CropOptions, LoaderOptions
 from csst_data.loader.reader import SampleReader
-from csst_data.workers import die_with_parent, mp_context
+from csst_data.workers import mp_context, worker_init
 
 
 def pseudo_sources(index: CentroidIndex) -> np.ndarray:
@@ -321,7 +321,7 @@ class CropLoader:
         # A generator of its own: creating the iterator draws the workers' base seed from it, not from
         # torch's global RNG, whose stream (dropout) must not depend on where a run was resumed.
         dl = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
-                        prefetch_factor=PREFETCH if workers else None, persistent_workers=False, worker_init_fn=die_with_parent,
+                        prefetch_factor=PREFETCH if workers else None, persistent_workers=False, worker_init_fn=worker_init(),
                         multiprocessing_context=mp_context() if workers else None,
                         generator=torch.Generator().manual_seed(ds.seed))
         for batch in dl:

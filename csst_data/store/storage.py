@@ -88,6 +88,18 @@ def _count(**kw):
             STATS[k] += v
 
 
+def environment() -> dict[str, str]:
+    """The variables of this process's environment that choose object stores and credentials."""
+    return {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
+
+
+def set_environment(env: dict[str, str]) -> None:
+    """Make `env` (from `environment()`, in another process) this process's object-store environment."""
+    for k in [k for k in os.environ if k.startswith(_ENV_PREFIXES) and k not in env]:
+        del os.environ[k]
+    os.environ.update(env)
+
+
 def in_use() -> bool:
     """Whether this process has made an object-store client (see workers.mp_context)."""
     pid = os.getpid()
