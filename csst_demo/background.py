@@ -7,7 +7,7 @@ import numpy as np
 from csst_demo.classes import (BUILDING, EGO, FENCE, ROAD, SIDEWALK, TERRAIN, VEGETATION, WALL)
 from csst_demo.scene import BUILDING_COLORS, CAM, GLASS, PARKING, Scene, frac, smooth_noise
 
-def sky(s, p):
+def sky(s: Scene, p: dict) -> None:
     rng = s.rng
     n = min(int(np.floor(s.yh)) + 1, s.h)  # rows below are ground
     rows = np.arange(n, dtype=np.float32)
@@ -26,7 +26,7 @@ def sky(s, p):
     p["sky_bottom"] = bottom
 
 
-def ground(s, p):
+def ground(s: Scene, p: dict) -> None:
     rng = s.rng
     y0 = int(np.floor(s.yh)) + 1
     if y0 >= s.h:
@@ -106,7 +106,7 @@ def _plane_columns(s, sgn, X):
     return cols, s.f * X / np.maximum(dx, 0.5)
 
 
-def facades(s, p):
+def facades(s: Scene, p: dict) -> None:
     rows = np.arange(s.h, dtype=np.float64)[:, None]
     for sgn, key in ((-1, "l"), (1, "r")):
         segs = p["segs" + key]
@@ -149,7 +149,7 @@ def facades(s, p):
             s.fill((rr, c[cc]), BUILDING, color, fine=3, mottle=0.08, light=s.side_light)
 
 
-def skyline(s, p):
+def skyline(s: Scene, p: dict) -> None:
     """Distant buildings and trees at the end of the street, hazy."""
     rng = s.rng
     zf = min(p["segsl"][-1]["z1"] if p["segsl"] else 150, p["segsr"][-1]["z1"] if p["segsr"] else 150)
@@ -170,7 +170,7 @@ def skyline(s, p):
         x += bw
 
 
-def walls(s, p):
+def walls(s: Scene, p: dict) -> None:
     """Low walls and fences along the outer edge of the sidewalks."""
     rng = s.rng
     rows = np.arange(s.h, dtype=np.float64)[:, None]
@@ -205,7 +205,7 @@ def walls(s, p):
 
 
 
-def ego(s):
+def ego(s: Scene) -> None:
     """The bonnet of the recording car at the bottom of the image (void, as in Cityscapes)."""
     rng = s.rng
     depth = s.h * rng.uniform(0.06, 0.13)

@@ -11,7 +11,7 @@ from csst_demo.classes import (BICYCLE, BUS, CAR, LIGHT, MOTORCYCLE, PERSON, POL
                                TRUCK, VEGETATION)
 from csst_demo.scene import CAR_COLORS, CLOTHES, GLASS, HEAVY_COLORS, SKIN, TWO_WHEEL_COLORS, Scene
 
-def tree(s, X, Z):
+def tree(s: Scene, X: float, Z: float) -> None:
     rng = s.rng
     trunk_h = rng.uniform(1.6, 3.0)
     r = rng.uniform(1.0, 2.2)
@@ -31,7 +31,7 @@ def _pole(s, X, Z, height, width=0.07):
     return color
 
 
-def streetlight(s, X, Z, toward):
+def streetlight(s: Scene, X: float, Z: float, toward: int) -> None:
     height = s.rng.uniform(4.0, 6.5)
     color = _pole(s, X, Z, height)
     arm = X + toward * s.rng.uniform(0.6, 1.6)
@@ -40,7 +40,7 @@ def streetlight(s, X, Z, toward):
            POLE, color * 0.8, fine=2)
 
 
-def traffic_light(s, X, Z, toward):
+def traffic_light(s: Scene, X: float, Z: float, toward: int) -> None:
     rng = s.rng
     if rng.random() < 0.3:  # hanging over the road from an arm
         height = rng.uniform(4.5, 5.5)
@@ -62,7 +62,7 @@ def traffic_light(s, X, Z, toward):
             s.fill(s.disk(cx, top - 0.15 - 0.27 * j, Z, 0.085), LIGHT, c, fine=1, mottle=0.0)
 
 
-def traffic_sign(s, X, Z):
+def traffic_sign(s: Scene, X: float, Z: float) -> None:
     rng = s.rng
     top = rng.uniform(2.2, 2.9)
     _pole(s, X, Z, top - 0.2, 0.06)
@@ -157,7 +157,7 @@ def _head(s, Z, fig, head):
                s.jitter(rng.choice([[30, 25, 20], [90, 60, 35], [160, 130, 80]]), 6), fine=3)
 
 
-def outfit(s):
+def outfit(s: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = s.rng
     return (s.jitter(CLOTHES[rng.integers(len(CLOTHES))], 10), s.jitter(CLOTHES[rng.integers(len(CLOTHES))], 10),
             s.jitter(SKIN[rng.integers(len(SKIN))], 8))
@@ -175,7 +175,7 @@ def _ring(s, X, Y, Z, r, thick, cls, tyre, inner_alpha):
         s.color[inner] = s.color[inner] * (1 - inner_alpha) + np.float32(inner_alpha * 150)
 
 
-def bicycle(s, X, Z, d, rider):
+def bicycle(s: Scene, X: float, Z: float, d: int, rider: bool) -> None:
     rng = s.rng
     frame = s.jitter(TWO_WHEEL_COLORS[rng.integers(len(TWO_WHEEL_COLORS))], 10)
     r, wb, t = 0.27, 0.84, 0.035
@@ -196,7 +196,7 @@ def bicycle(s, X, Z, d, rider):
         human(s, X + rng.uniform(-0.6, 0.6), Z - 0.3, Figure(PERSON, rng.uniform(1.25, 1.45), outfit(s)))
 
 
-def motorcycle(s, X, Z, d, rider):
+def motorcycle(s: Scene, X: float, Z: float, d: int, rider: bool) -> None:
     rng = s.rng
     body = s.jitter(TWO_WHEEL_COLORS[rng.integers(len(TWO_WHEEL_COLORS))], 10)
     r, wb = 0.3, 1.1
@@ -217,7 +217,7 @@ def motorcycle(s, X, Z, d, rider):
         human(s, X + rng.uniform(-0.8, 0.8), Z - 0.3, Figure(PERSON, rng.uniform(1.25, 1.45), outfit(s)))
 
 
-def car(s, X, Z, facing):
+def car(s: Scene, X: float, Z: float, facing: int) -> None:
     rng = s.rng
     sc = rng.uniform(0.9, 1.1)
     w, length = 1.45 * sc, rng.uniform(3.2, 4.0) * sc
@@ -244,13 +244,13 @@ def car(s, X, Z, facing):
             s.side_wheel(sx, zc, 0.3, CAR)
 
 
-def shadow(s, X0, X1, Z0, Z1, strength=0.45):
+def shadow(s: Scene, X0: float, X1: float, Z0: float, Z1: float, strength: float = 0.45) -> None:
     """Darken the ground under a vehicle (label unchanged)."""
     idx = s.poly([X0, X1, X1, X0], [0.0] * 4, [Z0, Z0, Z1, Z1])
     s.light[idx] *= strength
 
 
-def truck(s, X, Z, facing):
+def truck(s: Scene, X: float, Z: float, facing: int) -> None:
     rng = s.rng
     w = rng.uniform(2.1, 2.4)
     X0, X1 = X - w / 2, X + w / 2
@@ -287,7 +287,7 @@ def truck(s, X, Z, facing):
             s.side_wheel(sx, zc, 0.45, TRUCK)
 
 
-def bus(s, X, Z, facing):
+def bus(s: Scene, X: float, Z: float, facing: int) -> None:
     rng = s.rng
     w, length, height = 2.5, rng.uniform(10, 13), rng.uniform(2.8, 3.1)
     X0, X1 = X - w / 2, X + w / 2
@@ -313,7 +313,7 @@ def bus(s, X, Z, facing):
         s.fill(s.rect(sx, sx + 0.35, 0, 0.35, Z + 1.5), BUS, (22, 22, 24), fine=2)
 
 
-def train(s, X, Z, facing):
+def train(s: Scene, X: float, Z: float, facing: int) -> None:
     """A tram: very long, window band, pantograph, on rails; shares the bus/truck palette."""
     rng = s.rng
     w, length, height = 2.4, rng.uniform(25, 35), rng.uniform(3.2, 3.5)
@@ -340,7 +340,7 @@ def train(s, X, Z, facing):
         s.side_rect(sx, 0.55, 0.75, Z, Z + length, TRAIN, color * 0.7, **tex)  # skirt band
 
 
-def static(s, X, Z):
+def static(s: Scene, X: float, Z: float) -> None:
     """Void clutter (bins, advertising columns, boxes): labelled ignore."""
     rng = s.rng
     w, h = rng.uniform(0.4, 1.2), rng.uniform(0.6, 2.2)

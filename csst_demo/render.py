@@ -210,7 +210,7 @@ def _finish(s, rng):
     return np.ascontiguousarray(img.astype(np.uint8).transpose(1, 2, 0))
 
 
-def render_raw(height, width, rng):
+def render_raw(height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(image, label with internal void codes) of one scene."""
     s = Scene(height, width, rng)
     p = _layout(rng)
@@ -230,7 +230,7 @@ def render_raw(height, width, rng):
     return _finish(s, rng), s.label
 
 
-def render_scene(height, width, rng):
+def render_scene(height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One street scene: (image uint8 H x W x 3 RGB, label uint8 H x W, 255 = ignore)."""
     if height < 16 or width < 16:
         raise ValueError(f"render_scene: size {height}x{width} is too small (at least 16x16)")
@@ -239,6 +239,6 @@ def render_scene(height, width, rng):
     return image, label
 
 
-def to_cityscapes_ids(label):
+def to_cityscapes_ids(label: np.ndarray) -> np.ndarray:
     """Train-id label (255 = ignore) -> Cityscapes label ids (ignore -> 0, "unlabeled")."""
     return CITYSCAPES_LUT[label]

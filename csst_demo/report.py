@@ -15,11 +15,14 @@ import io
 import json
 import math
 import os
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 
 from csst_data import IGNORE
+from csst_data.datasets.tables import class_palette
 from csst_data.store.shards import atomic_write_bytes, atomic_write_json
 
 FIGURES = {
@@ -35,7 +38,7 @@ FRAME = {False: (76, 114, 176), True: (221, 132, 82)}  # crop frame: real / pseu
 
 
 # -- inputs ------------------------------------------------------------------
-def load_json(path):
+def load_json(path: str) -> Any:
     try:
         with open(path) as f:
             return json.load(f)
@@ -45,7 +48,7 @@ def load_json(path):
         raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
-def load_metrics(path):
+def load_metrics(path: str) -> list[dict]:
     """The per-epoch records of a run's metrics.jsonl."""
     if not os.path.exists(path):
         raise ValueError(f"{path}: missing; did the training stage run?")
@@ -53,27 +56,18 @@ def load_metrics(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def palette(n):
-    """Cityscapes colours for the first 19 classes, fixed random ones beyond."""
-    from csst_demo.synth import PALETTE
-
-    if n <= len(PALETTE):
-        return PALETTE[:n]
-    extra = np.random.default_rng(0).integers(0, 256, (n - len(PALETTE), 3), dtype=np.uint8)
-    return np.concatenate([PALETTE, extra])
-
-
-def colorize(label, num_classes):
-    """uint8 H x W label -> RGB in the palette; ignore is black."""
+def colorize(label: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+    """uint8 H x W label -> RGB in the classes' palette (tables.class_palette); ignore is black."""
     lut = np.zeros((256, 3), np.uint8)
-    lut[:num_classes] = palette(num_classes)
+    lut[:len(class_names)] = class_palette(class_names)
     return lut[label]
 
 
-def overlay(image, label, num_classes, alpha=0.55, highlight=None, highlight_alpha=0.85):
+def overlay(image: np.ndarray, label: np.ndarray, class_names: Sequence[str], alpha: float = 0.55,
+            highlight: Optional[int] = None, highlight_alpha: float = 0.85) -> np.ndarray:
     """The label's palette colours blended over the image (ignore left as is);
     class `highlight` more opaque, so a crop shows what it was sampled for."""
-    colour = colorize(label, num_classes).astype(np.float32)
+    colour = colorize(label, class_names).astype(np.float32)
     a = np.where(label == IGNORE, 0.0, alpha).astype(np.float32)
     if highlight is not None:
         a[label == highlight] = highlight_alpha
@@ -82,7 +76,7 @@ def overlay(image, label, num_classes, alpha=0.55, highlight=None, highlight_alp
 
 
 # -- pseudo-label accuracy ---------------------------------------------------
-def pseudo_accuracy(pseudo, truth, keep=4):
+def pseudo_accuracy(pseudo: str, truth: str, keep: int = 4) -> tuple[dict, list]:
     """Confusion of the pseudo labels in `pseudo` against the true labels in
     `truth` (shard sets with the same keys).
 
@@ -141,7 +135,7 @@ def _figure(w, h):
     return Figure(figsize=(w, h), dpi=100, layout="constrained")
 
 
-def save_figure(fig, path):
+def save_figure(fig: Any, path: str) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -153,7 +147,7 @@ def _pct(v):
     return np.nan if v is None or (isinstance(v, float) and math.isnan(v)) else 100.0 * float(v)
 
 
-def class_distribution(index):
+def class_distribution(index: Any) -> tuple[np.ndarray, np.ndarray, int, int]:
     """(real, pseudo) pixels per class, from the index's class_pixels split by source."""
     is_pseudo = np.array([bool(s.get("pseudo")) for s in index.sources], dtype=bool)
     rows = is_pseudo[np.asarray(index.images["source"])]
@@ -161,7 +155,8 @@ def class_distribution(index):
     return px[~rows].sum(0), px[rows].sum(0), int((~rows).sum()), int(rows.sum())
 
 
-def plot_class_distribution(names, real, pseudo, n_real, n_pseudo, path):
+def plot_class_distribution(names: Sequence[str], real: np.ndarray, pseudo: np.ndarray, n_real: int, n_pseudo: int,
+                            path: str) -> str:
     x = np.arange(len(names))
     fig = _figure(10, 4)
     ax = fig.add_subplot()
@@ -178,7 +173,7 @@ def plot_class_distribution(names, real, pseudo, n_real, n_pseudo, path):
     return save_figure(fig, path)
 
 
-def plot_iou_bars(names, series, title, path):
+def plot_iou_bars(names: Sequence[str], series: list, title: str, path: str) -> str:
     """Grouped per-class IoU bars; series: [(legend label, [IoU or None per class], colour)]."""
     x = np.arange(len(names))
     width = 0.8 / len(series)
@@ -228,7 +223,7 @@ def _mosaic(rows, tile_h, tile_w, gap=4, frame=3):
     return out
 
 
-def centroid_crops(index, size, seed=0, per_class=4):
+def centroid_crops(index: Any, size: int, seed: int = 0, per_class: int = 4) -> list[list[tuple[np.ndarray, bool]]]:
     """[class][tile] of (crop with its label overlaid, from pseudo labels?):
     up to `per_class` centroid-sampled crops per class, as training sees them
     (without augmentation)."""
@@ -242,6 +237,7 @@ def centroid_crops(index, size, seed=0, per_class=4):
     plan = epoch_plan(index, 0, seed, strategy="centroid", length=per_class * index.num_classes)
     is_pseudo = np.array([bool(s.get("pseudo")) for s in index.sources], dtype=bool)
     source = np.asarray(index.images["source"])
+    names = index.class_names
     reader = SampleReader(index)
     rows = []
     try:
@@ -252,7 +248,7 @@ def centroid_crops(index, size, seed=0, per_class=4):
                 rng = np.random.default_rng([seed, int(j)])
                 img, lab = load_crop(reader, index, row, (float(plan["cy"][j]), float(plan["cx"][j])), size, rng,
                                      CropOptions(aug=NO_AUGMENT))
-                tile = overlay(img, lab, index.num_classes, alpha=0.35, highlight=c)
+                tile = overlay(img, lab, names, alpha=0.35, highlight=c)
                 tiles.append((tile, bool(is_pseudo[source[row]])))
             rows.append(tiles)
     finally:
@@ -260,7 +256,7 @@ def centroid_crops(index, size, seed=0, per_class=4):
     return rows
 
 
-def plot_centroid_crops(names, rows, path, thumb=112, per_class=4):
+def plot_centroid_crops(names: Sequence[str], rows: list, path: str, thumb: int = 112, per_class: int = 4) -> str:
     tiles = [[(_thumb(t, thumb), FRAME[p]) for t, p in row] for row in rows]
     mosaic = _mosaic(tiles or [[]], thumb, thumb)
     step = thumb + 4
@@ -276,7 +272,7 @@ def plot_centroid_crops(names, rows, path, thumb=112, per_class=4):
     return save_figure(fig, path)
 
 
-def plot_pseudo_samples(names, samples, path, width=320):
+def plot_pseudo_samples(names: Sequence[str], samples: list, path: str, width: int = 320) -> str:
     from matplotlib.patches import Patch
 
     from csst_data.store.codecs import decode_image
@@ -285,7 +281,7 @@ def plot_pseudo_samples(names, samples, path, width=320):
     rows, labels, present = [], [], set()
     for key, data, lab, true in samples:
         image = decode_image(data, key=key)
-        tiles = [image, colorize(lab, c), colorize(true, c)]
+        tiles = [image, colorize(lab, names), colorize(true, names)]
         rows.append([(_thumb(t, width), None) for t in tiles])
         m = (true != IGNORE) & (lab != IGNORE)
         labels.append(f"{key}\n{100 * (lab[m] == true[m]).mean():.0f}% px agree" if m.any() else key)
@@ -301,14 +297,14 @@ def plot_pseudo_samples(names, samples, path, width=320):
     ax.set_yticks([4 + i * (tile_h + 4) + tile_h / 2 for i in range(len(rows))], labels, fontsize=8)
     for s in ax.spines.values():
         s.set_visible(False)
-    pal = palette(c) / 255.0
+    pal = class_palette(names) / 255.0
     handles = [Patch(color=pal[k], label=names[k]) for k in sorted(present) if k < c]
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 7), fontsize=8)
     return save_figure(fig, path)
 
 
-def plot_training_curves(runs, path):
+def plot_training_curves(runs: dict[str, list[dict]], path: str) -> str:
     """runs: {name: metrics records}; loss and val mIoU per epoch."""
     fig = _figure(10, 3.6)
     ax_loss, ax_miou = fig.subplots(1, 2)
@@ -350,34 +346,70 @@ def _best(recs):
     return max(vals) if vals else None
 
 
-def make_report(out, timings=None, seed=0):
+@dataclass(frozen=True)
+class RunData:
+    """What the report shows, read from the files the pipeline left in its folder."""
+
+    pseudo: dict  # pseudo-label accuracy, as written to eval/pseudo.json
+    samples: list  # the first pseudo-labelled samples: (key, image bytes, pseudo label, true label)
+    teacher: dict  # eval/teacher.json
+    student: dict  # eval/student.json
+    runs: dict  # {"teacher"|"student": metrics.jsonl records}
+    args: dict  # {"teacher"|"student": args.json}
+    names: list  # class names
+    real_px: np.ndarray  # pixels per class in the real labels
+    pseudo_px: np.ndarray  # ... and in the pseudo labels
+    n_real: int  # images with real labels
+    n_pseudo: int  # images with pseudo labels
+    index: object  # the CentroidIndex of index.zarr (the crops figure samples from it)
+
+    @property
+    def crop(self) -> int:
+        """The student's crop size (the size of the centroid crops shown)."""
+        return int(self.args["student"].get("crop") or 128)
+
+
+def make_report(out: str | os.PathLike, timings: Optional[list] = None, seed: int = 0) -> str:
     """Write eval/pseudo.json, the figures and report.md into `out`; returns the report's path.
 
     `timings` ([{stage, seconds, command}]) is saved to out/timings.json; when
     None, that file is read if present, so the report can be remade by hand.
     """
+    out = os.path.abspath(out)
+    if timings is not None:
+        atomic_write_json(os.path.join(out, "timings.json"), list(timings))
+    elif os.path.exists(os.path.join(out, "timings.json")):
+        timings = load_json(os.path.join(out, "timings.json"))
+    d = load_run(out)
+    draw_figures(out, d, seed)
+    md = _intro_md(d) + _results_md(d) + _runs_md(d) + _per_class_md(d) + _pseudo_and_balance_md(d, seed)
+    md += _timings_md(timings) + _commands_md()
+    path = os.path.join(out, "report.md")
+    atomic_write_bytes(path, "\n".join(md).encode("utf-8"))
+    return path
+
+
+def load_run(out: str) -> RunData:
+    """The numbers of the run in `out`, every one of them from a JSON file of the run; writes eval/pseudo.json."""
     from csst_data.index import CentroidIndex
 
-    out = os.path.abspath(out)
     p = lambda *a: os.path.join(out, *a)  # noqa: E731
-    if timings is not None:
-        atomic_write_json(p("timings.json"), list(timings))
-    elif os.path.exists(p("timings.json")):
-        timings = load_json(p("timings.json"))
-
-    # Numbers: every one of them from a JSON file of the run.
     pseudo, samples = pseudo_accuracy(p("pseudo"), p("data", "unlabeled-gt"))
     atomic_write_json(p("eval", "pseudo.json"), pseudo)
     teacher, student = load_json(p("eval", "teacher.json")), load_json(p("eval", "student.json"))
     runs = {name: load_metrics(p("runs", name, "metrics.jsonl")) for name in ("teacher", "student")}
     args = {name: load_json(p("runs", name, "args.json")) for name in ("teacher", "student")}
-    names = list(pseudo["iou"])
     index = CentroidIndex.open(p("index.zarr"), check_stale=False)
     real_px, pseudo_px, n_real, n_pseudo = class_distribution(index)
+    return RunData(pseudo, samples, teacher, student, runs, args, list(pseudo["iou"]), real_px, pseudo_px,
+                   n_real, n_pseudo, index)
 
-    # Figures.
-    fig = {k: p(v) for k, v in FIGURES.items()}
-    plot_class_distribution(names, real_px, pseudo_px, n_real, n_pseudo, fig["class_distribution"])
+
+def draw_figures(out: str, d: RunData, seed: int) -> None:
+    """The report's figures, at the paths of FIGURES under `out`."""
+    fig = {k: os.path.join(out, v) for k, v in FIGURES.items()}
+    names, pseudo, teacher, student = d.names, d.pseudo, d.teacher, d.student
+    plot_class_distribution(names, d.real_px, d.pseudo_px, d.n_real, d.n_pseudo, fig["class_distribution"])
     plot_iou_bars(names, [(f"pseudo labels (mIoU {_fmt(pseudo['miou'])}%)", list(pseudo["iou"].values()),
                            COLORS["pseudo"])],
                   f"Pseudo-label accuracy against the true labels ({pseudo['images']} unlabelled images)",
@@ -385,15 +417,14 @@ def make_report(out, timings=None, seed=0):
     plot_iou_bars(names, [(f"{n} (mIoU {_fmt(r['miou'])}%)", [r["iou"].get(c) for c in names], COLORS[n])
                           for n, r in (("teacher", teacher), ("student", student))],
                   f"Per-class IoU on the validation split ({teacher.get('images')} images)", fig["iou"])
-    crop = int(args["student"].get("crop") or 128)
-    plot_centroid_crops(names, centroid_crops(index, crop, seed), fig["crops"])
-    plot_pseudo_samples(names, samples, fig["pseudo_samples"])
-    plot_training_curves(runs, fig["curves"])
+    plot_centroid_crops(names, centroid_crops(d.index, d.crop, seed), fig["crops"])
+    plot_pseudo_samples(names, d.samples, fig["pseudo_samples"])
+    plot_training_curves(d.runs, fig["curves"])
 
-    # Text.
-    gain = _pct(student["miou"]) - _pct(teacher["miou"])
-    ta, sa = args["teacher"], args["student"]
-    md = [
+
+def _intro_md(d):
+    ta, sa = d.args["teacher"], d.args["student"]
+    return [
         "# csst demo report",
         "",
         "One run of the CSST self-training pipeline (Zhu et al., *Improving Semantic Segmentation via Efficient "
@@ -404,6 +435,13 @@ def make_report(out, timings=None, seed=0):
         f"`{sa.get('schedule')}` crop schedule; both models are evaluated on the validation split. Every stage is a `csst` command whose output is in "
         "this folder, so any stage can be rerun by hand: see [commands.sh](commands.sh).",
         "",
+    ]
+
+
+def _results_md(d):
+    teacher, student, pseudo = d.teacher, d.student, d.pseudo
+    gain = _pct(student["miou"]) - _pct(teacher["miou"])
+    return [
         "## Results",
         "",
         f"The student reaches **{_fmt(student['miou'])}%** mIoU on the validation split, the teacher "
@@ -411,8 +449,8 @@ def make_report(out, timings=None, seed=0):
         f"{_fmt(pseudo['miou'])}% mIoU against the held-back true labels of the {pseudo['images']} unlabelled images.",
         "",
         _md_table(["model", "trained on", "evaluated on", "mIoU (%)"], [
-            ["teacher", f"{n_real} labelled images", f"val ({teacher.get('images')} images)", _fmt(teacher["miou"])],
-            ["student", f"{n_real} labelled + {n_pseudo} pseudo-labelled images",
+            ["teacher", f"{d.n_real} labelled images", f"val ({teacher.get('images')} images)", _fmt(teacher["miou"])],
+            ["student", f"{d.n_real} labelled + {d.n_pseudo} pseudo-labelled images",
              f"val ({student.get('images')} images)", _fmt(student["miou"])],
             ["pseudo labels", "(teacher's predictions)", f"unlabelled split ({pseudo['images']} images)",
              _fmt(pseudo["miou"])],
@@ -425,6 +463,12 @@ def make_report(out, timings=None, seed=0):
         "Sources: [eval/teacher.json](eval/teacher.json), [eval/student.json](eval/student.json), "
         "[eval/pseudo.json](eval/pseudo.json).",
         "",
+    ]
+
+
+def _runs_md(d):
+    runs, args = d.runs, d.args
+    return [
         "### Training runs",
         "",
         _md_table(["run", "epochs", "crop", "batch", "sampling", "schedule", "best val mIoU (%)",
@@ -436,18 +480,29 @@ def make_report(out, timings=None, seed=0):
         "",
         "![training curves](" + FIGURES["curves"] + ")",
         "",
+    ]
+
+
+def _per_class_md(d):
+    return [
         "### Per-class IoU (%)",
         "",
         _md_table(["class", "teacher", "student", "pseudo labels", "real pixel share (%)", "pseudo pixel share (%)"], [
-            [c, _fmt(teacher["iou"].get(c)), _fmt(student["iou"].get(c)), _fmt(pseudo["iou"][c]),
-             _share(real_px, i), _share(pseudo_px, i)]
-            for i, c in enumerate(names)
+            [c, _fmt(d.teacher["iou"].get(c)), _fmt(d.student["iou"].get(c)), _fmt(d.pseudo["iou"][c]),
+             _share(d.real_px, i), _share(d.pseudo_px, i)]
+            for i, c in enumerate(d.names)
         ]),
         "",
         "– : the class appears neither in the labels nor in the predictions.",
         "",
         "![per-class IoU, teacher vs student](" + FIGURES["iou"] + ")",
         "",
+    ]
+
+
+def _pseudo_and_balance_md(d, seed):
+    crop = d.crop
+    return [
         "## Pseudo labels",
         "",
         "How well the teacher labels the unlabelled split, class by class, against its held-back true labels:",
@@ -472,19 +527,23 @@ def make_report(out, timings=None, seed=0):
         "![centroid-sampled crops](" + FIGURES["crops"] + ")",
         "",
     ]
-    if timings:
-        total = sum(t["seconds"] for t in timings)
-        md += [
-            "## Stage timings",
-            "",
-            _md_table(["stage", "seconds", "command"],
-                      [[t["stage"], f"{t['seconds']:.1f}", f"`{t['command']}`"] for t in timings]
-                      + [["**total**", f"**{total:.1f}**", ""]], ["---", "---:", "---"]),
-            "",
-        ]
-    md += ["## Commands", "",
-           "The exact commands that ran, in order, are in [commands.sh](commands.sh); run it (or any line of it) "
-           "to reproduce this folder.", ""]
-    path = p("report.md")
-    atomic_write_bytes(path, "\n".join(md).encode("utf-8"))
-    return path
+
+
+def _timings_md(timings):
+    if not timings:
+        return []
+    total = sum(t["seconds"] for t in timings)
+    return [
+        "## Stage timings",
+        "",
+        _md_table(["stage", "seconds", "command"],
+                  [[t["stage"], f"{t['seconds']:.1f}", f"`{t['command']}`"] for t in timings]
+                  + [["**total**", f"**{total:.1f}**", ""]], ["---", "---:", "---"]),
+        "",
+    ]
+
+
+def _commands_md():
+    return ["## Commands", "",
+            "The exact commands that ran, in order, are in [commands.sh](commands.sh); run it (or any line of it) "
+            "to reproduce this folder.", ""]

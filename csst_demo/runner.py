@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 # Stage sizes: the default run fits in ~10 minutes on 2 CPU cores, --quick in ~2.
 SETTINGS = {
@@ -28,12 +29,12 @@ SETTINGS = {
 }
 
 
-def csst_bin():
+def csst_bin() -> str:
     """The `csst` executable next to this Python, so subprocesses use the same install."""
     return os.path.dirname(os.path.abspath(sys.executable))
 
 
-def pipeline(out, s, seed=0):
+def pipeline(out: str, s: dict, seed: int = 0) -> list[tuple[str, list[str]]]:
     """[(stage name, argv)] of the demo, argv[0] == "csst"."""
     d = lambda *p: os.path.join(out, *p)  # noqa: E731
     train_common = ["--crop", str(s["crop"]), "--batch-size", str(s["batch"]), "--workers", str(s["workers"]),
@@ -63,7 +64,8 @@ def pipeline(out, s, seed=0):
     ]
 
 
-def run_demo(out, quick=False, seed=0, force=False, log=print):
+def run_demo(out: str, quick: bool = False, seed: int = 0, force: bool = False,
+             log: Callable[[str], object] = print) -> str:
     """Run every stage into `out`; returns the path of the report.
 
     `force` replaces an earlier demo in `out` (a folder holding commands.sh);

@@ -7,10 +7,16 @@ World units are camera heights; the camera looks down +Z with X to the right.
 
 from __future__ import annotations
 
+from typing import Optional, Union
+
 import numpy as np
+from numpy.typing import ArrayLike
 from skimage import draw
 
 from csst_demo.classes import SKY
+
+# Pixels of a shape: a boolean mask, a pair of slices or the (rows, cols) of skimage.draw.
+Pixels = Union[np.ndarray, tuple]
 
 CAM = 1.0  # camera height; world units are camera heights (about 1.25 m)
 PARKING = 2.2  # width of a parking lane
@@ -40,7 +46,7 @@ class Scene:
     (per-pixel, amplitude in grey levels) and `mottle` (smooth, relative).
     """
 
-    def __init__(self, h, w, rng):
+    def __init__(self, h: int, w: int, rng: np.random.Generator) -> None:
         self.h, self.w, self.rng = h, w, rng
         self.f = w * rng.uniform(0.85, 1.1)      # focal length in pixels
         self.yh = h * rng.uniform(0.38, 0.47)    # horizon row
@@ -55,7 +61,8 @@ class Scene:
         self.top_light = rng.uniform(1.0, 1.2)
 
     # -- pixels --------------------------------------------------------------
-    def fill(self, where, cls, color, fine=3.0, mottle=0.05, light=1.0):
+    def fill(self, where: Pixels, cls: Optional[int], color: ArrayLike, fine: float | np.ndarray = 3.0,
+             mottle: float | np.ndarray = 0.05, light: float | np.ndarray = 1.0) -> None:
         """Paint pixels `where` (mask, slices or (rr, cc)) as class `cls` (None: keep the label)."""
         if cls is not None:
             self.label[where] = cls
@@ -64,13 +71,13 @@ class Scene:
         self.mottle[where] = mottle
         self.light[where] = light
 
-    def jitter(self, color, sd=10.0, scale=0.12):
+    def jitter(self, color: ArrayLike, sd: float = 10.0, scale: float = 0.12) -> np.ndarray:
         """Per-instance colour: brightness and channel jitter."""
         c = np.asarray(color, np.float32) * self.rng.uniform(1 - scale, 1 + scale)
         return np.clip(c + self.rng.normal(0, sd, 3), 0, 255).astype(np.float32)
 
     # -- geometry ------------------------------------------------------------
-    def project(self, X, Y, Z):
+    def project(self, X: ArrayLike, Y: ArrayLike, Z: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         X, Y, Z = (np.asarray(a, np.float64) for a in (X, Y, Z))
         return self.vx + self.f * X / Z, self.yh + self.f * (CAM - Y) / Z
 
@@ -80,11 +87,11 @@ class Scene:
             return _EMPTY
         return draw.polygon(y, x, shape=(self.h, self.w))
 
-    def poly(self, X, Y, Z):
+    def poly(self, X: ArrayLike, Y: ArrayLike, Z: ArrayLike) -> Pixels:
         """Pixels of a planar polygon given by its world vertices."""
         return self._poly(*self.project(X, Y, Z))
 
-    def rect(self, X0, X1, Y0, Y1, Z):
+    def rect(self, X0: float, X1: float, Y0: float, Y1: float, Z: float) -> Pixels:
         """An upright rectangle facing the camera: slices of the pixels whose centres it holds."""
         (x0, x1), (y1, y0) = self.project([X0, X1], [Y0, Y1], Z)
         c0, c1 = max(int(np.ceil(x0)), 0), min(int(np.floor(x1)) + 1, self.w)
@@ -93,7 +100,7 @@ class Scene:
             return _EMPTY
         return slice(r0, r1), slice(c0, c1)
 
-    def disk(self, X, Y, Z, r, ry=None):
+    def disk(self, X: float, Y: float, Z: float, r: float, ry: Optional[float] = None) -> Pixels:
         cx, cy = self.project(X, Y, Z)
         rx = self.f * r / Z
         ry = self.f * (ry if ry is not None else r) / Z
@@ -101,14 +108,15 @@ class Scene:
             return _EMPTY
         return draw.ellipse(cy, cx, ry, rx, shape=(self.h, self.w))
 
-    def segment(self, p0, p1, Z, width):
+    def segment(self, p0: tuple, p1: tuple, Z: float, width: float) -> Pixels:
         """A thick line between (X, Y) points in the near plane at depth Z."""
         (x0, y0), (x1, y1) = p0, p1
         d = np.hypot(x1 - x0, y1 - y0) or 1.0
         nx, ny = -(y1 - y0) / d * width / 2, (x1 - x0) / d * width / 2
         return self.poly([x0 + nx, x1 + nx, x1 - nx, x0 - nx], [y0 + ny, y1 + ny, y1 - ny, y0 - ny], Z)
 
-    def box(self, X0, X1, Y0, Y1, Z0, Z1, cls, color, **tex):
+    def box(self, X0: float, X1: float, Y0: float, Y1: float, Z0: float, Z1: float, cls: Optional[int],
+            color: ArrayLike, **tex: float) -> dict[str, Pixels]:
         """An axis-aligned box: paints its visible faces, returns them by name."""
         faces = {}
         if Y1 < CAM:
@@ -124,18 +132,19 @@ class Scene:
         self.fill(faces["near"], cls, color, **tex)
         return faces
 
-    def side_rect(self, X, Y0, Y1, Z0, Z1, cls, color, **tex):
+    def side_rect(self, X: float, Y0: float, Y1: float, Z0: float, Z1: float, cls: Optional[int], color: ArrayLike,
+                  **tex: float) -> None:
         """A rectangle on the visible side face at lateral position X (windows, stripes)."""
         idx = self.poly([X] * 4, [Y0, Y1, Y1, Y0], [Z0, Z0, Z1, Z1])
         self.fill(idx, cls, color, light=self.side_light, **tex)
 
-    def side_wheel(self, X, Zc, r, cls):
+    def side_wheel(self, X: float, Zc: float, r: float, cls: Optional[int]) -> None:
         t = np.linspace(0, 2 * np.pi, 14, endpoint=False)
         idx = self.poly([X] * 14, r + r * np.sin(t), Zc + r * np.cos(t))
         self.fill(idx, cls, (22, 22, 24), fine=2, light=self.side_light)
 
 
-def upsample(small, h, w):
+def upsample(small: np.ndarray, h: int, w: int) -> np.ndarray:
     """Bilinear upsampling of a small 2-D field to h x w (smooth noise)."""
     sh, sw = small.shape
     ty = np.linspace(0, sh - 1, h, dtype=np.float32)
@@ -148,12 +157,12 @@ def upsample(small, h, w):
     return rows[:, x0] * (1 - wx) + rows[:, x0 + 1] * wx
 
 
-def smooth_noise(rng, h, w, cells):
+def smooth_noise(rng: np.random.Generator, h: int, w: int, cells: float) -> np.ndarray:
     """Unit-variance smooth noise with about `cells` blobs across the height."""
     sh = max(int(cells), 2) + 1
     sw = max(int(cells * w / h), 2) + 1
     return upsample(rng.standard_normal((sh, sw)).astype(np.float32), h, w) * 1.6
 
 
-def frac(a):
+def frac(a: ArrayLike) -> np.ndarray:
     return a - np.floor(a)

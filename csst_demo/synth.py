@@ -53,16 +53,16 @@ SHARD_MAXCOUNT = 100
 
 
 # -- writing ------------------------------------------------------------------------
-def sample_rng(seed, split, index):
+def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The generator of one sample: depends only on (seed, split, index)."""
     return np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_CODE[split], int(index)]))
 
 
-def sample_key(split, index):
+def sample_key(split: str, index: int) -> str:
     return f"{split}_{index:06d}"
 
 
-def encode_jpeg(image, restart=False):
+def encode_jpeg(image: np.ndarray, restart: bool = False) -> bytes:
     """RGB uint8 array -> JPEG bytes as a camera or Pillow writes them; with `restart`, as csst
     stores them in shards: transcoded losslessly to restart markers (the same pixels)."""
     import simplejpeg
@@ -112,7 +112,7 @@ def _make_sample(task):
     return encode_jpeg(image, restart=True), encode_label(label, NUM_CLASSES), encode_json(meta)
 
 
-def cityscapes_name(split, index):
+def cityscapes_name(split: str, index: int) -> tuple[str, str]:
     """(city, file stem) of a sample in the Cityscapes layout: {city}_{seq:06d}_000019."""
     cities = _CITIES[split]
     city = cities[index % len(cities)]

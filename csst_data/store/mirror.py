@@ -21,6 +21,8 @@ Staging lives in `$CSST_STAGING` (default: the system's temporary folder),
 one subfolder per URL, and is removed once the run has written manifest.json.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
@@ -31,7 +33,8 @@ from csst_data.store import storage
 from csst_data.store.shards import MANIFEST, TMP_SUFFIX
 
 
-def staging_dir(url):
+def staging_dir(url: str) -> str:
+    """The local staging folder of `url`: under $CSST_STAGING (default: the temporary folder), by the URL's hash."""
     base = os.environ.get("CSST_STAGING") or os.path.join(tempfile.gettempdir(), "csst-staging")
     name = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
     return os.path.join(base, name)
@@ -49,7 +52,9 @@ def _order(name):
 
 
 class Mirror:
-    def __init__(self, url, staging=None, prefix=None):
+    """A local staging folder kept in step with a shard set's URL (see the module docstring)."""
+
+    def __init__(self, url: str, staging: str | None = None, prefix: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.staging = staging or staging_dir(self.url)
         self.prefix = prefix  # this writer's shard prefix: its unlisted shards at the URL are removed by push()
@@ -58,11 +63,12 @@ class Mirror:
         self.pulled = {}  # JSON file name -> the bytes downloaded: not sent back unless changed here
         self.uploads = 0
 
-    def refresh(self):
+    def refresh(self) -> dict[str, int]:
+        """List the URL again: {name: size}."""
         self.remote = {n: m["size"] for n, m in (storage.listdir(self.url) or {}).items()}
         return self.remote
 
-    def pull(self, shard_prefix=None, shards=True):
+    def pull(self, shard_prefix: str | None = None, shards: bool = True) -> None:
         """Download what the URL holds and staging lacks: every JSON file, and (with `shards`)
         the shards of `shard_prefix` (this rank's; all when None)."""
         os.makedirs(self.staging, exist_ok=True)
@@ -97,7 +103,7 @@ class Mirror:
             self.remote[name] = len(data)
         self.uploads += 1
 
-    def sync(self, manifest=MANIFEST, data=None):
+    def sync(self, manifest: str = MANIFEST, data: bytes | None = None) -> None:
         """Upload the shards `manifest` lists that the URL lacks, then the manifest itself
         (`data`: its bytes, when the caller has read them)."""
         if data is None:
@@ -112,7 +118,7 @@ class Mirror:
                 self.confirmed[entry["name"]] = entry.get("sha256")
         self._upload(manifest, data)
 
-    def push(self, merged=False):
+    def push(self, merged: bool = False) -> None:
         """Upload everything in staging that the URL lacks or holds in another version, in `_order`;
         this writer's failure lists that a rerun removed (no failures any more) are removed from the
         URL too (with `merged`, the run's merged failed.jsonl as well)."""
@@ -144,14 +150,16 @@ class Mirror:
                 storage.delete(storage.join(self.url, name))
                 del self.remote[name]
 
-    def exists(self, name):
+    def exists(self, name: str) -> bool:
+        """Whether the URL holds `name` (listed again when not known)."""
         return name in self.remote or name in self.refresh()
 
-    def cleanup(self):
+    def cleanup(self) -> None:
+        """Remove the staging folder."""
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
-def open_output(out, shard_prefix):
+def open_output(out: str, shard_prefix: str) -> tuple[str, Mirror | None]:
     """(folder to write, Mirror or None) for an output that may be a URL: a URL's staging
     folder is brought up to date with it first (this rank's shards, every JSON file)."""
     if not storage.is_url(out):
@@ -161,7 +169,7 @@ def open_output(out, shard_prefix):
     return mirror.staging, mirror
 
 
-def close_output(mirror, summary):
+def close_output(mirror: Mirror | None, summary: dict) -> dict:
     """After a run into `open_output`'s folder: upload what is left, name the manifest by its URL,
     and drop the staging folder once manifest.json is up. Returns `summary`."""
     if mirror is not None:
