@@ -30,12 +30,15 @@ from csst_data import IGNORE
 from csst_data.datasets import as_dataset, declared_classes
 from csst_data.jpeg.structure import exif_orientation
 from csst_data.runs.skeleton import RunSpec, ShardRun, ranked_output, todo_of
+from csst_data.store import storage
 from csst_data.store.codecs import encode_json, encode_label, is_jpeg, is_png
 from csst_data.store.shards import RangeReader, SetInfo
-from csst_data.workers import die_with_parent, mp_context, rank_world
+from csst_data.workers import mp_context, rank_world, worker_init
 
 # The options that change what is stored: a resumed run must use the same ones.
-CONTENT_OPTIONS = ("quality", "lossless")
+# What a rerun into the same folder must share with the run that wrote it: the pixels it stores
+# and what it packs ("inputs": another source under the same keys would be skipped as packed).
+CONTENT_OPTIONS = ("quality", "lossless", "inputs")
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,6 @@ _state = {}
 
 
 def _init(datasets, options, num_classes):
-    die_with_parent()
     _state.update(datasets=datasets, options=options, num_classes=num_classes, reader=RangeReader())
 
 
@@ -152,7 +154,7 @@ def _imap(tasks, workers, initargs):
         _init(*initargs)
         yield from map(_pack_one, tasks)
         return
-    with mp_context().Pool(workers, initializer=_init, initargs=initargs) as pool:
+    with mp_context().Pool(workers, initializer=worker_init(_init), initargs=initargs) as pool:
         yield from pool.imap(_pack_one, tasks, chunksize=2)
 
 
@@ -173,6 +175,16 @@ def _items(datasets):
     return items
 
 
+def _identity(ds) -> dict:
+    """A source as the manifest records it for the rerun check: its description with real paths,
+    so another spelling of the same folder is the same source (a URL stays as it is)."""
+    out = ds.to_attrs(None)
+    for k in ("path", "data_root", "img_dir", "ann_dir", "split"):
+        if isinstance(out.get(k), str) and not storage.is_url(out[k]):
+            out[k] = os.path.realpath(out[k])
+    return out
+
+
 def pack(sources: Sequence, out: str | os.PathLike, options: PackOptions = PackOptions(), rank: int | None = None,
          world_size: int | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
     """Pack `sources` (datasets or SOURCE strings) into the shard set `out`; resumes a killed run.
@@ -191,7 +203,8 @@ def pack(sources: Sequence, out: str | os.PathLike, options: PackOptions = PackO
     if labelled and num_classes is None:
         raise ValueError(f"the number of classes of {datasets[0].name} is unknown: give --num-classes")
     content = {"quality": options.quality, "lossless": options.lossless, "shard_size": options.shard_size}
-    producer = {"name": "csst pack", "options": {**content, "sources": [ds.name for ds in datasets]}}
+    producer = {"name": "csst pack", "options": {**content, "sources": [ds.name for ds in datasets],
+                                                 "inputs": [_identity(ds) for ds in datasets]}}
     fingerprint = hashlib.sha256(json.dumps([producer["options"], sorted(it.key for it in items)]).encode()).hexdigest()
     fields = ["jpg"] + (["png"] if options.lossless else []) + (["label.npy.zst"] if labelled else []) + ["json"]
     info = SetInfo(num_classes=num_classes, class_names=class_names, fields=fields, producer=producer,

@@ -18,7 +18,7 @@ import json
 import os
 import zlib
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from csst_data.store.shards import MANIFEST, atomic_write_bytes, atomic_write_json, merge_manifests, read_manifest
 
@@ -83,11 +83,17 @@ def check_resumable(out_dir: str, manifest_name: str, producer: dict, world_size
     old_options = old_producer.get("options") or {}
     for k in fixed_options:
         if k in old_options and old_options[k] != producer["options"][k]:
-            raise ValueError(f"{path}: {out_dir} was written with {k}={old_options[k]!r}, this run has "
-                             f"{k}={producer['options'][k]!r}; use the same options or a new folder")
+            raise ValueError(f"{path}: {out_dir} was written with {k}={_shown(old_options[k])}, this run has "
+                             f"{k}={_shown(producer['options'][k])}; use the same options or a new folder")
     if world_size > 1 and old.get("world_size") not in (None, world_size):
         raise ValueError(f"{path}: {out_dir} was written with world size {old['world_size']}, this run "
                          f"has {world_size}; use the same world size or a new folder")
+
+
+def _shown(value: Any, limit: int = 160) -> str:
+    """An option's value for a one-line message: its repr, cut at `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def failures_path(out_dir: str, rank: int, world_size: int) -> str:
