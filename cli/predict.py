@@ -29,14 +29,18 @@ L = library_defaults("csst_train.run_configs", "PredictConfig")
 @click.option("--workers", type=click.IntRange(min=0), help="DataLoader workers that read and decode images [default: half the CPU cores, at most 8].")
 @click.option("--rank", type=click.IntRange(min=0), help="This process's rank (default: torchrun's RANK, else 0).")
 @click.option("--world-size", type=click.IntRange(min=1), help="Number of processes (default: torchrun's WORLD_SIZE, else 1).")
+@click.option("--force", is_flag=True,
+              help="Replace the predictions of an earlier run into OUTPUT with another checkpoint or other "
+                   "options (without it such a rerun is refused).")
 @progress_option
 def predict(checkpoint, inputs, output, fmt, scales, flip, crop, stride, device, amp, batch_size, workers, rank,
-            world_size, progress, **kw):
+            world_size, force, progress, **kw):
     """Write a checkpoint's prediction for every input image as OUTPUT/{key}.png.
 
     The prediction is the argmax that `csst eval` scores (same --scales,
     --flip, --crop). Rerunning the same command skips the files already
-    written; under torchrun (or --rank/--world-size) each rank predicts its
+    written; OUTPUT/predict.json records the checkpoint and options, and a
+    rerun with others is refused (or, with --force, replaces them). Under torchrun (or --rank/--world-size) each rank predicts its
     share. Unreadable images are listed in OUTPUT/failed.jsonl.
 
     \b
@@ -51,7 +55,7 @@ def predict(checkpoint, inputs, output, fmt, scales, flip, crop, stride, device,
     datasets = parse_sources(inputs, pop_folder_options(kw), role="images", param="--input")
     config = PredictConfig(fmt=fmt, device=device, batch_size=batch_size, workers=workers,
                            scales=parse_floats(scales, "--scales"), flip=flip, crop=parse_size(crop, "--crop"),
-                           stride=parse_size(stride, "--stride"), amp=amp)
+                           stride=parse_size(stride, "--stride"), amp=amp, force=force)
     try:
         items = list_inputs(datasets)
         rank, world_size = rank_world(rank, world_size)

@@ -37,7 +37,7 @@ from csst_data.workers import rank_world
 from csst_train.distributed import amp_dtype as to_amp_dtype
 from csst_train.distributed import pick_device
 from csst_train.images import LoadedImage, default_workers, image_loader, ref_name, same_size_runs
-from csst_train.run_configs import LabelConfig, TestTime
+from csst_train.run_configs import LabelConfig, TestTime, size_list
 
 # Niceness added to decode workers and writer threads when the model runs on the CPU.
 BACKGROUND_NICE = 10
@@ -179,7 +179,7 @@ def predict_labels(model: torch.nn.Module, x: torch.Tensor, num_classes: int, tt
     and flips), 255 where the top probability is below `min_confidence`.
     """
     h, w = x.shape[-2:]
-    crop = _as_list(tta.crop)
+    crop = size_list(tta.crop)
     whole = crop is None or (h <= crop[0] and w <= crop[1])
     if x.device.type == "cpu" and list(tta.scales) == [1.0] and not tta.flip and whole and not topk:
         return _from_logits_cpu(model, x, num_classes, min_confidence)
@@ -188,13 +188,6 @@ def predict_labels(model: torch.nn.Module, x: torch.Tensor, num_classes: int, tt
     probs = predict_probs(model, x, num_classes, scales=tta.scales, flip=tta.flip, crop=tta.crop, stride=tta.stride,
                           amp_dtype=amp_dtype)
     return _from_probs(probs, min_confidence, topk)
-
-
-def _as_list(size):
-    # JSON has no tuples: store sizes as lists so a resumed run compares equal.
-    if size is None:
-        return None
-    return [int(size), int(size)] if isinstance(size, int) else [int(v) for v in size]
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -234,8 +227,8 @@ def _check(config):
 def _producer(checkpoint, c):
     """The manifest's producer record: the checkpoint and every option."""
     options = {
-        "scales": [float(s) for s in c.scales], "flip": bool(c.flip), "crop": _as_list(c.crop),
-        "stride": _as_list(c.stride), "topk": int(c.topk), "min_confidence": c.min_confidence, "amp": c.amp or "off",
+        "scales": [float(s) for s in c.scales], "flip": bool(c.flip), "crop": size_list(c.crop),
+        "stride": size_list(c.stride), "topk": int(c.topk), "min_confidence": c.min_confidence, "amp": c.amp or "off",
         "shard_size": c.shard_size, "keep_bytes": bool(c.keep_bytes), "quality": int(c.quality),
         "lossless": bool(c.lossless), "batch_size": c.batch_size,
         "inputs": [os.path.abspath(i) if isinstance(i, str) else i for i in c.inputs or []],

@@ -8,12 +8,16 @@ for looking). Predictions are the argmax of the class probabilities averaged
 over `scales` and `flips` (sliding windows of `crop` on large images), as
 `csst eval` scores them. Images are read by the same DataLoader as `csst label`
 (images.py); each rank predicts the keys that hash to it; files are written
-atomically, and a rerun skips those already written.
+atomically, and a rerun skips those already written. OUTPUT/predict.json
+records what wrote the folder (the checkpoint's sha256 and the options that
+change the files); a rerun with another checkpoint or other options is refused,
+or with `force` replaces this rank's files.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -25,14 +29,14 @@ import torch
 from csst_data.datasets import tables
 from csst_data.datasets.tables import class_palette
 from csst_data.runs.shardrun import rank_of, record_failure, start_rank
-from csst_data.store.shards import atomic_write_bytes
+from csst_data.store.shards import atomic_write_bytes, atomic_write_json, file_sha256
 from csst_data.workers import rank_world
 from csst_train.distributed import amp_dtype as to_amp_dtype
 from csst_train.distributed import pick_device
 from csst_train.inference import normalise
 from csst_train.images import image_loader, ref_name, same_size_runs
 from csst_train.label import predict_labels
-from csst_train.run_configs import PredictConfig
+from csst_train.run_configs import PredictConfig, size_list
 
 
 # -- formats -------------------------------------------------------------------------------
@@ -99,6 +103,50 @@ def render(pred: np.ndarray, fmt: str, image: np.ndarray | None = None,
     return buf.getvalue()
 
 
+# -- what wrote the folder ------------------------------------------------------------------
+RECORD = "predict.json"
+
+
+def _record(checkpoint, config):
+    """The folder's record: the checkpoint and the options that change the files written."""
+    options = {"format": config.fmt, "scales": [float(x) for x in config.scales], "flip": bool(config.flip),
+               "crop": size_list(config.crop), "stride": size_list(config.stride), "amp": config.amp or "off"}
+    return {"producer": "csst predict", "checkpoint": os.path.abspath(checkpoint),
+            "checkpoint_sha256": file_sha256(checkpoint), "options": options}
+
+
+def _differences(old, new):
+    """What differs between two records, in words, e.g. "format 'color', not 'ids'"."""
+    out = [f"{k} {old['options'].get(k)!r}, not {v!r}" for k, v in new["options"].items()
+           if old.get("options", {}).get(k) != v]
+    if old.get("checkpoint_sha256") != new["checkpoint_sha256"]:
+        out.insert(0, f"another checkpoint ({old.get('checkpoint')})")
+    return out
+
+
+def _claim(out_dir, record, paths, force):
+    """Make `out_dir` this run's: the files in `paths` that exist are kept when an earlier run with
+    the same record wrote them, else refused, or removed with `force` (before the record is written,
+    so a run killed half-way never leaves old files under the new record)."""
+    path = os.path.join(out_dir, RECORD)
+    existing = [p for p in paths if os.path.exists(p)]
+    try:
+        with open(path) as f:
+            old = json.load(f)
+        why = "; ".join(_differences(old, record))
+    except FileNotFoundError:
+        old, why = None, "no record of what wrote them" if existing else ""
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable ({e}); remove it or use a new folder") from None
+    if why and (existing or old is not None):
+        if not force:
+            raise ValueError(f"{path}: {out_dir} holds predictions made with {why}; use a new folder, "
+                             "or --force to replace them")
+        for p in existing:
+            os.remove(p)
+    atomic_write_json(path, record)
+
+
 # -- the run -------------------------------------------------------------------------------
 def predict(checkpoint: str | os.PathLike, items: Sequence[tuple[str, object]], out_dir: str | os.PathLike,
             config: PredictConfig = PredictConfig(), rank: int | None = None, world_size: int | None = None,
@@ -119,9 +167,10 @@ def predict(checkpoint: str | os.PathLike, items: Sequence[tuple[str, object]], 
         raise ValueError(f"{checkpoint}: --format {config.fmt} needs a checkpoint of {fmt.needs}, "
                          f"this one has {num_classes} ({', '.join(map(str, names[:4]))}, ...)")
     os.makedirs(out_dir, exist_ok=True)
-    start_rank(out_dir, rank, world_size)  # failures of an earlier run are gone
     mine = [it for it in items if rank_of(it[0], world_size) == rank]
     path_of = {key: os.path.join(out_dir, f"{key}.png") for key, _ in mine}
+    _claim(out_dir, _record(checkpoint, config), list(path_of.values()), config.force)
+    start_rank(out_dir, rank, world_size)  # failures of an earlier run are gone
     todo = [it for it in mine if not os.path.exists(path_of[it[0]])]
     done, failed, start = len(mine) - len(todo), 0, time.perf_counter()
     amp_dtype = to_amp_dtype(config.amp, dev)

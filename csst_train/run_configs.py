@@ -12,6 +12,13 @@ from dataclasses import dataclass
 Size = tuple[int, int] | int | None
 
 
+def size_list(size: Size) -> list[int] | None:
+    """A size as [H, W] (None stays None): JSON has no tuples, and a record read back must compare equal."""
+    if size is None:
+        return None
+    return [int(size), int(size)] if isinstance(size, int) else [int(v) for v in size]
+
+
 @dataclass(frozen=True)
 class TestTime:
     """How a prediction is made from an image: the probabilities averaged over scales and flips."""
@@ -60,6 +67,7 @@ class PredictConfig:
     crop: Size = None                 # sliding-window size (None: whole image)
     stride: Size = None               # sliding-window stride (None: 2/3 of crop)
     amp: str = "off"                  # autocast dtype on CUDA: off, bf16 or fp16
+    force: bool = False               # replace the files of an earlier run with other options (else refused)
 
     def test_time(self) -> TestTime:
         return TestTime(scales=tuple(self.scales), flip=self.flip, crop=self.crop, stride=self.stride)

@@ -54,7 +54,7 @@ def test_cityscapes_format_for_the_official_evaluator(setup, tmp_path):
     run("--checkpoint", ckpt, "--input", source, "-o", tmp_path / "cs", "--format", "cityscapes")
     run("--checkpoint", ckpt, "--input", source, "-o", tmp_path / "ids", "--format", "ids")
     samples = list(parse_source(source).iter(labels=False))
-    assert sorted(os.listdir(tmp_path / "cs")) == sorted(f"{s['key']}.png" for s in samples)
+    assert sorted(os.listdir(tmp_path / "cs")) == sorted([f"{s['key']}.png" for s in samples] + ["predict.json"])
     seen = set()
     for s in samples:
         # The official evaluator finds a prediction by the `city_seq_frame` part of the name.
@@ -84,7 +84,9 @@ def test_color_overlay_and_rerun(setup, tmp_path):
     source = f"cityscapes:{root / 'cs'}:val"
     run("--checkpoint", ckpt, "--input", source, "-o", tmp_path / "c", "--format", "color")
     run("--checkpoint", ckpt, "--input", source, "-o", tmp_path / "o", "--format", "overlay")
-    for name in os.listdir(tmp_path / "c"):
+    names = sorted(n for n in os.listdir(tmp_path / "c") if n != "predict.json")
+    assert len(names) == 3
+    for name in names:
         c, o = Image.open(tmp_path / "c" / name), Image.open(tmp_path / "o" / name)
         assert c.mode == "P" and c.size == o.size == (96, 48) and o.mode == "RGB"
         assert tuple(c.getpalette()[:3]) == (128, 64, 128)  # road in the Cityscapes colours
@@ -100,3 +102,49 @@ def test_cityscapes_format_refuses_other_classes(setup, tmp_path):
     r = CliRunner().invoke(cli, ["predict", "--checkpoint", str(tmp_path / "c3.pt"), "--input",
                                  f"cityscapes:{root / 'cs'}:val", "-o", str(tmp_path / "x"), "--format", "cityscapes"])
     assert r.exit_code == 1 and "19 Cityscapes train classes" in r.output
+
+
+@pytest.mark.parametrize("change", [["--format", "color"], ["--flip"], ["--scales", "0.5,1.0"], ["--checkpoint"]])
+def test_a_rerun_with_other_options_is_refused_or_forced(setup, tmp_path, change):
+    """Issue #22: predicting again into a folder with another --format, --flip, --scales or checkpoint
+    said "wrote 0, 3 already there" and kept the old files. Now it is refused naming predict.json and
+    what differs, leaving the files as they were; --force replaces them."""
+    root, ckpt, model = setup
+    source = f"cityscapes:{root / 'cs'}:val"
+    out = tmp_path / "p"
+    run("--checkpoint", ckpt, "--input", source, "-o", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    if change == ["--checkpoint"]:
+        other = build_model("fastscnn", 19)
+        save_checkpoint({"model": other.state_dict(), "args": {"model": "fastscnn"}, "num_classes": 19,
+                         "class_names": CITYSCAPES}, tmp_path / "other.pt")
+        args = ["--checkpoint", tmp_path / "other.pt", "--input", source]
+    else:
+        args = ["--checkpoint", ckpt, "--input", source, *change]
+    r = CliRunner().invoke(cli, ["predict", *map(str, args), "-o", str(out), "--workers", "0", "--device", "cpu",
+                                 "--no-progress"])
+    assert r.exit_code == 1
+    line = r.output.strip().splitlines()[-1]
+    assert "predict.json" in line and "--force" in line
+    assert ("another checkpoint" in line) if change == ["--checkpoint"] else (change[0].lstrip("-") in line)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    forced = run(*args, "-o", out, "--force")
+    assert "wrote 3 prediction(s)" in forced.output
+    fresh = tmp_path / "fresh"
+    run(*args, "-o", fresh)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.suffix == ".png"} == \
+        {p.name: p.read_bytes() for p in fresh.iterdir() if p.suffix == ".png"}
+    assert "3 already there" in run(*args, "-o", out).output  # the record now holds the new options
+
+
+def test_pngs_in_the_folder_without_a_record_are_not_taken_as_predictions(setup, tmp_path):
+    root, ckpt, _ = setup
+    source = f"cityscapes:{root / 'cs'}:val"
+    keys = [s["key"] for s in parse_source(source).iter(labels=False)]
+    out = tmp_path / "p"
+    out.mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(out / f"{keys[0]}.png")
+    r = CliRunner().invoke(cli, ["predict", "--checkpoint", ckpt, "--input", source, "-o", str(out),
+                                 "--workers", "0", "--device", "cpu", "--no-progress"])
+    assert r.exit_code == 1 and "no record of what wrote them" in r.output
+    assert np.asarray(Image.open(out / f"{keys[0]}.png")).shape == (4, 4)
