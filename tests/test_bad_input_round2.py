@@ -343,3 +343,43 @@ def test_a_damaged_index_is_named_by_stats_and_train(tmp_path, case, words):
     assert not (tmp_path / "run" / "last.pt").exists()
     r = CliRunner().invoke(cli, ["index", "stats", str(tmp_path / "good.zarr")])  # the undamaged copy reads
     assert r.exit_code == 0, r.output
+
+
+def test_a_content_fingerprint_sees_a_mask_rewritten_at_the_same_size_and_time(tmp_path):
+    """A mask rewritten at the same size with its modification time restored: the default (stat)
+    fingerprint cannot see it, as documented; `--fingerprint content` makes the index stale."""
+    import os
+
+    from csst_data.index import CentroidIndex, StaleIndexError
+
+    d = _folder(tmp_path / "d")
+    mask = d / "masks" / "x.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(mask, compress_level=0)  # its size: the pixels' count
+    src = [str(d / "masks"), "--images", str(d / "images"), "--num-classes", "2"]
+    for kind in ("stat", "content"):
+        r = CliRunner().invoke(cli, ["index", "build", *src, "-o", str(tmp_path / f"{kind}.zarr"), "--fingerprint",
+                                     kind, "--workers", "2", "--no-progress"])
+        assert r.exit_code == 0, r.output
+    st, size = os.stat(mask), mask.stat().st_size
+    Image.fromarray(np.eye(8, dtype=np.uint8)).save(mask, compress_level=0)
+    os.utime(mask, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert mask.stat().st_size == size and mask.stat().st_mtime_ns == st.st_mtime_ns
+    CentroidIndex.open(str(tmp_path / "stat.zarr"))  # the documented limit of the default
+    with pytest.raises(StaleIndexError, match="changed"):
+        CentroidIndex.open(str(tmp_path / "content.zarr"))
+
+
+def test_a_content_fingerprint_of_a_shard_set_sees_flipped_bytes(tmp_path):
+    from csst_data.datasets import ShardSet
+    from csst_data.store import codecs, shards
+
+    with shards.ShardWriter(tmp_path / "s", shards.SetInfo(num_classes=3)) as w:
+        w.write({"__key__": "a", "label.npy.zst": codecs.encode_label(np.zeros((4, 4), np.uint8))})
+    ds = ShardSet(tmp_path / "s")
+    stat, content = ds.fingerprint(), ds.fingerprint(content=True)
+    assert content.startswith("content:") and content == ShardSet(tmp_path / "s").fingerprint(content=True, workers=2)
+    shard = tmp_path / "s" / "shard-000000.tar"
+    data = bytearray(shard.read_bytes())
+    data[600] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert ds.fingerprint() == stat and ds.fingerprint(content=True) != content

@@ -129,6 +129,8 @@ def test_corrupt_images_go_to_failed_jsonl(tmp_path):
     assert r.exit_code == 1 and "2 sample(s) could not be read" in r.output
     failed = [json.loads(line) for line in open(tmp_path / "p" / "failed.jsonl")]
     assert sorted(f["key"] for f in failed) == ["2", "3"]
+    # Each line names the file that failed (was: the folder), as label's failures do (issue #22).
+    assert sorted(f["path"] for f in failed) == [str(tmp_path / "2.jpg"), str(tmp_path / "3.jpg")]
     keys = [s["__key__"] for s in wds.WebDataset(shards.shard_paths(tmp_path / "p"), shardshuffle=False)]
     assert sorted(keys) == ["0", "1"]
     assert CliRunner().invoke(cli, ["verify", str(tmp_path / "p")]).exit_code == 0
@@ -143,3 +145,13 @@ def test_ranks_pack_their_share_and_merge(tmp_path):
         assert s["merged"] == (rank == 0)
     keys = [s["__key__"] for s in wds.WebDataset(shards.shard_paths(tmp_path / "p"), shardshuffle=False)]
     assert sorted(keys) == sorted(parse_source(str(tmp_path / "d" / "labeled")).samples()["key"])
+
+
+def test_a_mask_that_fails_is_named_in_failed_jsonl(tmp_path):
+    """Issue #22: failed.jsonl named the mask folder and the key, not the file that failed to decode."""
+    args = scene_folder(tmp_path, 3)
+    (tmp_path / "1_gt.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    r = CliRunner().invoke(cli, args + ["-o", str(tmp_path / "p"), "--no-progress"])
+    assert r.exit_code == 1
+    failed = [json.loads(line) for line in open(tmp_path / "p" / "failed.jsonl")]
+    assert [(f["key"], f["path"]) for f in failed] == [("1", str(tmp_path / "1_gt.png"))]

@@ -14,7 +14,7 @@ loader or torch.
 """
 
 from csst_data.datasets import tables  # noqa: F401
-from csst_data.datasets.base import Dataset, declared_classes, sanitise_key, source_name  # noqa: F401
+from csst_data.datasets.base import CONTENT_PREFIX, Dataset, declared_classes, sanitise_key, source_name  # noqa: F401
 from csst_data.datasets.folder import FolderDataset, FolderSpec  # noqa: F401
 from csst_data.datasets.presets import PRESET_HELP, PRESETS, Preset, preset  # noqa: F401
 from csst_data.datasets.shardset import ShardSet, is_pseudo  # noqa: F401

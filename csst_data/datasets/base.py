@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from csst_data.store.codecs import LabelDecoder
+from csst_data.store.verify import file_sha256
 from csst_data.store.shards import RangeReader
 
 SAMPLE_COLUMNS = ("key", "shard", "label_offset", "label_size", "image_offset", "image_size",
@@ -195,8 +196,13 @@ class Dataset:
         cols = {"key": [key], "shard": [shard], f"{what}_offset": [offset], f"{what}_path": [path]}
         return self.describe(cols, 0, what)
 
-    def fingerprint(self) -> str:
-        """A hash of what the samples were built from: it changes when they may have."""
+    def fingerprint(self, content: bool = False, workers: int = 1) -> str:
+        """A hash of what the samples were built from: it changes when they may have.
+
+        The default looks at file names, sizes and modification times (cheap, but a file
+        rewritten at the same size with its time restored goes unseen); `content` hashes every
+        file's bytes on `workers` threads and returns CONTENT_PREFIX + the hash.
+        """
         raise NotImplementedError
 
     def to_attrs(self, base: str | None) -> dict:
@@ -206,6 +212,20 @@ class Dataset:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"
 
+
+
+# A content fingerprint is stored with this prefix, so a check recomputes the same kind.
+CONTENT_PREFIX = "content:"
+
+
+def file_digests(paths: Sequence[str], workers: int = 1) -> list[str]:
+    """sha256 (hex) of each file's bytes, on `workers` threads (reads and hashlib release the GIL)."""
+    if workers <= 1 or len(paths) < 2:
+        return [file_sha256(p) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(file_sha256, paths))
 
 def declared_classes(datasets: Iterable[Dataset], num_classes: int | None = None,
                      class_names: Sequence[str] | None = None) -> tuple[int | None, list[str] | None]:

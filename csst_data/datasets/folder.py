@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from csst_data import IGNORE
-from csst_data.datasets.base import (Columns, Dataset, absolute_path, int_columns, new_columns, relative_path,
-                                    sanitise_key, source_name)
+from csst_data.datasets.base import (CONTENT_PREFIX, Columns, Dataset, absolute_path, file_digests, int_columns,
+                                    new_columns, relative_path, sanitise_key, source_name)
 from csst_data.store.codecs import LabelDecoder, decode_label_bytes, is_npy_zst, wide_grey
 from csst_data.store.shards import RangeReader
 
@@ -310,16 +310,19 @@ class FolderDataset(Dataset):
         return ids[inverse.reshape(rgb.shape[:2])]
 
     # -- identity --
-    def fingerprint(self) -> str:
-        """sha256 of the relative names, sizes and modification times of every file."""
+    def fingerprint(self, content: bool = False, workers: int = 1) -> str:
+        """sha256 of the relative names and the sizes and modification times of every file
+        (with `content`: the sha256 of each file's bytes)."""
+        files = [p for _, lab, img in self._pairs(labels=self.spec.ann_dir is not None)
+                 for p in (lab, img) if p is not None]
+        if content:
+            what = file_digests(files, workers)
+        else:
+            what = [f"{st.st_size}\0{st.st_mtime_ns}" for st in map(os.stat, files)]
         sha = hashlib.sha256()
-        for _, lab, img in self._pairs(labels=self.spec.ann_dir is not None):
-            for p in (lab, img):
-                if p is not None:
-                    st = os.stat(p)
-                    rel = os.path.relpath(p, self.spec.data_root)
-                    sha.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8"))
-        return sha.hexdigest()
+        for p, w in zip(files, what):
+            sha.update(f"{os.path.relpath(p, self.spec.data_root)}\0{w}\n".encode("utf-8"))
+        return (CONTENT_PREFIX if content else "") + sha.hexdigest()
 
     def to_attrs(self, base: str | None) -> dict:
         out = {"kind": self.kind}

@@ -13,8 +13,8 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from csst_data.datasets.base import (Block, Columns, Dataset, absolute_path, int_columns, join_columns, new_columns,
-                                    relative_path)
+from csst_data.datasets.base import (CONTENT_PREFIX, Block, Columns, Dataset, absolute_path, file_digests, int_columns,
+                                    join_columns, new_columns, relative_path)
 from csst_data.store import storage
 from csst_data.store.codecs import LabelDecoder, decode_label_bytes
 from csst_data.store.shards import RangeReader, ShardError, group_members, read_manifest
@@ -173,10 +173,13 @@ class ShardSet(Dataset):
         offset = cols.get(f"{what}_offset")
         return where if offset is None or offset[i] < 0 else f"{where} ({what} at byte {int(offset[i])})"
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, content: bool = False, workers: int = 1) -> str:
         """sha256 of manifest.json and of every listed shard's size: a truncated or
-        replaced shard makes an index built on the set stale, not silently wrong."""
+        replaced shard makes an index built on the set stale, not silently wrong. With
+        `content`, a local shard's bytes are hashed instead of its size; a remote shard's
+        ETag (which stores derive from the content) stands for its bytes either way."""
         sha = hashlib.sha256()
+        prefix = CONTENT_PREFIX if content else ""
         if self.remote:
             # The manifest's bytes, and each shard's size and ETag (one LIST, or a HEAD per shard
             # where the store cannot list): a rewritten object gets a new ETag.
@@ -192,13 +195,15 @@ class ShardSet(Dataset):
                     except storage.NotFound:
                         meta = {"size": -1, "etag": None}
                 sha.update(f"\0{name}\0{meta['size']}\0{meta['etag']}".encode())
-            return sha.hexdigest()
+            return prefix + sha.hexdigest()
         with open(os.path.join(self.path, "manifest.json"), "rb") as f:
             sha.update(f.read())
+        present = [p for p in self.shard_files if os.path.exists(p)]
+        digests = dict(zip(present, file_digests(present, workers))) if content else {}
         for path in self.shard_files:
-            size = os.path.getsize(path) if os.path.exists(path) else -1
-            sha.update(f"\0{os.path.basename(path)}\0{size}".encode())
-        return sha.hexdigest()
+            what = digests.get(path, -1) if content else os.path.getsize(path) if path in present else -1
+            sha.update(f"\0{os.path.basename(path)}\0{what}".encode())
+        return prefix + sha.hexdigest()
 
     def to_attrs(self, base: str | None) -> dict:
         # A URL is stored as it is; a folder relative to the index.

@@ -49,6 +49,8 @@ class IndexOptions:
     world_size: Optional[int] = None
     append: bool = False                         # add the sources to the existing index
     force: bool = False                          # replace an existing index
+    fingerprint: str = "stat"                    # how a source's change is noticed: "stat" (names, sizes,
+                                                 # times) or "content" (sha256 of every file, on `workers` threads)
 
 
 def part_path(out: str | os.PathLike, rank: int, world_size: int) -> str:
@@ -345,7 +347,7 @@ def _build_index(sources, out, options, progress):
         raise ValueError(f"{target} exists; pass --force to overwrite it (or --append to add sources)")
     # Fingerprint first: a source changing during the build then reads as stale (and an empty
     # or unreadable source is reported as such before anything is asked of its classes).
-    prints = [ds.fingerprint() for ds in datasets]
+    prints = [ds.fingerprint(content=options.fingerprint == "content", workers=options.workers) for ds in datasets]
     num_classes, class_names = _resolve_classes(datasets, options.num_classes, options.class_names)
     if old is not None and class_names != old.class_names:
         raise ValueError(f"class names differ from those of {out}")
@@ -399,6 +401,8 @@ def _check_options(options):
     rank, world_size = options.rank, options.world_size
     if options.workers < 1:
         raise ValueError(f"workers must be >= 1, got {options.workers}")
+    if options.fingerprint not in ("stat", "content"):
+        raise ValueError(f"fingerprint must be 'stat' or 'content', got {options.fingerprint!r}")
     if (rank is None) != (world_size is None):
         raise ValueError("give both rank and world_size, or neither")
     if world_size is not None and not 0 <= rank < world_size:

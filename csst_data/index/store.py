@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from csst_data.datasets import Dataset, from_attrs, source_name
+from csst_data.datasets import CONTENT_PREFIX, Dataset, from_attrs, source_name
 
 FORMAT = "csst-centroid-index"
 # 2: sources are stored as datasets (csst_data.datasets `to_attrs`).
@@ -215,7 +215,9 @@ class CentroidIndex:
                                   "rebuild it with --force") from e
         for ds, s in zip(datasets, self.attrs["sources"]):
             try:
-                current = ds.fingerprint()
+                # The kind the build recorded: a content fingerprint is checked by content.
+                current = ds.fingerprint(content=str(s["sha256"]).startswith(CONTENT_PREFIX),
+                                         workers=min(8, os.cpu_count() or 1))
             except (OSError, ValueError) as e:
                 raise StaleIndexError(f"index is stale: {ds.name} is missing or unreadable ({e}); "
                                       "rebuild it with --force") from e

@@ -124,20 +124,22 @@ def _init(datasets, options, num_classes):
 
 
 def _pack_one(task):
-    """One sample -> (position, sample dict for ShardWriter, None, image bytes read) or (position, None, error, 0)."""
+    """One sample -> (position, sample dict for ShardWriter, None, image bytes read) or
+    (position, None, (the file that failed, error), 0)."""
     it = task.item
     ds, options, reader = _state["datasets"][it.source], _state["options"], _state["reader"]
+    where = ds.locate("image", it.key, it.shard, it.image_offset, it.image_path)
     try:
         data = ds.read(reader, it.shard, it.image_offset, it.image_size, it.image_path)
         suffix, image, how, (h, w) = pack_image(data, options)
         sample = {"__key__": it.key, suffix: image}
-        meta = {"source": ds.locate("image", it.key, it.shard, it.image_offset, it.image_path),
-                "image": how, "height": int(h), "width": int(w)}
+        meta = {"source": where, "image": how, "height": int(h), "width": int(w)}
         orientation = exif_orientation(data)
         if orientation != 1:
             # Pixels stay as stored (csst never rotates); the tag is reset in the stored copy and recorded here.
             meta["exif_orientation"] = orientation
         if it.labelled:
+            where = ds.locate("label", it.key, it.shard, it.label_offset, it.label_path)
             label = ds.decode_label(ds.read(reader, it.shard, it.label_offset, it.label_size, it.label_path), it.key)
             if label.shape != (h, w):
                 raise ValueError(f"image is {h}x{w} but its label is {label.shape[0]}x{label.shape[1]}")
@@ -146,7 +148,7 @@ def _pack_one(task):
         sample["json"] = encode_json(meta)
         return task.position, sample, None, len(data)
     except Exception as e:  # noqa: BLE001 - every failure is recorded in failed.jsonl
-        return task.position, None, f"{type(e).__name__}: {e}", 0
+        return task.position, None, (where, f"{type(e).__name__}: {e}"), 0
 
 
 def _imap(tasks, workers, initargs):
@@ -228,7 +230,7 @@ def _pack(run, datasets, items, info, options, progress):
     try:
         for i, sample, error, read in _imap(tasks, options.workers, (datasets, options, info.num_classes)):
             if error is not None:
-                run.fail(todo[i].key, datasets[todo[i].source].name, error)
+                run.fail(todo[i].key, *error)
             else:
                 counts[json.loads(sample["json"])["image"]] += 1
                 counts["images_in_bytes"] += read
