@@ -44,7 +44,7 @@ def library_defaults(module, config):
 # -- the one source grammar ----------------------------------------------------
 SOURCE_HELP = ("a csst shard set (a folder, or its s3://, gs://, az:// or https:// URL), a dataset spec file "
                "(.json/.toml), a mask folder (with --images), "
-               "or PRESET:ROOT[:SPLIT] (cityscapes, voc, ade20k, coco-stuff, loveda)")
+               "or PRESET:ROOT[:SPLIT] (cityscapes, voc, ade20k, coco-stuff, loveda, camvid, bdd100k, mapillary, mapillary-v2)")
 
 
 def _class_names(path):

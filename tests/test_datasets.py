@@ -470,7 +470,8 @@ def test_label_decoder_reuses_its_buffer():
 
 
 # -- every command on every layout ------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["cityscapes", "voc", "ade20k", "loveda", "suffix", "palette"])
+@pytest.mark.parametrize("kind", ["cityscapes", "voc", "ade20k", "loveda", "suffix", "palette", "camvid",
+                                  "camvid-original", "bdd100k", "mapillary", "mapillary-v2"])
 def test_index_train_eval_label_on_each_layout(tmp_path, kind):
     """What a user runs on their dataset in its official layout: index build, train, eval, label."""
     import webdataset as wds

@@ -213,7 +213,7 @@ class FolderDataset(Dataset):
         except OSError as e:
             raise ValueError(f"{self.name}: cannot read split file {s.split} ({e.strerror})") from e
         out, seen = [], {}
-        for stem in stems:
+        for stem in (self._split_stem(t, img_suffixes) for t in stems):
             lab = img = None
             if want_labels:
                 lab = os.path.join(s.ann_dir, stem + s.seg_map_suffix)
@@ -235,6 +235,23 @@ class FolderDataset(Dataset):
             seen[key] = stem
             out.append((key, lab, img))
         return sorted(out, key=lambda t: t[0])
+
+    def _split_stem(self, token, img_suffixes):
+        """A split file's entry -> the stem below img_dir. Entries are stems ("aachen/aachen_000000_000019"),
+        or image paths as the semi-supervised codebases list them, relative to the dataset's root or
+        absolute ("leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png", SegNet's
+        "/SegNet/CamVid/train/0001TP_006690.png"): the suffix is dropped and the path's longest tail
+        that names an image under img_dir is the stem."""
+        img_dir = self.spec.img_dir
+        if img_dir is None:
+            return token
+        base = next((token[:-len(x)] for x in img_suffixes if token.lower().endswith(x.lower())), token)
+        parts = [p for p in base.replace("\\", "/").split("/") if p]
+        for i in range(len(parts)):
+            tail = os.path.join(*parts[i:])
+            if any(os.path.isfile(os.path.join(img_dir, tail + x)) for x in img_suffixes):
+                return tail
+        return token
 
     def samples(self, labels: bool | None = True) -> Columns:
         if labels is None:  # labels where the dataset has them
@@ -268,7 +285,10 @@ class FolderDataset(Dataset):
         else:
             raw = self._decode_image_mask(data, name)
             if raw.ndim == 3:
-                return self._colours_to_ids(raw, name)
+                ids = self._colours_to_ids(raw, name)
+                # A palette numbers the colours; a label_map then maps those numbers to classes
+                # (CamVid's 32 colours -> 11 classes).
+                return self.lut[ids] if self.spec.label_map is not None and self.lut is not None else ids
         return self.lut[raw] if self.lut is not None else raw
 
     def _decode_image_mask(self, data, name):

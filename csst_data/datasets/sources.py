@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from csst_data.datasets.specs import SPEC_EXTS, read_spec
 from csst_data.store import storage
 from csst_data.store.shards import is_shard_set
 
+_PRESET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]+")  # PRESET in PRESET:ROOT (one letter: a Windows drive)
 KINDS = {c.kind: c for c in (ShardSet, FolderDataset)}  # what `to_attrs` stores as "kind" -> the class
 
 
@@ -54,7 +56,7 @@ def parse_source(text: str | os.PathLike | Dataset, options: FolderOptions = Fol
                  role: str = "labels") -> Dataset:
     """A SOURCE string -> Dataset. The one grammar of every command:
 
-    - `PRESET:ROOT[:SPLIT]` (cityscapes, voc, ade20k, coco-stuff, loveda);
+    - `PRESET:ROOT[:SPLIT]` (a name in presets.PRESETS);
     - a spec file (`.json` / `.toml`);
     - a folder holding manifest.json, or an object-store URL of one: a csst shard set;
     - any other folder, glob or file: with role "labels" a mask folder (paired
@@ -84,6 +86,8 @@ def _named_source(text):
         if not root:
             raise ValueError(f"{text}: give the dataset's root folder, e.g. {head}:/data/{head}")
         return preset(head, root, split or None)
+    if sep and _PRESET_NAME.fullmatch(head) and not os.path.exists(text):
+        raise ValueError(f"{text}: unknown preset {head!r} (known: {', '.join(PRESETS)})")
     if text.lower().endswith(SPEC_EXTS) and os.path.isfile(text):
         return read_spec(text)
     if is_shard_set(text):

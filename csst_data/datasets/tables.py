@@ -6,6 +6,13 @@ tables are the same in mmsegmentation 0.30.0 and 1.2.2. Index i of each class
 tuple is the class (train) id i; 255 is the ignore label everywhere.
 """
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the tables import nothing at run time
+    from collections.abc import Sequence
+
+    import numpy as np
+
 # -- Cityscapes ----------------------------------------------------------------
 # The 19 evaluated classes in train-id order (mcordts/cityscapesScripts,
 # cityscapesscripts/helpers/labels.py: the labels whose trainId is 0..18; the
@@ -184,13 +191,18 @@ assert all(0 <= r <= 181 for r, _ in COCO_STUFF_ID_TO_TRAIN)
 assert len(LOVEDA_CLASSES) == 7
 
 
-def class_palette(class_names):
-    """uint8 C x 3: RGB per class. A dataset's own colours where its table has them (Cityscapes, VOC),
+def class_palette(class_names: "Sequence[str]") -> "np.ndarray":
+    """uint8 C x 3: RGB per class. A dataset's own colours where its table has them (Cityscapes, VOC,
+    CamVid, Mapillary Vistas),
     else Cityscapes' colours for the first 19 classes and fixed random ones beyond."""
     import numpy as np
 
     names = list(class_names)
-    for classes, colours in ((CITYSCAPES_CLASSES, CITYSCAPES_PALETTE), (VOC_CLASSES, VOC_PALETTE)):
+    from csst_data.datasets import tables_paper as p
+
+    for classes, colours in ((CITYSCAPES_CLASSES, CITYSCAPES_PALETTE), (VOC_CLASSES, VOC_PALETTE),
+                             (p.CAMVID_CLASSES, p.CAMVID_PALETTE), (p.MAPILLARY_V12_CLASSES, p.MAPILLARY_V12_PALETTE),
+                             (p.MAPILLARY_V20_CLASSES, p.MAPILLARY_V20_PALETTE)):
         if names == list(classes):
             return np.array(colours, np.uint8)
     base = np.array(CITYSCAPES_PALETTE, np.uint8)[:len(names)]
