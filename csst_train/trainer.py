@@ -39,7 +39,7 @@ from csst_train.distributed import amp_dtype, setup_distributed
 from csst_train.evaluate import EvalOptions, check_classes, evaluate
 from csst_train.inference import normalise
 from csst_train.losses import OHEM_MIN_KEPT, segmentation_loss
-from csst_train.models import build_model, load_init
+from csst_train.models import build_model, init_from
 
 # Options that must not change when a run is resumed.
 _RESUME_FIXED = ("model", "epochs", "crop", "batch_size", "sampling", "schedule", "sizes", "length",
@@ -318,10 +318,9 @@ def _model(cfg, num_classes, dev, world, main, log):
     """The model on `dev`, from `init` for a new run; SyncBatchNorm on CUDA and DDP under torchrun."""
     net = build_model(cfg.model, num_classes)
     if cfg.init and not cfg.resume:
-        missing, unexpected = load_init(net, cfg.init)
+        report = init_from(net, cfg.init)
         if main:
-            log(f"--init {cfg.init}: {len(missing)} missing, {len(unexpected)} unexpected keys"
-                + (f" (missing e.g. {missing[:3]})" if missing else ""))
+            log(report.summary())
     net.to(dev)
     if world > 1 and dev.type == "cuda":
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)

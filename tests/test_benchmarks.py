@@ -24,6 +24,7 @@ FIELDS = {
     "objectstore": ["s3_crops_per_s", "local_crops_per_s", "s3_over_local", "whole_shard_bytes_over_csst_bytes",
                     "gets_per_sample"],
     "schedule": ["device", "epoch_s", "speedup_coarse2fine_plus"],
+    "splits": ["by_size", "uniform_miss_rate_1_16", "class_aware_miss_rate_1_16"],
     "label": ["label_images_per_s", "forward_images_per_s", "overhead_fraction", "label_bytes_per_image", "device"],
     "selftrain": ["teacher_uniform", "teacher_centroid", "student_uniform", "student_centroid", "rare_miou"],
 }

@@ -8,6 +8,7 @@
 | a spec file (`.json` / `.toml`) | `FolderDataset` (`specs`) |
 | `PRESET:ROOT[:SPLIT]` | `FolderDataset` (`presets`) |
 | any other folder, glob or file (a mask folder, with `--images`) | `FolderDataset` |
+| any of these + `@LIST` / `@~LIST` | `Subset`: the samples a list names / the others (`subsets`) |
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from csst_data.datasets.folder import FolderDataset, FolderSpec, split_glob
 from csst_data.datasets.presets import PRESETS, preset
 from csst_data.datasets.shardset import ShardSet
 from csst_data.datasets.specs import SPEC_EXTS, read_spec
+from csst_data.datasets.subsets import Subset, split_subset, subset
 from csst_data.store import storage
 from csst_data.store.shards import is_shard_set
 
 _PRESET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]+")  # PRESET in PRESET:ROOT (one letter: a Windows drive)
-KINDS = {c.kind: c for c in (ShardSet, FolderDataset)}  # what `to_attrs` stores as "kind" -> the class
+KINDS = {c.kind: c for c in (ShardSet, FolderDataset, Subset)}  # what `to_attrs` stores as "kind" -> the class
 
 
 def from_attrs(attrs: Mapping, base: str | None) -> Dataset:
@@ -60,11 +62,17 @@ def parse_source(text: str | os.PathLike | Dataset, options: FolderOptions = Fol
     - a spec file (`.json` / `.toml`);
     - a folder holding manifest.json, or an object-store URL of one: a csst shard set;
     - any other folder, glob or file: with role "labels" a mask folder (paired
-      with `options.images` when given), with role "images" an image folder.
+      with `options.images` when given), with role "images" an image folder;
+    - any of these followed by `@LIST` (the samples a list file names) or
+      `@~LIST` (the others): a `Subset` (`subsets`).
     """
     if isinstance(text, Dataset):
         return text
     text = os.fspath(text)
+    picked = split_subset(text)
+    if picked is not None:  # SOURCE@LIST, SOURCE@~LIST
+        source, listed, rest = picked
+        return subset(parse_source(source, options, role), listed, rest)
     named = _named_source(text)
     if named is not None:
         return named

@@ -1,4 +1,4 @@
-"""Segmentation models: `build_model(name, num_classes)` and `load_init(model, path)`.
+"""Segmentation models: `build_model(name, num_classes)` and `init_from(model, path)` (`load_init`).
 
 Every model maps a normalised float image (N, 3, H, W) to logits (N, C, H, W)
 at the input size, for any H and W.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -70,26 +71,52 @@ def _unwrap(obj):
     return state
 
 
+@dataclass(frozen=True)
+class InitReport:
+    """What `init_from` did: which model tensors took the file's values and which start anew."""
+
+    path: str
+    target: str                        # "" (the whole model) or "backbone." (a backbone-only file)
+    loaded: list[str]                  # model keys given the file's values
+    new: dict[str, tuple]              # model key -> its shape, left at its initial values
+    file_shapes: dict[str, tuple]      # a new key the file holds with another shape -> the file's shape
+    unexpected: list[str]              # file keys not used
+
+    @property
+    def missing(self) -> list[str]:
+        return list(self.new)
+
+    def summary(self) -> str:
+        """One line for the log: counts, then every new tensor with its shape (and the file's)."""
+        def shape(s):
+            return "x".join(map(str, s)) or "scalar"
+        news = [f"{k} {shape(s)}" + (f" (the file's: {shape(self.file_shapes[k])})" if k in self.file_shapes else "")
+                for k, s in self.new.items()]
+        where = "the backbone" if self.target else "the model"
+        return (f"--init {self.path}: loaded {len(self.loaded)} tensors into {where}; "
+                + (f"{len(news)} new (initialised anew): {', '.join(news)}" if news else "nothing new")
+                + (f"; {len(self.unexpected)} of the file's tensors unused" if self.unexpected else ""))
+
+
 def load_init(model: nn.Module, path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """`init_from(model, path)` as (missing, unexpected): model keys left at their initial values
+    (names relative to `model`) and file keys not used."""
+    report = init_from(model, path)
+    return report.missing, report.unexpected
+
+
+def init_from(model: nn.Module, path: str | os.PathLike) -> InitReport:
     """Load a local state dict into `model` or into `model.backbone`, whichever it matches better.
 
     Accepts a plain state dict or one under "model"/"state_dict", with or without
     "module." prefixes. A torchvision ResNet state dict matches `model.backbone`
     (its `fc.*` is ignored). Tensors whose shape differs from the model's are not
-    loaded. Returns (missing, unexpected): model keys left at their initial
-    values (names relative to `model`) and file keys not used.
+    loaded: a checkpoint of other classes gives its backbone and every tensor
+    that fits, and the classifier starts anew (the paper's transfer to new
+    classes). Nothing that fits is an error.
     """
     path = str(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except Exception as e:
-        raise ValueError(f"{path}: cannot read a torch state dict ({type(e).__name__}: {e})") from e
-    state = _unwrap(obj)
-    if not state:
-        raise ValueError(f"{path}: holds no state dict of tensors (plain, or under 'model' / 'state_dict')")
-
+    state = _read_state(path)
     targets = [("", model)]
     backbone = getattr(model, "backbone", None)
     if isinstance(backbone, nn.Module):
@@ -111,9 +138,22 @@ def load_init(model: nn.Module, path: str | os.PathLike) -> tuple[list[str], lis
     module.load_state_dict({k: keys[k] for k in matched}, strict=False)
     done = set(matched)
     # num_batches_tracked is BatchNorm bookkeeping, absent from older checkpoints.
-    missing = [prefix + k for k in own if k not in done and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in keys if k not in done]
-    return missing, unexpected
+    new = {prefix + k: tuple(v.shape) for k, v in own.items() if k not in done and not k.endswith("num_batches_tracked")}
+    file_shapes = {prefix + k: tuple(keys[k].shape) for k in own if k not in done and k in keys}
+    return InitReport(path, prefix, [prefix + k for k in matched], new, file_shapes, [k for k in keys if k not in done])
+
+
+def _read_state(path):
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except Exception as e:
+        raise ValueError(f"{path}: cannot read a torch state dict ({type(e).__name__}: {e})") from e
+    state = _unwrap(obj)
+    if not state:
+        raise ValueError(f"{path}: holds no state dict of tensors (plain, or under 'model' / 'state_dict')")
+    return state
 
 
 def count_parameters(model: nn.Module) -> int:
