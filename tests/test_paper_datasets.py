@@ -133,7 +133,7 @@ def test_a_split_file_of_the_semi_supervised_codebases_selects_the_same_samples_
     assert list(keys["stems.txt"]) == list(keys["labeled.txt"]) == [os.path.basename(s) for s in chosen]
 
 
-@pytest.mark.parametrize("kind", ["camvid-original", "mapillary"])
+@pytest.mark.parametrize("kind", ["camvid", "camvid-original", "bdd100k", "mapillary", "mapillary-v2"])
 def test_predict_writes_the_official_ids_in_the_datasets_colours(tmp_path, kind):
     from PIL import Image
 
@@ -152,7 +152,9 @@ def test_predict_writes_the_official_ids_in_the_datasets_colours(tmp_path, kind)
     pngs = sorted(p for p in os.listdir(tmp_path / "p") if p.endswith(".png"))
     assert len(pngs) == 2
     img = Image.open(tmp_path / "p" / pngs[0])
-    palette = tables_paper.CAMVID_PALETTE if kind.startswith("camvid") else tables_paper.MAPILLARY_V12_PALETTE
+    palette = {"camvid": tables_paper.CAMVID_PALETTE, "camvid-original": tables_paper.CAMVID_PALETTE,
+               "bdd100k": tables.CITYSCAPES_PALETTE, "mapillary": tables_paper.MAPILLARY_V12_PALETTE,
+               "mapillary-v2": tables_paper.MAPILLARY_V20_PALETTE}[kind]
     assert img.mode == "P" and [tuple(img.getpalette()[3 * i:3 * i + 3]) for i in range(len(names))] == \
         [tuple(c) for c in palette]
 
@@ -333,3 +335,24 @@ def test_the_controls_of_table_1b_and_table_2_run_small(tmp_path):
     assert steps["repeat"] == steps["student"] == 3  # 4 real + 2 pseudo images, batch 2
     lrs = {n: json.loads((tmp_path / n / "args.json").read_text()).get("lr") for n in runs}
     assert lrs["finetuned"] in (None, 0.002)
+
+
+def test_a_1_16_cityscapes_split_trains_a_teacher_that_labels_the_other_15_16(tmp_path):
+    import webdataset as wds
+
+    from csst_data.store import shards
+
+    source = _cityscapes(tmp_path, train=16)
+    run = CliRunner().invoke
+    assert run(cli, ["split", source, "--fraction", "1/16", "-o", str(tmp_path / "s")]).exit_code == 0
+    lab, rest = (f"{source}@{'~' if r else ''}{tmp_path / 's' / 'labeled.txt'}" for r in (False, True))
+    assert run(cli, ["index", "build", lab, "-o", str(tmp_path / "l.zarr"), "--no-progress"]).exit_code == 0
+    r = run(cli, ["train", "--data", lab, "--index", str(tmp_path / "l.zarr"), "-o", str(tmp_path / "t"), "--epochs",
+                  "1", "--length", "4", "--crop", "32", "--batch-size", "2", "--workers", "0", "--loss", "ce",
+                  "--no-progress"])
+    assert r.exit_code == 0, r.output
+    r = run(cli, ["label", "--checkpoint", str(tmp_path / "t" / "last.pt"), "--input", rest, "-o",
+                  str(tmp_path / "pseudo"), "--workers", "0", "--device", "cpu", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    keys = [s["__key__"] for s in wds.WebDataset(shards.shard_paths(tmp_path / "pseudo"), shardshuffle=False)]
+    assert len(keys) == 15 and sorted(keys) == sorted((tmp_path / "s" / "unlabeled.txt").read_text().split())
