@@ -8,7 +8,11 @@ class-aware, which no peer offers: classes are visited from the rarest (fewest
 images) to the commonest, and each class not yet in the chosen images adds one
 of its images: the one that adds the most classes not yet covered, the first
 in the same permutation among equals; the permutation then fills the rest. Every class of the source is in the labelled part whenever
-`count` allows it; `missing_classes` says which are not.
+`count` allows it; `missing_classes` says which are not. The price: at the
+smallest counts the few images that cover most classes are chosen whatever
+the seed (on 400 synthetic scenes, 200 seeds gave 1 distinct 1-shot and 6
+distinct 2-shot splits; 5 shots and more were all distinct), so where
+seed-to-seed variety matters more than coverage, draw uniformly.
 """
 
 from __future__ import annotations
