@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH_PIN ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: demo test bench install install-dev clean
+.PHONY: demo test bench install install-dev install-models clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,16 +23,25 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(PIP) install -e .
 	touch $@
 
+# The installed torch, pinned on every install that may pull torchvision (smp, timm), so pip
+# picks the torchvision made for it rather than a newer torch (a CUDA build of several GB).
+TORCH_NOW = "torch==$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])')"
+
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev,models]" $(TORCH_NOW)
+	touch $@
+
+$(VENV)/.installed-models: pyproject.toml $(VENV)/.torch
+	$(PIP) install -e ".[models]" $(TORCH_NOW)
 	touch $@
 
 $(VENV)/.installed-bench: pyproject.toml $(VENV)/.torch
-	$(PIP) install -e ".[dev,bench]"
+	$(PIP) install -e ".[dev,bench,models]" $(TORCH_NOW)
 	touch $@
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+install-models: $(VENV)/.installed-models
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/csst demo -o demo --force

@@ -34,7 +34,7 @@ def evaluate(checkpoint, data, scales, flip, crop, device, amp, json_path, progr
     from rich.console import Console
 
     from csst_data.store.shards import atomic_write_json
-    from csst_train.checkpoints import model_from_checkpoint
+    from csst_train.checkpoints import checkpoint_stats, model_from_checkpoint
     from csst_train.distributed import amp_dtype, setup_distributed
     from csst_train.evaluate import EvalOptions, check_classes
     from csst_train.evaluate import evaluate as run
@@ -59,7 +59,7 @@ def evaluate(checkpoint, data, scales, flip, crop, device, amp, json_path, progr
                 bar(done, None)
 
             options = EvalOptions(scales=tuple(scale_list), flip=flip, crop=crop, amp_dtype=amp_dtype(amp, dev),
-                                  rank=rank, world_size=world)
+                                  rank=rank, world_size=world, stats=checkpoint_stats(ckpt))
             result = run(model, samples, ckpt["num_classes"], dev, options, progress=advance)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e))

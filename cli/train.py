@@ -40,8 +40,17 @@ EXIT_PREEMPTED = 75
 @click.option("--index", type=click.Path(exists=True), help="Centroid index of the --data sources.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Run folder: checkpoints, metrics.jsonl.")
 @click.option("--model", default=D.model, show_default=True,
-              help="fastscnn, deeplabv3plus-r18, deeplabv3plus-r50, or package.module:factory taking num_classes.")
-@click.option("--init", type=click.Path(exists=True, dir_okay=False), help="Local state dict to start from (e.g. a torchvision ResNet).")
+              help="fastscnn (Fast-SCNN, the paper's real-time student), deeplabv3plus-r18, deeplabv3plus-r50; "
+                   "smp:ARCH:ENCODER from segmentation-models-pytorch and timm (pip install 'csst[models]'), e.g. "
+                   "smp:DeepLabV3Plus:resnext50_32x4d (the paper's teacher), smp:PSPNet:resnet101, "
+                   "smp:Segformer:mit_b5, smp:UPerNet:convnext_base, smp:FPN:tu-hrnet_w48 (tu-: a timm encoder); "
+                   "or package.module:factory taking num_classes.")
+@click.option("--pretrained", help="smp:... models: encoder weights to fetch, e.g. imagenet (into the torch hub and "
+                                   "Hugging Face caches; offline, give a local file with --init).")
+@click.option("--init", type=click.Path(exists=True, dir_okay=False),
+              help="Local state dict to start from: a csst checkpoint, a torchvision ResNet, an smp or timm state dict "
+                   "(whole model or encoder). Tensors that do not fit (another class count) start anew; the log "
+                   "says which.")
 @click.option("--epochs", default=D.epochs, show_default=True, type=click.IntRange(min=1))
 @click.option("--crop", default=D.crop, show_default=True, type=click.IntRange(min=32), help="Full crop size (pixels, square).")
 @click.option("--batch-size", default=D.batch_size, show_default=True, type=click.IntRange(min=1),
@@ -75,12 +84,14 @@ EXIT_PREEMPTED = 75
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT from last.pt.")
 @click.option("--save-every", default=D.save_every, show_default=True, type=click.IntRange(min=0),
               help="Also write last.pt every N iterations, mid-epoch (0: at the end of each epoch only).")
+@click.option("--channels-last", is_flag=True, help="NHWC memory format for the model and its inputs (faster on GPUs).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model: a slow first step, faster after.")
 @click.option("--tensorboard", is_flag=True, help="Write scalars (loss, lr, crops/s, data wait, validation IoU) to OUTPUT/tb.")
 @progress_option
-def train(data, more_data, val, output, sizes, source_weights, model, progress, **kw):
+def train(data, more_data, val, output, sizes, source_weights, model, compile_, progress, **kw):
     from csst_train.trainer import train as run
 
-    if ":" in model and os.getcwd() not in sys.path:
+    if ":" in model and not model.startswith("smp:") and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # let --model find the user's local module
     check_writable(output, "-o/--output", folder=True)
     options = pop_folder_options(kw)
@@ -93,7 +104,7 @@ def train(data, more_data, val, output, sizes, source_weights, model, progress, 
 
     bar = _EpochBar() if progress else None
     try:
-        run(TrainConfig(out=output, data=datasets, val=val_sets, model=model, **kw),
+        run(TrainConfig(out=output, data=datasets, val=val_sets, model=model, compile=compile_, **kw),
             log=lambda s: bar.log(s) if bar else click.echo(s, err=True), progress=bar, on_validation=_print_table)
     except Preempted as e:
         if bar:

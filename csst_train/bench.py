@@ -23,7 +23,7 @@ from csst_data.loader.schedules import SCHEDULES, batch_for_crop, default_sizes,
 from csst_train.distributed import amp_dtype as to_amp_dtype
 from csst_train.distributed import pick_device
 from csst_train.models import build_model
-from csst_train.trainer import Step, train_step
+from csst_train.step import Step, train_step
 
 WAIT_LIMIT = 0.10  # data wait above this share of the step time: the loader does not keep up
 

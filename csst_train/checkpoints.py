@@ -119,3 +119,14 @@ def model_from_checkpoint(path: str | os.PathLike, device: str | torch.device = 
     model = build_model(ckpt["args"]["model"], ckpt["num_classes"])
     load_weights(model, ckpt["model"], path, ckpt["args"]["model"])
     return model.to(device).eval(), ckpt
+
+
+def checkpoint_stats(ckpt: dict) -> tuple:
+    """The input normalisation (mean, std) a checkpoint's model was trained with; ImageNet's for
+    checkpoints that predate the record (every model then used it)."""
+    from csst_train.inference import IMAGENET_MEAN, IMAGENET_STD
+
+    n = ckpt.get("normalisation")
+    if not n:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(float(v) for v in n["mean"]), tuple(float(v) for v in n["std"])

@@ -17,7 +17,8 @@ class TrainConfig:
     data: Sequence = ()                           # training sources (Datasets or SOURCE strings)
     index: str | None = None                      # centroid index of `data`; None: build one in OUT/index.zarr
     val: Sequence = ()                            # validation sources; their mIoU picks best.pt
-    model: str = "fastscnn"                       # fastscnn, deeplabv3plus-r18/-r50, or package.module:factory
+    model: str = "fastscnn"                       # fastscnn, deeplabv3plus-r18/-r50, smp:ARCH:ENCODER, package.module:factory
+    pretrained: str | None = None                 # smp:...: encoder weights to fetch ("imagenet"); None: random
     init: str | None = None                       # state dict to start from (e.g. a torchvision ResNet)
     epochs: int = 30
     crop: int = 768                               # full crop size; a fast schedule's smaller crops get larger batches
@@ -42,6 +43,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"                          # auto, cpu, cuda or cuda:N
     amp: str = "off"                              # off, bf16 or fp16 autocast on CUDA
+    channels_last: bool = False                   # NHWC memory format for model and inputs (faster convs on GPUs)
+    compile: bool = False                         # torch.compile the model (a slow first step, faster after)
     val_every: int = 1                            # validate every N epochs, and after the last
     val_crop: int | None = None                   # sliding-window size for validation; None: whole images
     resume: bool = False                          # continue OUT from last.pt

@@ -15,7 +15,7 @@ import torch
 from csst_data.datasets import Dataset
 from csst_data.store.codecs import check_label, decode_image
 from csst_data.jpeg.structure import size_mismatch
-from csst_train.inference import normalise, predict_probs
+from csst_train.inference import IMAGENET_MEAN, IMAGENET_STD, normalise, predict_probs
 from csst_train.metrics import all_reduce_confusion, confusion_matrix, iou_from_confusion
 
 
@@ -27,6 +27,7 @@ class EvalOptions:
     flip: bool = False                    # also the horizontally mirrored image
     crop: int | None = None               # sliding-window size for larger images; None: whole images
     amp_dtype: torch.dtype | None = None  # autocast dtype on CUDA; None: float32
+    stats: tuple = (IMAGENET_MEAN, IMAGENET_STD)  # the model's input normalisation (its checkpoint's)
     rank: int = 0                         # this process evaluates samples i with i % world_size == rank
     world_size: int = 1
 
@@ -50,7 +51,7 @@ def evaluate(model: torch.nn.Module, samples: Iterable[dict], num_classes: int, 
         if i % options.world_size != options.rank:
             continue
         image, label = _checked_pair(sample, num_classes)
-        x = normalise(torch.from_numpy(np.ascontiguousarray(image))[None].to(device))
+        x = normalise(torch.from_numpy(np.ascontiguousarray(image))[None].to(device), options.stats)
         probs = predict_probs(model, x, num_classes, scales=options.scales, flip=options.flip, crop=options.crop,
                               amp_dtype=options.amp_dtype)
         pred = probs.argmax(1)[0]

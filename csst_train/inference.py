@@ -15,8 +15,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def normalise(image: torch.Tensor) -> torch.Tensor:
-    """uint8 images (N, 3, H, W) or (N, H, W, 3) -> float32 (N, 3, H, W), ImageNet mean/std.
+Stats = tuple  # (mean, std) per channel on the 0..1 scale
+
+
+def normalise(image: torch.Tensor, stats: Stats = (IMAGENET_MEAN, IMAGENET_STD)) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) or (N, H, W, 3) -> float32 (N, 3, H, W), minus mean over std
+    (`stats`: the model's, as its checkpoint records them; ImageNet's by default).
 
     Runs on the input's device: move uint8 to the GPU first, it is 4x smaller."""
     if image.dtype != torch.uint8:
@@ -27,8 +31,8 @@ def normalise(image: torch.Tensor) -> torch.Tensor:
         if image.shape[-1] != 3:
             raise ValueError(f"images must have 3 channels, got shape {tuple(image.shape)}")
         image = image.permute(0, 3, 1, 2)
-    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=image.device).view(1, 3, 1, 1) * 255
+    mean = torch.tensor(stats[0], device=image.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(stats[1], device=image.device).view(1, 3, 1, 1) * 255
     return ((image.float() - mean) / std).contiguous()
 
 

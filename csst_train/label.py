@@ -200,11 +200,12 @@ class Teacher:
     amp_dtype: torch.dtype | None
     num_classes: int
     class_names: Sequence[str] | None
+    stats: tuple                     # the model's input normalisation (mean, std), from its checkpoint
 
 
 def load_teacher(checkpoint: str, config: LabelConfig) -> Teacher:
     """The checkpoint's model on `config.device`; an error if its classes do not fit the labels or `topk`."""
-    from csst_train.checkpoints import model_from_checkpoint
+    from csst_train.checkpoints import checkpoint_stats, model_from_checkpoint
 
     dev = pick_device(config.device)
     amp_dtype = to_amp_dtype(config.amp, dev)
@@ -214,7 +215,7 @@ def load_teacher(checkpoint: str, config: LabelConfig) -> Teacher:
         raise ValueError(f"topk must be in 0..{min(num_classes, 255)}, got {config.topk}")
     if num_classes > IGNORE:
         raise ValueError(f"{checkpoint}: {num_classes} classes do not fit uint8 labels with ignore={IGNORE}")
-    return Teacher(model, dev, amp_dtype, num_classes, ckpt.get("class_names"))
+    return Teacher(model, dev, amp_dtype, num_classes, ckpt.get("class_names"), checkpoint_stats(ckpt))
 
 
 def _check(config):
@@ -337,7 +338,7 @@ class _Labelling:
             x = torch.stack([r.image for r in run])
             if t.device.type == "cuda":
                 x = x.pin_memory().to(t.device, non_blocking=True)
-            lab, conf, idx, prob = predict_labels(t.model, normalise(x), t.num_classes, c.test_time(),
+            lab, conf, idx, prob = predict_labels(t.model, normalise(x, t.stats), t.num_classes, c.test_time(),
                                                   amp_dtype=t.amp_dtype, topk=c.topk,
                                                   min_confidence=c.min_confidence)
             for j, r in enumerate(run):

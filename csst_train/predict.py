@@ -156,7 +156,7 @@ def predict(checkpoint: str | os.PathLike, items: Sequence[tuple[str, object]], 
     Returns a summary dict: written, skipped (already there), failed, total, seconds.
     `progress(done, total)` is called as images finish.
     """
-    from csst_train.checkpoints import model_from_checkpoint
+    from csst_train.checkpoints import checkpoint_stats, model_from_checkpoint
 
     fmt = _format(config.fmt)
     rank, world_size = rank_world(rank, world_size)
@@ -184,7 +184,7 @@ def predict(checkpoint: str | os.PathLike, items: Sequence[tuple[str, object]], 
                 failed += 1
         for run in same_size_runs(rows):
             x = torch.stack([r.image for r in run]).to(dev)
-            pred, _, _, _ = predict_labels(model, normalise(x), num_classes, config.test_time(),
+            pred, _, _, _ = predict_labels(model, normalise(x, checkpoint_stats(ckpt)), num_classes, config.test_time(),
                                            amp_dtype=amp_dtype)
             for j, r in enumerate(run):
                 atomic_write_bytes(path_of[todo[r.position][0]], render(pred[j], config.fmt, r.image.numpy(), names))

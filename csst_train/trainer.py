@@ -8,8 +8,8 @@ metrics, and exact resumption.
 
 `train(cfg)` is `setup` (checks, model, optimiser, loader, a resumed state),
 then per epoch `train_one_epoch` and `end_epoch` (`validate`, checkpoints,
-metrics), all over one `Run`. `train_step` is the optimiser step itself, the
-one `csst bench train` times too. Callers watch a run through callbacks
+metrics), all over one `Run`. `train_step` (step.py) is the optimiser step
+itself, the one `csst bench train` times too. Callers watch a run through callbacks
 (`log`, `progress`, `on_validation` on rank 0; `on_step` on every rank).
 """
 
@@ -37,9 +37,8 @@ from csst_train.config import TrainConfig
 from csst_train.checkpoints import load_checkpoint, load_weights, save_checkpoint
 from csst_train.distributed import amp_dtype, setup_distributed
 from csst_train.evaluate import EvalOptions, check_classes, evaluate
-from csst_train.inference import normalise
-from csst_train.losses import OHEM_MIN_KEPT, segmentation_loss
-from csst_train.models import build_model, init_from
+from csst_train.models import build_model, init_from, normalisation
+from csst_train.step import Step, train_step
 
 # Options that must not change when a run is resumed.
 _RESUME_FIXED = ("model", "epochs", "crop", "batch_size", "sampling", "schedule", "sizes", "length",
@@ -65,7 +64,9 @@ def check_index_matches(index: CentroidIndex, data: Sequence) -> None:
 
 
 def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
+    """The model itself, under DistributedDataParallel and torch.compile."""
+    model = model.module if hasattr(model, "module") else model
+    return getattr(model, "_orig_mod", model)
 
 
 @dataclass(frozen=True)
@@ -119,53 +120,6 @@ class Preempted(Exception):
 # Signals that stop a run at the next step boundary (SLURM and Kubernetes send SIGTERM; SLURM's
 # --signal can send SIGUSR1 ahead of the kill; SIGINT is Ctrl-C).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-
-
-# -- one optimiser step, shared with `csst bench train` ------------------------------------------
-
-@dataclass(frozen=True)
-class Step:
-    """What one optimiser step reads: the model, its optimiser and scaler, where it runs, and the loss."""
-
-    net: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    dev: torch.device
-    dtype: torch.dtype | None = None   # autocast dtype; None: float32
-    loss: str = "ce"                   # ce or ohem (on every sample's hard labels)
-    pseudo_loss: str = "hard"          # hard, soft-topk or hard+mr on pseudo-labelled samples
-    mr_weight: float = 0.1             # hard+mr: weight of the model regulariser
-    min_kept: int = OHEM_MIN_KEPT      # ohem: pixels kept at least, per batch
-    num_classes: int | None = None     # checked against the model's output channels (None: unchecked)
-    model_name: str = "model"          # for that check's message
-
-
-def train_step(step: Step, batch: dict) -> float:
-    """Forward, loss, backward and update on one crop-loader batch (learning rate as set); returns the loss.
-
-    The trainer and `csst bench train` both take this step, so the bench times the trainer's step."""
-    x = normalise(batch["image"].to(step.dev, non_blocking=True))
-    with torch.autocast(step.dev.type, dtype=step.dtype, enabled=step.dtype is not None):
-        logits = step.net(x)
-        check_output(step, logits, x)
-        batch = {k: (v.to(step.dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        batch["label"] = batch["label"].long()  # uint8 through the loader: 8x less to copy
-        value = segmentation_loss(logits.float(), batch, kind=step.loss, pseudo_loss=step.pseudo_loss,
-                                  mr_weight=step.mr_weight, min_kept=step.min_kept)
-    step.optimizer.zero_grad(set_to_none=True)
-    step.scaler.scale(value).backward()
-    step.scaler.step(step.optimizer)
-    step.scaler.update()
-    return float(value.detach())  # waits for the device: the caller's clock reads the real step time
-
-
-def check_output(step: Step, logits: torch.Tensor, x: torch.Tensor) -> None:
-    """A model's output must be N x classes x H x W at the input's size: a user's factory that gets this
-    wrong fails at its first step, in one line, not at the end of the run (or never, with more channels)."""
-    want = (x.shape[0], step.num_classes if step.num_classes is not None else logits.shape[1], *x.shape[2:])
-    if logits.ndim != 4 or tuple(logits.shape) != want:
-        raise ValueError(f"model {step.model_name!r}: its output is {tuple(logits.shape)} for an input of "
-                         f"{tuple(x.shape)}; expected {want} (N x classes x H x W, logits at the input size)")
 
 
 # -- the run: set-up, epochs, validation, checkpoints ----------------------------------------------
@@ -264,7 +218,8 @@ def setup(cfg: TrainConfig, log: Callable[[str], None] = print) -> Run:
     dtype = amp_dtype(cfg.amp, dev)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     step = Step(net, optimizer, scaler, dev, dtype, loss=cfg.loss, pseudo_loss=cfg.pseudo_loss,
-                mr_weight=cfg.mr_weight, min_kept=cfg.min_kept, num_classes=idx.num_classes, model_name=cfg.model)
+                mr_weight=cfg.mr_weight, min_kept=cfg.min_kept, num_classes=idx.num_classes, model_name=cfg.model,
+                stats=normalisation(cfg.model, cfg.pretrained), channels_last=cfg.channels_last)
     loader = _loader(cfg, idx, rank, world, dev)
     run = Run(cfg, args, rank, world, dev, idx, step, loader, base_lr, loader.total_iterations(),
               val_samples=_val_samples(val) if val else None)
@@ -316,12 +271,15 @@ def _checked_index(cfg, data, val, ckpt, main):
 
 def _model(cfg, num_classes, dev, world, main, log):
     """The model on `dev`, from `init` for a new run; SyncBatchNorm on CUDA and DDP under torchrun."""
-    net = build_model(cfg.model, num_classes)
+    # A resumed run's weights come from last.pt: nothing to fetch.
+    net = build_model(cfg.model, num_classes, None if cfg.resume else cfg.pretrained)
     if cfg.init and not cfg.resume:
         report = init_from(net, cfg.init)
         if main:
             log(report.summary())
-    net.to(dev)
+    net.to(dev, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
+    if cfg.compile:
+        net = torch.compile(net)
     if world > 1 and dev.type == "cuda":
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
     if world > 1:
@@ -369,6 +327,7 @@ def checkpoint(run: Run, epoch_done: int, record: dict | None = None) -> dict:
             "scaler": run.step.scaler.state_dict(), "epoch": epoch_done, "iteration": run.iteration,
             "loader": run.loader.state_dict(), "args": run.args, "num_classes": run.num_classes,
             "class_names": run.class_names, "index_hash": run.idx.content_hash(), "rng": torch.get_rng_state(),
+            "normalisation": {"mean": list(run.step.stats[0]), "std": list(run.step.stats[1])},
             "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
             "best_miou": run.best_miou, "metrics": record, "epoch_stats": None if record else dict(run.stats)}
 
@@ -435,7 +394,8 @@ def _step_boundary(run, epoch, stop):
 
 def validate(run: Run) -> dict:
     """mIoU and per-class IoU of the model on the validation sources (the images split over ranks)."""
-    options = EvalOptions(crop=run.cfg.val_crop, amp_dtype=run.step.dtype, rank=run.rank, world_size=run.world)
+    options = EvalOptions(crop=run.cfg.val_crop, amp_dtype=run.step.dtype, rank=run.rank, world_size=run.world,
+                          stats=run.step.stats)
     return evaluate(_unwrap(run.net), run.val_samples(), run.num_classes, run.dev, options)
 
 

@@ -1,4 +1,4 @@
-"""A test-side model, `--model hooks_model:fastscnn`: csst's Fast-SCNN unchanged (the same parameters
+"""A test-side model, `--model hooks_model:fastscnn` (or `hooks_model:zoo`, an smp model): csst's Fast-SCNN unchanged (the same parameters
 and state dict as `--model fastscnn`), whose training forward passes can stop their own process at a
 step the test chooses, as a kill or a scheduler's preemption would:
 
@@ -13,6 +13,8 @@ module with `hooks_env(...)`, which puts tests/ on its PYTHONPATH.
 
 import os
 import signal
+
+import torch
 
 from csst_train.models import build_model
 
@@ -29,7 +31,25 @@ def hooks_env(**variables):
 
 
 def fastscnn(num_classes):
-    model = build_model("fastscnn", num_classes)
+    return _hooked(build_model("fastscnn", num_classes))
+
+
+def tiny(num_classes):
+    """Conv-BN-ReLU-conv at the input size, no dropout (a dropout mask is drawn in memory order, so NHWC
+    and NCHW runs would drop other units): quick to torch.compile, for the memory-format and compile tests."""
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1, bias=False), torch.nn.BatchNorm2d(16),
+                               torch.nn.ReLU(), torch.nn.Conv2d(16, num_classes, 1))
+
+
+def zoo(num_classes):
+    """`smp:FPN:tu-mobilevit_xxs` (segmentation-models-pytorch over a timm encoder) with the same hooks."""
+    return _hooked(build_model(ZOO, num_classes))
+
+
+ZOO = "smp:FPN:tu-mobilevit_xxs"
+
+
+def _hooked(model):
     kill, term = (int(os.environ[k]) if os.environ.get(k) else None for k in (KILL_BEFORE_STEP, TERM_IN_STEP))
     if kill is None and term is None:
         return model

@@ -25,6 +25,7 @@ FIELDS = {
                     "gets_per_sample"],
     "schedule": ["device", "epoch_s", "speedup_coarse2fine_plus"],
     "splits": ["by_size", "uniform_miss_rate_1_16", "class_aware_miss_rate_1_16"],
+    "models": ["models", "crop"],
     "label": ["label_images_per_s", "forward_images_per_s", "overhead_fraction", "label_bytes_per_image", "device"],
     "selftrain": ["teacher_uniform", "teacher_centroid", "student_uniform", "student_centroid", "rare_miou"],
 }

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from csst_train.models.deeplab import deeplabv3plus_r18, deeplabv3plus_r50
+from csst_train.models import zoo
 from csst_train.models.fastscnn import fastscnn
 
 MODELS = {
@@ -27,15 +28,25 @@ DEFAULT_MODEL = "fastscnn"
 _PREFIXES = ("module.", "_orig_mod.")
 
 
-def build_model(name: str, num_classes: int) -> nn.Module:
-    """Build a model by name, or from `package.module:factory` (called as factory(num_classes=...))."""
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # mean, std on the 0..1 scale
+
+
+def build_model(name: str, num_classes: int, pretrained: str | None = None) -> nn.Module:
+    """Build a model by name: csst's own (`MODELS`), the zoo's `smp:ARCH:ENCODER` (`zoo`, with
+    `pretrained` encoder weights), or `package.module:factory` (called as factory(num_classes=...))."""
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if name.startswith(zoo.PREFIX):
+        return zoo.build(name, num_classes, pretrained)
+    if pretrained:
+        raise ValueError(f"--pretrained {pretrained}: only the zoo's models ({zoo.PREFIX}ARCH:ENCODER) fetch weights; "
+                         f"give {name} a local state dict with --init FILE")
     if name in MODELS:
         return MODELS[name](num_classes)
     if ":" not in name:
         raise ValueError(
-            f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)} or give package.module:factory"
+            f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}, {zoo.PREFIX}ARCH:ENCODER "
+            f"(e.g. {zoo.EXAMPLES[0]}) or package.module:factory"
         )
     module_name, _, attr = name.partition(":")
     try:
@@ -49,6 +60,14 @@ def build_model(name: str, num_classes: int) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ValueError(f"model {name!r}: the factory returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def normalisation(name: str, pretrained: str | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) on the 0..1 scale of the images model `name` expects: its encoder's for the zoo's
+    models, ImageNet's for the others (csst's own backbones follow torchvision's ResNets)."""
+    if name.startswith(zoo.PREFIX):
+        return zoo.normalisation(name, pretrained) or IMAGENET
+    return IMAGENET
 
 
 def _unwrap(obj):
@@ -118,9 +137,14 @@ def init_from(model: nn.Module, path: str | os.PathLike) -> InitReport:
     path = str(path)
     state = _read_state(path)
     targets = [("", model)]
-    backbone = getattr(model, "backbone", None)
-    if isinstance(backbone, nn.Module):
-        targets.append(("backbone.", backbone))
+    # A backbone-only file matches the backbone: a torchvision ResNet (csst's DeepLab `backbone`), an
+    # smp encoder (a zoo model's `model.encoder`), a timm model (an smp tu- encoder's `model.encoder.model`).
+    for prefix in ("backbone", "model", "model.encoder", "model.encoder.model", "encoder"):
+        part = model
+        for attr in prefix.split("."):
+            part = getattr(part, attr, None)
+        if isinstance(part, nn.Module) and part is not model:
+            targets.append((prefix + ".", part))
     best = None
     for prefix, module in targets:
         own = module.state_dict()

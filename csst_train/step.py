@@ -1,0 +1,59 @@
+"""One optimiser step, shared by the trainer and `csst bench train` (so the bench times the trainer's step)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from csst_train.inference import IMAGENET_MEAN, IMAGENET_STD, normalise
+from csst_train.losses import OHEM_MIN_KEPT, segmentation_loss
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one optimiser step reads: the model, its optimiser and scaler, where it runs, and the loss."""
+
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    dev: torch.device
+    dtype: torch.dtype | None = None   # autocast dtype; None: float32
+    loss: str = "ce"                   # ce or ohem (on every sample's hard labels)
+    pseudo_loss: str = "hard"          # hard, soft-topk or hard+mr on pseudo-labelled samples
+    mr_weight: float = 0.1             # hard+mr: weight of the model regulariser
+    min_kept: int = OHEM_MIN_KEPT      # ohem: pixels kept at least, per batch
+    num_classes: int | None = None     # checked against the model's output channels (None: unchecked)
+    model_name: str = "model"          # for that check's message
+    stats: tuple = (IMAGENET_MEAN, IMAGENET_STD)  # the model's input normalisation (mean, std)
+    channels_last: bool = False        # inputs in NHWC memory format, as the model
+
+
+def train_step(step: Step, batch: dict) -> float:
+    """Forward, loss, backward and update on one crop-loader batch (learning rate as set); returns the loss.
+
+    The trainer and `csst bench train` both take this step, so the bench times the trainer's step."""
+    x = normalise(batch["image"].to(step.dev, non_blocking=True), step.stats)
+    if step.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(step.dev.type, dtype=step.dtype, enabled=step.dtype is not None):
+        logits = step.net(x)
+        check_output(step, logits, x)
+        batch = {k: (v.to(step.dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        batch["label"] = batch["label"].long()  # uint8 through the loader: 8x less to copy
+        value = segmentation_loss(logits.float(), batch, kind=step.loss, pseudo_loss=step.pseudo_loss,
+                                  mr_weight=step.mr_weight, min_kept=step.min_kept)
+    step.optimizer.zero_grad(set_to_none=True)
+    step.scaler.scale(value).backward()
+    step.scaler.step(step.optimizer)
+    step.scaler.update()
+    return float(value.detach())  # waits for the device: the caller's clock reads the real step time
+
+
+def check_output(step: Step, logits: torch.Tensor, x: torch.Tensor) -> None:
+    """A model's output must be N x classes x H x W at the input's size: a user's factory that gets this
+    wrong fails at its first step, in one line, not at the end of the run (or never, with more channels)."""
+    want = (x.shape[0], step.num_classes if step.num_classes is not None else logits.shape[1], *x.shape[2:])
+    if logits.ndim != 4 or tuple(logits.shape) != want:
+        raise ValueError(f"model {step.model_name!r}: its output is {tuple(logits.shape)} for an input of "
+                         f"{tuple(x.shape)}; expected {want} (N x classes x H x W, logits at the input size)")
