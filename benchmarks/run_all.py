@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHMARKS = ("io", "index", "loader", "objectstore", "schedule", "label", "splits", "models", "selftrain")
+BENCHMARKS = ("io", "decode", "index", "loader", "objectstore", "schedule", "label", "splits", "models", "selftrain")
 # (benchmark, JSON field, target description, check)
 HEADLINES = [
     ("io", "decode_speedup", ">= 10", lambda v: v >= 10),

@@ -6,6 +6,7 @@ ranks (sample i on rank i % world) and the confusion matrix is all-reduced.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -13,10 +14,16 @@ import numpy as np
 import torch
 
 from csst_data.datasets import Dataset
-from csst_data.store.codecs import check_label, decode_image
 from csst_data.jpeg.structure import size_mismatch
+from csst_data.store.codecs import check_label
+from csst_train.images import decode_whole
 from csst_train.inference import IMAGENET_MEAN, IMAGENET_STD, normalise, predict_probs
 from csst_train.metrics import all_reduce_confusion, confusion_matrix, iou_from_confusion
+
+
+# Threads decoding one image in bands (csst's restart-marker JPEGs): evaluation decodes one image at a
+# time in this process, so a second core would otherwise idle during the decode.
+BAND_THREADS = min(2, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ def _checked_pair(sample, num_classes):
     check_label(label, num_classes, where)  # a class id the model cannot predict is an error, not a silent miss
     data = image
     if isinstance(image, (bytes, bytearray, memoryview)):
-        image = decode_image(image, key=where)
+        image = decode_whole(image, key=where, threads=BAND_THREADS)
     if image.shape[:2] != label.shape:
         detail = (size_mismatch(data, image.shape[:2], label.shape) if isinstance(data, (bytes, bytearray, memoryview))
                   else f"image {image.shape[:2]} and label {label.shape} differ in size")

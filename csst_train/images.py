@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from csst_data.datasets import as_dataset, sanitise_key
+from csst_data import jpeg
 from csst_data.store.codecs import decode_image, is_jpeg, is_png
 from csst_data.store.shards import RangeReader
 from csst_data.workers import lower_priority, mp_context, worker_init
@@ -26,6 +27,20 @@ from csst_data.workers import lower_priority, mp_context, worker_init
 Ref = str | tuple
 Item = tuple[str, Ref]
 
+
+
+def decode_whole(data: bytes, key: str | None = None, threads: int = 1) -> np.ndarray:
+    """A whole image as uint8 H x W x 3: a JPEG with restart markers (what csst writes) in bands of MCU rows
+    on `threads` threads (jpeg.band_decode: the same pixels as one call), anything else through
+    codecs.decode_image (PNG, JPEGs without markers, progressive, CMYK)."""
+    if threads > 1 and is_jpeg(data):
+        try:
+            info = jpeg.parse(data)
+            if jpeg.can_splice(info):
+                return jpeg.band_decode(data, threads, info)
+        except ValueError:  # UnsupportedJpeg, or a CMYK JPEG that simplejpeg does not decode to RGB
+            pass
+    return decode_image(data, key=key)
 
 def default_workers() -> int:
     """Decode workers (and label's encode threads) when not given: half the CPU cores, at most 8."""

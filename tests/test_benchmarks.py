@@ -26,6 +26,7 @@ FIELDS = {
     "schedule": ["device", "epoch_s", "speedup_coarse2fine_plus"],
     "splits": ["by_size", "uniform_miss_rate_1_16", "class_aware_miss_rate_1_16"],
     "models": ["models", "crop"],
+    "decode": ["ms_per_image", "csst_1t_over_plain_1t", "plain_1t_over_bands_2t"],
     "label": ["label_images_per_s", "forward_images_per_s", "overhead_fraction", "label_bytes_per_image", "device"],
     "selftrain": ["teacher_uniform", "teacher_centroid", "student_uniform", "student_centroid", "rare_miou"],
 }

@@ -189,3 +189,55 @@ def test_a_stale_restart_index_is_replaced_and_transcoding_drops_it():
     out = transcode(a, restart_interval=1)
     assert not any(jpeg.is_restart_index(out, seg) for seg in jpeg.parse(out).segments)
     assert np.array_equal(window._decode(out, 8), window._decode(a, 8))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_band_decode_equals_the_single_call_decode(data):
+    """Issue #26: bands of MCU rows decoded apart (on threads) and stacked equal one decode, over sizes,
+    sampling factors (4:4:4, 4:2:2, 4:2:0), greyscale and restart intervals."""
+    h, w = data.draw(st.integers(32, 160)), data.draw(st.integers(32, 200))  # the scenes need 32 x 32
+    sub = data.draw(st.sampled_from([0, 1, 2, "grey"]))
+    image = scene(h, w, data.draw(st.integers(0, 5)))
+    mcu_w = 8 if sub in (0, "grey") else 16
+    mcus = math.ceil(w / mcu_w)
+    k = data.draw(st.sampled_from([d for d in range(1, min(mcus, 6) + 1) if mcus % d == 0]))
+    buf = io.BytesIO()
+    if sub == "grey":
+        Image.fromarray(image[..., 1].copy()).convert("L").save(buf, format="JPEG", quality=85,
+                                                                 restart_marker_blocks=k)
+    else:
+        Image.fromarray(image).save(buf, format="JPEG", quality=90, subsampling=sub, restart_marker_blocks=k)
+    src = buf.getvalue()
+    if data.draw(st.booleans()):
+        src = jpeg.with_restart_index(src)
+    threads = data.draw(st.integers(1, 5))
+    assert np.array_equal(jpeg.band_decode(src, threads), decode_image(src))
+
+
+def test_band_decode_of_a_jpeg_without_markers_is_one_call():
+    plain = encode(scene(64, 96), restart=0)
+    calls = []
+
+    def counting(data, m):
+        calls.append(len(data))
+        return window._decode(data, m)
+
+    assert np.array_equal(jpeg.band_decode(plain, 4, decode=counting), decode_image(plain))
+    assert calls == [len(plain)]
+    marked = encode(scene(64, 96), restart=jpeg.choose_restart_interval(96, 16))
+    calls.clear()
+    jpeg.band_decode(marked, 3, decode=counting)
+    assert len(calls) == min(window.BANDS_PER_THREAD * 3, jpeg.parse(marked).mcus_y) > 1
+
+
+def test_whole_decodes_in_eval_and_label_equal_decode_image():
+    from csst_train.images import decode_whole
+
+    image = scene(96, 160)
+    marked = encode(image, restart=jpeg.choose_restart_interval(160, 16))
+    png = io.BytesIO()
+    Image.fromarray(image).save(png, format="PNG")
+    for data in (marked, jpeg.with_restart_index(marked), encode(image, restart=0), png.getvalue()):
+        for threads in (1, 2, 3):
+            assert np.array_equal(decode_whole(data, threads=threads), decode_image(data))

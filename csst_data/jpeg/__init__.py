@@ -13,4 +13,4 @@ from csst_data.jpeg.restart import (  # noqa: F401  (the package's public API)
 from csst_data.jpeg.structure import (  # noqa: F401
     JpegInfo, UnsupportedJpeg, can_splice, choose_restart_interval, exif_orientation, parse, restart_offsets,
     scan_markers, size_mismatch, without_orientation)
-from csst_data.jpeg.window import dct_scale, scaled_size, splice, window_decode  # noqa: F401
+from csst_data.jpeg.window import band_decode, dct_scale, scaled_size, splice, window_decode  # noqa: F401
