@@ -37,7 +37,7 @@ def train_step(step: Step, batch: dict) -> float:
     if step.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(step.dev.type, dtype=step.dtype, enabled=step.dtype is not None):
-        logits = step.net(x)
+        logits = _forward(step, x)
         check_output(step, logits, x)
         batch = {k: (v.to(step.dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
         batch["label"] = batch["label"].long()  # uint8 through the loader: 8x less to copy
@@ -48,6 +48,20 @@ def train_step(step: Step, batch: dict) -> float:
     step.scaler.step(step.optimizer)
     step.scaler.update()
     return float(value.detach())  # waits for the device: the caller's clock reads the real step time
+
+
+def _forward(step: Step, x: torch.Tensor) -> torch.Tensor:
+    try:
+        return step.net(x)
+    except ValueError as e:
+        # BatchNorm over a pooled 1 x 1 map (pyramid or ASPP pooling) has one value per channel in a
+        # batch of one crop: torch's message names neither the batch nor the way out.
+        if x.shape[0] != 1 or "Expected more than 1 value per channel" not in str(e):
+            raise
+        raise ValueError(f"model {step.model_name!r}: a batch of one crop, on which its BatchNorm layers cannot "
+                         "train (an epoch whose samples per process leave one crop over at this batch size): "
+                         "choose --length (samples per epoch) or --batch-size so that no batch holds a single "
+                         "crop") from None
 
 
 def check_output(step: Step, logits: torch.Tensor, x: torch.Tensor) -> None:

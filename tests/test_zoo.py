@@ -201,3 +201,18 @@ def test_the_gpu_check_exits_0_without_cuda_and_its_sections_run_on_the_cpu(tmp_
         assert "error" not in result[section], (section, result[section])
     if HAVE_ZOO:
         assert result["train"]["smp:DeepLabV3Plus:resnext50_32x4d"]["crops_per_s"] > 0
+
+
+def test_a_batch_of_one_crop_is_one_line_saying_how_to_avoid_it(data, tmp_path):
+    """5 samples at batch 2 end the epoch with one crop, which Fast-SCNN's pooled BatchNorm cannot train on
+    (was: torch's "Expected more than 1 value per channel when training")."""
+    args = ["train", "--data", str(data / "train"), "--index", str(data / "index.zarr"), "-o", str(tmp_path / "r"),
+            "--epochs", "1", "--length", "5", "--crop", "32", "--batch-size", "2", "--workers", "0",
+            "--no-progress", "--loss", "ce"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 1
+    line = r.output.strip().splitlines()[-1]
+    assert "a batch of one crop" in line and "--length" in line and "--batch-size" in line
+    six = [("6" if a == "5" else a) for a in args]
+    six[six.index("-o") + 1] = str(tmp_path / "six")
+    assert CliRunner().invoke(cli, six).exit_code == 0  # 6 samples: three batches of two
