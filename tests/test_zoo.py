@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from csst_cli.main import cli
 from csst_train.models import build_model, init_from, normalisation, zoo
+from test_trainer import data  # noqa: F401  (the fixture: 12 + 3 small shard samples and their index)
 
 try:
     zoo.import_smp()
@@ -88,18 +89,6 @@ def test_a_local_encoder_state_dict_loads_into_the_encoder_and_says_so(tmp_path)
     report = init_from(dst, tmp_path / "smp_encoder.pth")
     assert report.target == "model.encoder." and set(report.loaded) == {"model.encoder." + k for k in smp_sd}
     assert "loaded" in report.summary() and "into the backbone" in report.summary()
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from csst_data.index import build_index
-    from test_trainer import _write
-
-    root = tmp_path_factory.mktemp("zoo")
-    _write(root / "train", 12, 0)
-    _write(root / "val", 3, 1)
-    build_index([root / "train"], root / "index.zarr", progress=False)
-    return root
 
 
 def _train(data, out, *extra):
