@@ -150,8 +150,10 @@ def write_data(work, count, size, cs_count):
 
 
 def decode_ms(index, size, samples):
-    """Mean time of decoding the image window one crop needs, over one epoch plan's first crops."""
-    return bench.crop_time_split(index, size, samples)["image_decode_ms"]
+    """(mean ms decoding the image window one crop needs, that over the window's area share of a whole
+    decode of the same images at the same scale), over one epoch plan's first crops."""
+    split = bench.crop_time_split(index, size, samples)
+    return split["image_decode_ms"], split["decode_over_area_floor"]
 
 
 # Every timed pass holds the same number of batches (`samples` crops at the full crop, proportionally
@@ -202,7 +204,7 @@ def main(images, cityscapes_images, samples, coverage_samples, json_path, quick)
         d = write_data(work, images, size, cityscapes_images)
         index, pairs = d["packed"], d["pairs"]
         sizes = default_sizes(FULL_CROP)
-        rows, by_size, decode_by_size = [], {}, {}
+        rows, by_size, decode_by_size, floor_by_size = [], {}, {}, {}
         for s in sizes:
             for w in (0, 1, 2):
                 c = time_csst(index, s, w, samples)
@@ -210,7 +212,7 @@ def main(images, cityscapes_images, samples, coverage_samples, json_path, quick)
                 rows.append((s, w, c, f))
                 console.print(f"crop {s}, {w} workers: csst {c:.1f} crops/s, folder {f:.1f} crops/s")
             by_size[str(s)] = next(r[2] for r in rows if r[0] == s and r[1] == 2)
-            decode_by_size[str(s)] = decode_ms(index, s, samples)
+            decode_by_size[str(s)], floor_by_size[str(s)] = decode_ms(index, s, samples)
         crop_only = time_folder(pairs, FULL_CROP, 2, samples, augment=False)
         # The same data through csst without packing: whole-image decodes of the JPEG files and the PNGs.
         files_768 = time_csst(d["files"], FULL_CROP, 2, samples)
@@ -248,6 +250,7 @@ def main(images, cityscapes_images, samples, coverage_samples, json_path, quick)
         "small_over_full": by_size[str(sizes[0])] / by_size[str(FULL_CROP)],
         "all": [{"crop": s, "workers": w, "csst_crops_per_s": c, "folder_crops_per_s": f} for s, w, c, f in rows],
         "decode_ms_by_size": decode_by_size,
+        "decode_over_area_floor": floor_by_size,
         "csst_files_crops_per_s": files_768,
         # The Cityscapes PNGs as users read them today (the folder loader), and csst reading the same files.
         "cityscapes_png_crops_per_s": cs_folder_768, "csst_cityscapes_png_crops_per_s": cs_png_768,

@@ -24,6 +24,7 @@ import numpy as np
 from csst_data.store.shards import RangeReader
 
 if TYPE_CHECKING:
+    from csst_data.loader.crops import CropParams
     from csst_data.datasets import Dataset
     from csst_data.index import CentroidIndex
 
@@ -170,7 +171,7 @@ def crop_time_split(index: CentroidIndex, crop: int, samples: int, strategy: str
     decode_label = label_decoder()  # one reused buffer, as the loader decodes labels
     ds_of = index.images["source"]
     split = {"read_ms": 0.0, "decode_ms": 0.0, "crop_ms": 0.0}
-    image_ms = 0.0
+    image_ms, windows = 0.0, []
     count = min(samples, len(plan["image"]))
     t_all = time.perf_counter()
     for j in range(count):
@@ -186,6 +187,7 @@ def crop_time_split(index: CentroidIndex, crop: int, samples: int, strategy: str
         t1 = time.perf_counter()
         image, scale, origin, shape = decode_window(data, params)
         image_ms += 1e3 * (time.perf_counter() - t1)
+        windows.append((data, params, tuple(shape), row))
         label = reader.datasets[ds_of[row]].decode_label(raw_label, index.images["key"][row], decode_label)
         t2 = time.perf_counter()
         crops.apply_crop(image, label, params, image_scale=scale, origin=origin, shape=shape)
@@ -195,10 +197,34 @@ def crop_time_split(index: CentroidIndex, crop: int, samples: int, strategy: str
         split["crop_ms"] += 1e3 * ((t3 - t2) + (t0 - tp))
     total = 1e3 * (time.perf_counter() - t_all)
     reader.close()
+    whole = {}
+    floor_ms = sum(_area_floor_ms(*w, whole) for w in windows)  # untimed: after the clock above
     out = {k: v / count for k, v in split.items()}
     out["total_ms"] = total / count
     out["image_decode_ms"] = image_ms / count  # the window decode alone (part of decode_ms)
+    # The window decode against its floor: the window's share of the area of a whole decode of the
+    # same image at the same DCT scale, timed here too (issue #26: the per-crop fixed costs).
+    out["area_floor_ms"] = floor_ms / count
+    out["decode_over_area_floor"] = image_ms / floor_ms if floor_ms else float("nan")
     return out
+
+
+def _area_floor_ms(data: bytes, params: CropParams, shape: tuple, row: int, whole: dict) -> float:
+    """The window's area share (clipped to the image) of a whole decode of `data` at the decoded `shape`;
+    whole decodes are timed once per (image, shape), the median of three, into `whole`."""
+    from csst_data.store.codecs import decode_image
+
+    if (row, shape) not in whole:
+        kw = {} if shape == (params.height, params.width) else {"min_height": shape[0], "min_width": shape[1]}
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            decode_image(data, **kw)
+            times.append(1e3 * (time.perf_counter() - t))
+        whole[(row, shape)] = float(np.median(times))
+    h = min(params.y0 + params.side, params.height) - max(params.y0, 0)
+    w = min(params.x0 + params.side, params.width) - max(params.x0, 0)
+    return whole[(row, shape)] * max(h, 0) * max(w, 0) / (params.height * params.width)
 
 
 def class_coverage(index: CentroidIndex, strategy: str, samples: int, crop: int, seed: int = 1,
