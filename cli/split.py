@@ -15,8 +15,9 @@ from csst_cli.options import SOURCE_HELP, folder_options, parse_sources, pop_fol
 
     With --index (a centroid index built over SOURCE) the split is class-aware:
     every class of SOURCE is in the labelled part whenever --fraction or --count
-    leaves room for it (rarest classes first, each through the first image of
-    the seed's permutation that holds it). Without it the draw is uniform. At
+    leaves room for it (rarest classes first, each through the image holding it
+    that adds the most classes, the seed's permutation deciding among equals).
+    Without it the draw is uniform. At
     1-2 samples the class-aware split hardly varies with the seed (the few
     images that cover most classes); draw uniformly to vary it.
 

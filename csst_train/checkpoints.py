@@ -124,9 +124,9 @@ def model_from_checkpoint(path: str | os.PathLike, device: str | torch.device = 
 def checkpoint_stats(ckpt: dict) -> tuple:
     """The input normalisation (mean, std) a checkpoint's model was trained with; ImageNet's for
     checkpoints that predate the record (every model then used it)."""
-    from csst_train.inference import IMAGENET_MEAN, IMAGENET_STD
+    from csst_train.inference import IMAGENET
 
     n = ckpt.get("normalisation")
     if not n:
-        return IMAGENET_MEAN, IMAGENET_STD
+        return IMAGENET
     return tuple(float(v) for v in n["mean"]), tuple(float(v) for v in n["std"])

@@ -17,7 +17,7 @@ from csst_data.datasets import Dataset
 from csst_data.jpeg.structure import size_mismatch
 from csst_data.store.codecs import check_label
 from csst_train.images import decode_whole
-from csst_train.inference import IMAGENET_MEAN, IMAGENET_STD, normalise, predict_probs
+from csst_train.inference import IMAGENET, normalise, predict_probs
 from csst_train.metrics import all_reduce_confusion, confusion_matrix, iou_from_confusion
 
 
@@ -34,7 +34,7 @@ class EvalOptions:
     flip: bool = False                    # also the horizontally mirrored image
     crop: int | None = None               # sliding-window size for larger images; None: whole images
     amp_dtype: torch.dtype | None = None  # autocast dtype on CUDA; None: float32
-    stats: tuple = (IMAGENET_MEAN, IMAGENET_STD)  # the model's input normalisation (its checkpoint's)
+    stats: tuple = IMAGENET               # the model's input normalisation (its checkpoint's)
     rank: int = 0                         # this process evaluates samples i with i % world_size == rank
     world_size: int = 1
 

@@ -16,9 +16,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 Stats = tuple  # (mean, std) per channel on the 0..1 scale
+IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)  # csst's own models' normalisation, and the default
 
 
-def normalise(image: torch.Tensor, stats: Stats = (IMAGENET_MEAN, IMAGENET_STD)) -> torch.Tensor:
+def normalise(image: torch.Tensor, stats: Stats = IMAGENET) -> torch.Tensor:
     """uint8 images (N, 3, H, W) or (N, H, W, 3) -> float32 (N, 3, H, W), minus mean over std
     (`stats`: the model's, as its checkpoint records them; ImageNet's by default).
 

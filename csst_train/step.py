@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from csst_train.inference import IMAGENET_MEAN, IMAGENET_STD, normalise
+from csst_train.inference import IMAGENET, normalise
 from csst_train.losses import OHEM_MIN_KEPT, segmentation_loss
 
 
@@ -25,7 +25,7 @@ class Step:
     min_kept: int = OHEM_MIN_KEPT      # ohem: pixels kept at least, per batch
     num_classes: int | None = None     # checked against the model's output channels (None: unchecked)
     model_name: str = "model"          # for that check's message
-    stats: tuple = (IMAGENET_MEAN, IMAGENET_STD)  # the model's input normalisation (mean, std)
+    stats: tuple = IMAGENET            # the model's input normalisation (mean, std)
     channels_last: bool = False        # inputs in NHWC memory format, as the model
 
 

@@ -213,7 +213,6 @@ class Dataset:
         return f"{type(self).__name__}({self.name})"
 
 
-
 # A content fingerprint is stored with this prefix, so a check recomputes the same kind.
 CONTENT_PREFIX = "content:"
 
@@ -226,6 +225,7 @@ def file_digests(paths: Sequence[str], workers: int = 1) -> list[str]:
 
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(file_sha256, paths))
+
 
 def declared_classes(datasets: Iterable[Dataset], num_classes: int | None = None,
                      class_names: Sequence[str] | None = None) -> tuple[int | None, list[str] | None]:

@@ -199,10 +199,9 @@ class ShardSet(Dataset):
         with open(os.path.join(self.path, "manifest.json"), "rb") as f:
             sha.update(f.read())
         present = [p for p in self.shard_files if os.path.exists(p)]
-        digests = dict(zip(present, file_digests(present, workers))) if content else {}
-        for path in self.shard_files:
-            what = digests.get(path, -1) if content else os.path.getsize(path) if path in present else -1
-            sha.update(f"\0{os.path.basename(path)}\0{what}".encode())
+        what = dict(zip(present, file_digests(present, workers) if content else map(os.path.getsize, present)))
+        for path in self.shard_files:  # a missing shard: -1
+            sha.update(f"\0{os.path.basename(path)}\0{what.get(path, -1)}".encode())
         return prefix + sha.hexdigest()
 
     def to_attrs(self, base: str | None) -> dict:

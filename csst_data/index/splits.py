@@ -7,8 +7,8 @@ the split files of the semi-supervised codebases were made. With `presence`
 class-aware, which no peer offers: classes are visited from the rarest (fewest
 images) to the commonest, and each class not yet in the chosen images adds one
 of its images: the one that adds the most classes not yet covered, the first
-in the same permutation among equals; the permutation then fills the rest. Every class of the source is in the labelled part whenever
-`count` allows it; `missing_classes` says which are not. The price: at the
+in the same permutation among equals; the permutation then fills the rest.
+Every class of the source is in the labelled part whenever `count` allows it; `missing_classes` says which are not. The price: at the
 smallest counts the few images that cover most classes are chosen whatever
 the seed (on 400 synthetic scenes, 200 seeds gave 1 distinct 1-shot and 6
 distinct 2-shot splits; 5 shots and more were all distinct), so where
@@ -17,6 +17,7 @@ seed-to-seed variety matters more than coverage, draw uniformly.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -25,6 +26,7 @@ import numpy as np
 
 from csst_data.datasets import Dataset
 from csst_data.index.store import CentroidIndex
+from csst_data.store.shards import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -76,28 +78,23 @@ def _class_aware(order: np.ndarray, count: int, presence: np.ndarray) -> list[in
     presence = np.asarray(presence, bool)
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))  # position of each image in the permutation
-    chosen, covered = [], np.zeros(presence.shape[1], bool)
+    chosen, taken, covered = [], np.zeros(len(order), bool), np.zeros(presence.shape[1], bool)
     images_per_class = presence.sum(axis=0)
     for c in np.argsort(images_per_class, kind="stable"):
         if len(chosen) == count:
             break
         if covered[c] or images_per_class[c] == 0:
             continue
-        holders = np.flatnonzero(presence[:, c] & ~np.isin(np.arange(len(presence)), chosen))
+        holders = np.flatnonzero(presence[:, c] & ~taken)
         # The holder that adds the most classes not yet covered; among equals, the permutation's first.
         gain = (presence[holders] & ~covered).sum(axis=1)
         best = holders[gain == gain.max()]
         pick = int(best[np.argmin(rank[best])])
         chosen.append(pick)
+        taken[pick] = True
         covered |= presence[pick]
-    taken = set(chosen)
-    for i in order:
-        if len(chosen) == count:
-            break
-        if int(i) not in taken:
-            chosen.append(int(i))
-            taken.add(int(i))
-    return chosen
+    rest = order[~taken[order]]  # the permutation, less what the classes took
+    return chosen + [int(i) for i in rest[:count - len(chosen)]]
 
 
 def split_source(dataset: Dataset, count: int, seed: int, index: CentroidIndex | None = None) -> Split:
@@ -120,13 +117,10 @@ LABELED, UNLABELED = "labeled.txt", "unlabeled.txt"  # the file names of the sem
 def write_split(split: Split, out_dir: str, force: bool = False) -> tuple[str, str]:
     """Write labeled.txt and unlabeled.txt (keys, one a line) into `out_dir`, atomically; existing
     files are refused unless `force` (a split defines an experiment). Returns both paths."""
-    import os
-
-    from csst_data.store.shards import atomic_write_bytes
-
     paths = tuple(os.path.join(out_dir, n) for n in (LABELED, UNLABELED))
-    if not force and any(os.path.exists(p) for p in paths):
-        raise ValueError(f"{next(p for p in paths if os.path.exists(p))} exists; pass --force to replace the split")
+    existing = [p for p in paths if os.path.exists(p)]
+    if existing and not force:
+        raise ValueError(f"{existing[0]} exists; pass --force to replace the split")
     os.makedirs(out_dir, exist_ok=True)
     for path, keys in zip(paths, (split.labeled, split.unlabeled)):
         atomic_write_bytes(path, "".join(k + "\n" for k in keys).encode("utf-8"))

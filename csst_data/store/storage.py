@@ -114,7 +114,7 @@ def _split(url):
         raise StorageError(f"{url}: not an object-store URL (expected {', '.join(s + '://' for s in SCHEMES)})")
     root = f"{scheme}://{parts.netloc}"
     # Per process (clients do not survive a fork) and per environment (credentials may change).
-    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)))
+    env = tuple(sorted(environment().items()))
     client = _clients.get((os.getpid(), root, env))
     if client is None:
         client = _clients[(os.getpid(), root, env)] = _make_client(root, scheme)

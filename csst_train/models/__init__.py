@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from csst_train.models.deeplab import deeplabv3plus_r18, deeplabv3plus_r50
+from csst_train.inference import IMAGENET
 from csst_train.models import zoo
+from csst_train.models.deeplab import deeplabv3plus_r18, deeplabv3plus_r50
 from csst_train.models.fastscnn import fastscnn
 
 MODELS = {
@@ -26,9 +27,6 @@ MODEL_NAMES = tuple(MODELS)
 DEFAULT_MODEL = "fastscnn"
 # Prefixes added by DistributedDataParallel / DataParallel and torch.compile.
 _PREFIXES = ("module.", "_orig_mod.")
-
-
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # mean, std on the 0..1 scale
 
 
 def build_model(name: str, num_classes: int, pretrained: str | None = None) -> nn.Module:
@@ -95,7 +93,7 @@ class InitReport:
     """What `init_from` did: which model tensors took the file's values and which start anew."""
 
     path: str
-    target: str                        # "" (the whole model) or "backbone." (a backbone-only file)
+    target: str                        # "" (the whole model) or the backbone's prefix ("backbone.", "model.encoder.")
     loaded: list[str]                  # model keys given the file's values
     new: dict[str, tuple]              # model key -> its shape, left at its initial values
     file_shapes: dict[str, tuple]      # a new key the file holds with another shape -> the file's shape

@@ -113,7 +113,7 @@ def build(name: str, num_classes: int, pretrained: str | None = None) -> ZooMode
     except KeyError as e:
         raise ValueError(f"model {name!r}: unknown encoder or weights ({e}); see smp's encoder list, or "
                          "tu-<timm name> for a timm encoder") from None
-    except (OSError, RuntimeError, ConnectionError) as e:
+    except (OSError, RuntimeError) as e:  # OSError: a refused or failed connection too
         if pretrained is None:
             raise ValueError(f"model {name!r}: {type(e).__name__}: {e}") from None
         raise ValueError(f"model {name!r}: cannot fetch the {pretrained!r} encoder weights ({type(e).__name__}); "
