@@ -228,8 +228,7 @@ def _check(config):
 def _producer(checkpoint, c):
     """The manifest's producer record: the checkpoint and every option."""
     options = {
-        "scales": [float(s) for s in c.scales], "flip": bool(c.flip), "crop": size_list(c.crop),
-        "stride": size_list(c.stride), "topk": int(c.topk), "min_confidence": c.min_confidence, "amp": c.amp or "off",
+        **c.test_time().record(), "topk": int(c.topk), "min_confidence": c.min_confidence, "amp": c.amp or "off",
         "shard_size": c.shard_size, "keep_bytes": bool(c.keep_bytes), "quality": int(c.quality),
         "lossless": bool(c.lossless), "batch_size": c.batch_size,
         "inputs": [os.path.abspath(i) if isinstance(i, str) else i for i in c.inputs or []],

@@ -36,7 +36,7 @@ from csst_train.distributed import pick_device
 from csst_train.inference import normalise
 from csst_train.images import image_loader, ref_name, same_size_runs
 from csst_train.label import predict_labels
-from csst_train.run_configs import PredictConfig, size_list
+from csst_train.run_configs import PredictConfig
 
 
 # -- formats -------------------------------------------------------------------------------
@@ -109,8 +109,7 @@ RECORD = "predict.json"
 
 def _record(checkpoint, config):
     """The folder's record: the checkpoint and the options that change the files written."""
-    options = {"format": config.fmt, "scales": [float(x) for x in config.scales], "flip": bool(config.flip),
-               "crop": size_list(config.crop), "stride": size_list(config.stride), "amp": config.amp or "off"}
+    options = {"format": config.fmt, **config.test_time().record(), "amp": config.amp or "off"}
     return {"producer": "csst predict", "checkpoint": os.path.abspath(checkpoint),
             "checkpoint_sha256": file_sha256(checkpoint), "options": options}
 
@@ -162,6 +161,7 @@ def predict(checkpoint: str | os.PathLike, items: Sequence[tuple[str, object]], 
     rank, world_size = rank_world(rank, world_size)
     dev = pick_device(config.device)
     model, ckpt = model_from_checkpoint(checkpoint, dev)
+    stats = checkpoint_stats(ckpt)
     num_classes, names = int(ckpt["num_classes"]), list(ckpt.get("class_names") or range(ckpt["num_classes"]))
     if fmt.classes is not None and names != list(fmt.classes):
         raise ValueError(f"{checkpoint}: --format {config.fmt} needs a checkpoint of {fmt.needs}, "
@@ -184,7 +184,7 @@ def predict(checkpoint: str | os.PathLike, items: Sequence[tuple[str, object]], 
                 failed += 1
         for run in same_size_runs(rows):
             x = torch.stack([r.image for r in run]).to(dev)
-            pred, _, _, _ = predict_labels(model, normalise(x, checkpoint_stats(ckpt)), num_classes, config.test_time(),
+            pred, _, _, _ = predict_labels(model, normalise(x, stats), num_classes, config.test_time(),
                                            amp_dtype=amp_dtype)
             for j, r in enumerate(run):
                 atomic_write_bytes(path_of[todo[r.position][0]], render(pred[j], config.fmt, r.image.numpy(), names))

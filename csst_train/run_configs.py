@@ -28,6 +28,11 @@ class TestTime:
     crop: Size = None                 # sliding-window size for images larger than it (None: whole image)
     stride: Size = None               # sliding-window stride (None: 2/3 of crop)
 
+    def record(self) -> dict:
+        """The options as label's manifest and predict.json record them (JSON: lists, a rerun compares equal)."""
+        return {"scales": [float(s) for s in self.scales], "flip": bool(self.flip), "crop": size_list(self.crop),
+                "stride": size_list(self.stride)}
+
 
 @dataclass(frozen=True)
 class LabelConfig:
