@@ -27,6 +27,9 @@ L = library_defaults("csst_train.run_configs", "LabelConfig")
 @click.option("--stride", help="Sliding-window stride N or H,W (default: 2/3 of --crop).")
 @click.option("--topk", default=L["topk"], show_default=True, type=click.IntRange(min=0), help="Also store the top-K classes and probabilities per pixel (soft labels); 0 = off.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), help="Pixels whose top probability is below this become 255 (ignore).")
+@click.option("--confidence/--no-confidence", default=L["confidence"], show_default=True,
+              help="Store each pixel's top probability (confidence.npy.zst, about 0.1-0.3 bytes per pixel), so that "
+                   "`csst train --min-confidence/--class-fraction` can choose the threshold without relabelling.")
 @click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default=L["amp"], show_default=True, help="Autocast dtype on CUDA.")
 @click.option("--rank", type=click.IntRange(min=0), help="This process's rank (default: torchrun's RANK, else 0).")
 @click.option("--world-size", type=click.IntRange(min=1), help="Number of processes (default: torchrun's WORLD_SIZE, else 1).")
@@ -38,7 +41,7 @@ L = library_defaults("csst_train.run_configs", "LabelConfig")
 @click.option("--merge", "merge_dir", type=click.Path(exists=True, file_okay=False), help="Only merge the per-rank manifests of a finished multi-rank run in this folder into manifest.json.")
 @progress_option
 def label(checkpoint, inputs, out_dir, device, batch_size, workers, shard_size, scales, flip,
-          crop, stride, topk, min_confidence, amp, rank, world_size, keep_bytes, quality, lossless, max_failures,
+          crop, stride, topk, min_confidence, confidence, amp, rank, world_size, keep_bytes, quality, lossless, max_failures,
           merge_dir, progress, **kw):
     """Label unlabelled images with a teacher and write a pseudo-label shard set.
 
@@ -74,7 +77,8 @@ def label(checkpoint, inputs, out_dir, device, batch_size, workers, shard_size, 
         config = LabelConfig(device=device, batch_size=batch_size, workers=workers, shard_size=shard_size,
                              scales=parse_floats(scales, "--scales"), flip=flip, crop=parse_size(crop, "--crop"),
                              stride=parse_size(stride, "--stride"), topk=topk, min_confidence=min_confidence,
-                             amp=amp, inputs=list(inputs), keep_bytes=keep_bytes, quality=quality, lossless=lossless)
+                             confidence=confidence, amp=amp, inputs=list(inputs), keep_bytes=keep_bytes,
+                             quality=quality, lossless=lossless)
         s = _run(checkpoint, list_inputs(datasets), out_dir, config, rank, world_size, progress)
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e))

@@ -72,6 +72,12 @@ EXIT_PREEMPTED = 75
 @click.option("--pseudo-loss", type=click.Choice(["hard", "soft-topk", "hard+mr"]), default=D.pseudo_loss, show_default=True,
               help="Loss on pseudo-labelled samples (paper Table 2).")
 @click.option("--mr-weight", default=D.mr_weight, show_default=True, help="Weight of the model regulariser for hard+mr.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1),
+              help="Ignore pseudo-label pixels whose stored teacher confidence (top probability) is under this; "
+                   "no relabelling (csst label stores each pixel's confidence).")
+@click.option("--class-fraction", type=click.FloatRange(0, 1, min_open=True),
+              help="Class-balanced thresholds (CBST): per class keep this fraction of its most confident "
+                   "pseudo-label pixels, over all pseudo-labelled images; with --min-confidence the higher floor wins.")
 @click.option("--workers", default=D.workers, show_default=True, type=click.IntRange(min=0), help="DataLoader workers per process.")
 @click.option("--max-bad-samples", default=D.max_bad_samples, show_default=True, type=click.IntRange(min=0),
               help="Unreadable samples to skip (each replaced by the next of the epoch plan, listed in "

@@ -38,6 +38,8 @@ class TrainConfig:
     min_kept: int = 100_000                       # OHEM: pixels kept at least, per batch
     pseudo_loss: str = "hard"                     # hard, soft-topk or hard+mr on pseudo-labelled samples (paper Table 2)
     mr_weight: float = 0.1                        # weight of the model regulariser for hard+mr
+    min_confidence: float | None = None           # pseudo pixels whose stored teacher confidence is under this are ignored
+    class_fraction: float | None = None           # CBST: per class, keep this fraction of its most confident pseudo pixels
     workers: int = 2                              # DataLoader workers per process
     max_bad_samples: int = 0                      # unreadable samples to skip (listed in OUT/bad_samples.jsonl); 0: stop at the first
     seed: int = 0

@@ -31,7 +31,8 @@ from csst_data.jpeg.structure import exif_orientation
 from csst_data.runs.background import BackgroundWriter
 from csst_data.runs.pack import PackOptions, pack_image
 from csst_data.runs.skeleton import RunSpec, ShardRun, ranked_output, todo_of
-from csst_data.store.codecs import encode_json, encode_label, encode_topk
+from csst_data.datasets.shardset import CONFIDENCE_MEMBER
+from csst_data.store.codecs import encode_confidence, encode_json, encode_label, encode_topk
 from csst_data.store.shards import SetInfo, file_sha256
 from csst_data.workers import rank_world
 from csst_train.distributed import amp_dtype as to_amp_dtype
@@ -42,8 +43,8 @@ from csst_train.run_configs import LabelConfig, TestTime, size_list
 # Niceness added to decode workers and writer threads when the model runs on the CPU.
 BACKGROUND_NICE = 10
 # Options that change what is stored: a resumed run must use the same ones.
-CONTENT_OPTIONS = ("scales", "flip", "crop", "stride", "topk", "min_confidence", "amp", "keep_bytes", "quality",
-                   "lossless")
+CONTENT_OPTIONS = ("scales", "flip", "crop", "stride", "topk", "min_confidence", "confidence", "amp", "keep_bytes",
+                   "quality", "lossless")
 
 
 # -- one labelled sample -----------------------------------------------------------------
@@ -59,6 +60,7 @@ class Predicted:
     confidence: float            # mean top probability over the image
     topk_idx: np.ndarray | None = None
     topk_prob: np.ndarray | None = None
+    confidence_map: np.ndarray | None = None  # uint8 H x W round(top probability * 255), every pixel
 
 
 @dataclass(frozen=True)
@@ -87,20 +89,34 @@ def encode_sample(p: Predicted, how: Storing) -> dict:
         meta["exif_orientation"] = orientation
     sample = {"__key__": p.key, suffix: data, "label.npy.zst": encode_label(p.label, how.num_classes, p.key),
               "json": encode_json(meta)}
+    if p.confidence_map is not None:
+        sample[CONFIDENCE_MEMBER] = encode_confidence(p.confidence_map)
     if p.topk_idx is not None:
         sample["topk_idx.npy.zst"], sample["topk_prob.npy.zst"] = encode_topk(p.topk_idx, p.topk_prob)
     return sample
 
 
 # -- from model output to labels ---------------------------------------------------------
+@dataclass(frozen=True)
+class Labels:
+    """What the teacher made of a batch of N images."""
+
+    ids: np.ndarray                        # uint8 (N, H, W) class ids, 255 under min_confidence
+    mean_confidence: np.ndarray            # (N,) mean top probability per image
+    confidence: np.ndarray                 # uint8 (N, H, W) round(top probability * 255)
+    topk_idx: np.ndarray | None = None     # uint8 (N, K, H, W) with topk
+    topk_prob: np.ndarray | None = None    # uint8 (N, K, H, W) round(p * 255) with topk
+
+
 # Cephes exp2f: 2^f for f in [-0.5, 0.5] to float32 precision (relative error ~1e-7).
 _EXP2_POLY = (1.535336188319500e-4, 1.339887440266574e-3, 9.618437357674640e-3,
               5.550332471162809e-2, 2.402264791363012e-1, 6.931472028550421e-1)
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _argmax_confidence(logits, min_confidence, labels, row_confidence):
-    """Labels and per-row confidence sums from logits (N, C, H, W) float32, in one pass.
+def _argmax_confidence(logits, min_confidence, labels, row_confidence, confidence):
+    """Labels, per-pixel confidence (uint8 round(p * 255)) and per-row confidence sums from
+    logits (N, C, H, W) float32, in one pass.
 
     The confidence of a pixel is its top softmax probability, 1 / sum_c exp(l_c - max).
     libm's exp does not vectorise, so exp(d) = 2^n * 2^f is computed here with
@@ -142,6 +158,7 @@ def _argmax_confidence(logits, min_confidence, labels, row_confidence):
         for x in range(w):
             conf = 1.0 / total[x]
             acc += conf
+            confidence[i, y, x] = np.uint8(min(conf * np.float32(255.0) + np.float32(0.5), np.float32(255.0)))
             labels[i, y, x] = IGNORE if conf < min_confidence else best[x]
         row_confidence[i, y] = acc
 
@@ -154,8 +171,14 @@ def _from_logits_cpu(model, x, num_classes, min_confidence):
     n, _, h, w = logits.shape
     labels = np.empty((n, h, w), np.uint8)
     rows = np.empty((n, h), np.float64)
-    _argmax_confidence(logits, -1.0 if min_confidence is None else float(min_confidence), labels, rows)
-    return labels, rows.sum(1) / (h * w), None, None
+    confidence = np.empty((n, h, w), np.uint8)
+    _argmax_confidence(logits, -1.0 if min_confidence is None else float(min_confidence), labels, rows, confidence)
+    return Labels(labels, rows.sum(1) / (h * w), confidence)
+
+
+def _quantised(p):
+    """Probabilities -> uint8 round(p * 255) on the host."""
+    return (p * 255.0).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
 
 
 def _from_probs(probs, min_confidence, topk):
@@ -166,14 +189,13 @@ def _from_probs(probs, min_confidence, topk):
     idx = prob = None
     if topk:
         top_p, top_i = probs.topk(topk, dim=1)
-        idx = top_i.to(torch.uint8).cpu().numpy()
-        prob = (top_p * 255.0).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
-    return lab.cpu().numpy(), conf.double().mean((1, 2)).cpu().numpy(), idx, prob
+        idx, prob = top_i.to(torch.uint8).cpu().numpy(), _quantised(top_p)
+    return Labels(lab.cpu().numpy(), conf.double().mean((1, 2)).cpu().numpy(), _quantised(conf.clone()), idx, prob)
 
 
 def predict_labels(model: torch.nn.Module, x: torch.Tensor, num_classes: int, tta: TestTime = TestTime(),
-                   amp_dtype: torch.dtype | None = None, topk: int = 0, min_confidence: float | None = None) -> tuple:
-    """Normalised images (N, 3, H, W) -> (labels uint8 (N,H,W), mean confidence (N,), topk idx, topk prob).
+                   amp_dtype: torch.dtype | None = None, topk: int = 0, min_confidence: float | None = None) -> Labels:
+    """Normalised images (N, 3, H, W) -> their `Labels` (class ids, confidence, top-k).
 
     Labels are the argmax of the class probabilities (averaged over `tta`'s scales
     and flips), 255 where the top probability is below `min_confidence`.
@@ -228,7 +250,8 @@ def _check(config):
 def _producer(checkpoint, c):
     """The manifest's producer record: the checkpoint and every option."""
     options = {
-        **c.test_time().record(), "topk": int(c.topk), "min_confidence": c.min_confidence, "amp": c.amp or "off",
+        **c.test_time().record(), "topk": int(c.topk), "min_confidence": c.min_confidence,
+        "confidence": bool(c.confidence), "amp": c.amp or "off",
         "shard_size": c.shard_size, "keep_bytes": bool(c.keep_bytes), "quality": int(c.quality),
         "lossless": bool(c.lossless), "batch_size": c.batch_size,
         "inputs": [os.path.abspath(i) if isinstance(i, str) else i for i in c.inputs or []],
@@ -252,7 +275,8 @@ def _fields(mine, config):
     images = sorted({"png" if ref_name(r).lower().endswith(".png") else "jpg" for _, r in mine}) or ["jpg"]
     if not config.keep_bytes and not config.lossless:
         images = ["jpg"]  # PNG inputs are encoded as JPEGs
-    return images + ["label.npy.zst", "json"] + (["topk_idx.npy.zst", "topk_prob.npy.zst"] if config.topk else [])
+    return (images + ["label.npy.zst", "json"] + ([CONFIDENCE_MEMBER] if config.confidence else [])
+            + (["topk_idx.npy.zst", "topk_prob.npy.zst"] if config.topk else []))
 
 
 def label(checkpoint: str | os.PathLike, items: Sequence[tuple[str, object]], out_dir: str | os.PathLike,
@@ -337,11 +361,11 @@ class _Labelling:
             x = torch.stack([r.image for r in run])
             if t.device.type == "cuda":
                 x = x.pin_memory().to(t.device, non_blocking=True)
-            lab, conf, idx, prob = predict_labels(t.model, normalise(x, t.stats), t.num_classes, c.test_time(),
-                                                  amp_dtype=t.amp_dtype, topk=c.topk,
-                                                  min_confidence=c.min_confidence)
+            out = predict_labels(t.model, normalise(x, t.stats), t.num_classes, c.test_time(), amp_dtype=t.amp_dtype,
+                                 topk=c.topk, min_confidence=c.min_confidence)
             for j, r in enumerate(run):
                 key, ref = self.todo[r.position]
-                self.sink.put(encode_sample, Predicted(key, ref_name(ref), r.data, r.suffix, lab[j], conf[j],
-                                                       None if idx is None else idx[j],
-                                                       None if prob is None else prob[j]), self.storing)
+                self.sink.put(encode_sample, Predicted(
+                    key, ref_name(ref), r.data, r.suffix, out.ids[j], out.mean_confidence[j],
+                    None if out.topk_idx is None else out.topk_idx[j], None if out.topk_prob is None else out.topk_prob[j],
+                    out.confidence[j] if c.confidence else None), self.storing)

@@ -184,8 +184,8 @@ def predict(checkpoint: str | os.PathLike, items: Sequence[tuple[str, object]], 
                 failed += 1
         for run in same_size_runs(rows):
             x = torch.stack([r.image for r in run]).to(dev)
-            pred, _, _, _ = predict_labels(model, normalise(x, stats), num_classes, config.test_time(),
-                                           amp_dtype=amp_dtype)
+            pred = predict_labels(model, normalise(x, stats), num_classes, config.test_time(),
+                                  amp_dtype=amp_dtype).ids
             for j, r in enumerate(run):
                 atomic_write_bytes(path_of[todo[r.position][0]], render(pred[j], config.fmt, r.image.numpy(), names))
         done += len(batch)

@@ -48,6 +48,8 @@ class LabelConfig:
     stride: Size = None               # sliding-window stride (None: 2/3 of crop)
     topk: int = 0                     # also store the top-k classes and probabilities (soft labels); 0 = off
     min_confidence: float | None = None  # pixels whose top probability is below this become 255 (ignore)
+    confidence: bool = True           # also store each pixel's top probability (confidence.npy.zst), so
+                                      # `csst train --min-confidence/--class-fraction` can threshold later
     amp: str = "off"                  # autocast dtype on CUDA: off, bf16 or fp16
     encode_threads: int | None = None  # threads compressing labels (None: half the cores, at most 8)
     keep_bytes: bool = False          # store the original image bytes, not restart-marker JPEGs

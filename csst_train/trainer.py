@@ -30,6 +30,7 @@ import torch.distributed as dist
 from csst_data.datasets import as_dataset
 from csst_data.index import CentroidIndex
 from csst_data.store.locks import OutputLock
+from csst_data.loader.confidence import confidence_floor
 from csst_data.loader.crop_loader import CropLoader
 from csst_data.loader.options import LoaderOptions
 from csst_data.workers import rank_world
@@ -42,7 +43,7 @@ from csst_train.step import Step, train_step
 
 # Options that must not change when a run is resumed.
 _RESUME_FIXED = ("model", "epochs", "crop", "batch_size", "sampling", "schedule", "sizes", "length",
-                 "seed", "loss", "pseudo_loss", "lr", "source_weights")
+                 "seed", "loss", "pseudo_loss", "lr", "source_weights", "min_confidence", "class_fraction")
 
 
 def poly_lr(base_lr: float, iteration: int, total: int, power: float = 0.9) -> float:
@@ -220,7 +221,7 @@ def setup(cfg: TrainConfig, log: Callable[[str], None] = print) -> Run:
     step = Step(net, optimizer, scaler, dev, dtype, loss=cfg.loss, pseudo_loss=cfg.pseudo_loss,
                 mr_weight=cfg.mr_weight, min_kept=cfg.min_kept, num_classes=idx.num_classes, model_name=cfg.model,
                 stats=normalisation(cfg.model, cfg.pretrained), channels_last=cfg.channels_last)
-    loader = _loader(cfg, idx, rank, world, dev)
+    loader = _loader(cfg, idx, rank, world, dev, _confidence_floor(cfg, idx, rank == 0, log))
     run = Run(cfg, args, rank, world, dev, idx, step, loader, base_lr, loader.total_iterations(),
               val_samples=_val_samples(val) if val else None)
     if ckpt is not None:
@@ -287,13 +288,23 @@ def _model(cfg, num_classes, dev, world, main, log):
     return net
 
 
-def _loader(cfg, idx, rank, world, dev):
+def _confidence_floor(cfg, idx, main, log):
+    """The per-class floor of stored teacher confidence that pseudo pixels need (None: all count)."""
+    floor = confidence_floor(idx, cfg.min_confidence, cfg.class_fraction)
+    if floor is not None and main:
+        names = list(idx.class_names)
+        log("pseudo labels count where the teacher's confidence is at least: "
+            + ", ".join(f"{n} {floor[c] / 255:.2f}" for c, n in enumerate(names)))
+    return floor
+
+
+def _loader(cfg, idx, rank, world, dev, floor=None):
     return CropLoader(idx, LoaderOptions(
         crop=cfg.crop, batch_size=cfg.batch_size, epochs=cfg.epochs, schedule=cfg.schedule,
         sizes=cfg.sizes, strategy=cfg.sampling, seed=cfg.seed, workers=cfg.workers, rank=rank,
         world_size=world, length=cfg.length, source_weights=cfg.source_weights, p=cfg.p,
         temperature=cfg.temperature, pin_memory=dev.type == "cuda", topk=cfg.pseudo_loss == "soft-topk",
-        skip_bad=cfg.max_bad_samples > 0,
+        skip_bad=cfg.max_bad_samples > 0, confidence_floor=floor,
         reuse_buffers=True))  # each batch goes to the device within its step
 
 

@@ -309,11 +309,15 @@ def test_cpu_fast_path_matches_the_probability_path(teacher):
     x = normalise(torch.from_numpy(rng.integers(0, 256, (2, 40, 56, 3)).astype(np.uint8)))
     probs = predict_probs(model, x, C)
     for p in (None, 0.22):
-        lab, mean, _, _ = predict_labels(model, x, C, min_confidence=p)  # numba kernel on logits
-        want, want_mean, _, _ = _from_probs(probs, p, 0)  # the torch path used on CUDA and with TTA
-        np.testing.assert_array_equal(lab, want)
-        np.testing.assert_allclose(mean, want_mean, atol=1e-6)
-    assert 0 < (lab == IGNORE).sum() < lab.size
+        fast = predict_labels(model, x, C, min_confidence=p)  # numba kernel on logits
+        want = _from_probs(probs, p, 0)  # the torch path used on CUDA and with TTA
+        np.testing.assert_array_equal(fast.ids, want.ids)
+        np.testing.assert_allclose(fast.mean_confidence, want.mean_confidence, atol=1e-6)
+        # The stored confidence: round(p * 255) of the top probability, one grey level apart at most
+        # (a polynomial exp against torch's).
+        assert np.abs(fast.confidence.astype(int) - want.confidence.astype(int)).max() <= 1
+        np.testing.assert_array_equal(want.confidence, np.rint(probs.max(1).values.numpy() * 255).astype(np.uint8))
+    assert 0 < (fast.ids == IGNORE).sum() < fast.ids.size
 
 
 def test_scales_and_flip_average_probabilities(tmp_path, teacher):
@@ -359,9 +363,13 @@ def test_fused_kernel_confidence_per_pixel():
     logits[1, 2, 1] = 200.0  # one dominant class: other terms underflow
     labels = np.empty((2, 300, 1), np.uint8)
     conf = np.empty((2, 300))  # one pixel per row: row sums are pixel confidences
-    _argmax_confidence(logits, -1.0, labels, conf)
+    stored = np.empty((2, 300, 1), np.uint8)
+    _argmax_confidence(logits, -1.0, labels, conf, stored)
     want = torch.from_numpy(logits).double().softmax(1).max(1)
     np.testing.assert_allclose(conf, want.values.numpy()[..., 0], rtol=1e-6)
+    # round(p * 255), but for a p within float32 rounding of a half level
+    assert np.abs(stored[..., 0].astype(int) - np.rint(want.values.numpy()[..., 0] * 255)).max() <= 1
+    assert (stored[..., 0] == np.rint(want.values.numpy()[..., 0] * 255)).mean() > 0.99
     np.testing.assert_array_equal(labels, torch.from_numpy(logits).argmax(1).numpy())
     assert labels[0, 0, 0] == 0 and labels[1, 1, 0] == 2 and conf[1, 1] == 1.0
 

@@ -130,6 +130,12 @@ class Dataset:
         """(top-k class ids bytes, probabilities bytes) of a sample's soft label, or None."""
         return None
 
+    has_confidence: bool = False  # whether samples may carry the teacher's per-pixel confidence
+
+    def confidence(self, reader: RangeReader, shard: int, key: str) -> bytes | None:
+        """The `confidence.npy.zst` bytes of a sample (uint8 H x W, round(p * 255)), or None."""
+        return None
+
     def iter(self, images: bool = True, labels: bool = True, reader: RangeReader | None = None) -> Iterator[dict]:
         """Yield dicts in order: key, image (bytes or None), label (class ids or None),
         meta (a shard sample's decoded .json member, or None), dataset."""

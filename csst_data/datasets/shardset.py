@@ -21,6 +21,7 @@ from csst_data.store.shards import RangeReader, ShardError, group_members, read_
 
 LABEL_MEMBERS = ("label.npy.zst", "label.png")  # a sample's label member, by preference
 IMAGE_MEMBERS = ("jpg", "jpeg", "png")          # its image member, by preference
+CONFIDENCE_MEMBER = "confidence.npy.zst"        # `csst label`: uint8 H x W round(teacher's top probability * 255)
 
 
 def is_pseudo(manifest: Mapping) -> bool:
@@ -64,19 +65,33 @@ class ShardSet(Dataset):
     def has_topk(self) -> bool:
         return any(str(f).startswith("topk") for f in self.manifest.get("fields") or [])
 
+    @property
+    def has_confidence(self) -> bool:
+        return CONFIDENCE_MEMBER in (self.manifest.get("fields") or [])
+
     def topk(self, reader: RangeReader, shard: int, key: str) -> tuple[bytes, bytes] | None:
         if not self.has_topk:
             return None
-        # The member map of each shard, read once per process (the index holds no top-k offsets).
-        cache = self.__dict__.setdefault("_members", {})
+        return self._members(reader, shard, key, ("topk_idx.npy.zst", "topk_prob.npy.zst"))
+
+    def confidence(self, reader: RangeReader, shard: int, key: str) -> bytes | None:
+        if not self.has_confidence:
+            return None
+        found = self._members(reader, shard, key, (CONFIDENCE_MEMBER,))
+        return None if found is None else found[0]
+
+    def _members(self, reader, shard, key, names):
+        """The bytes of members `names` of sample `key`, or None when one is missing."""
+        # The member map of each shard, read once per process (the index holds no offsets of these members).
+        cache = self.__dict__.setdefault("_members_of", {})
         shard = int(shard)
         if shard not in cache:
             cache[shard] = group_members(self.shard_files[shard])  # remote: one whole read, not kept
         members = cache[shard].get(key, {})
-        if "topk_idx.npy.zst" not in members or "topk_prob.npy.zst" not in members:
+        if any(n not in members for n in names):
             return None
         path = self.shard_files[shard]
-        return reader.read(path, *members["topk_idx.npy.zst"]), reader.read(path, *members["topk_prob.npy.zst"])
+        return tuple(reader.read(path, *members[n]) for n in names)
 
     @property
     def name(self) -> str:

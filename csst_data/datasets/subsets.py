@@ -100,6 +100,13 @@ class Subset(Dataset):
     def topk(self, reader: RangeReader, shard: int, key: str) -> tuple[bytes, bytes] | None:
         return self.inner.topk(reader, shard, key)
 
+    @property
+    def has_confidence(self) -> bool:
+        return self.inner.has_confidence
+
+    def confidence(self, reader: RangeReader, shard: int, key: str) -> bytes | None:
+        return self.inner.confidence(reader, shard, key)
+
     def describe(self, cols: Mapping, i: int, what: str = "label") -> str:
         return self.inner.describe(cols, i, what)
 

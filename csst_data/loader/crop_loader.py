@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from csst_data.loader import crops, sampling, schedules
-from csst_data import jpeg
+from csst_data import IGNORE, jpeg
 from csst_data.store.codecs import decode_image, is_jpeg
 from csst_data.index import CentroidIndex
 from csst_data.loader.options import CropOptions, LoaderOptions
@@ -67,6 +67,8 @@ def load_crop(reader: SampleReader, index: CentroidIndex, row: int, center: Tupl
     except ValueError as e:  # name the file, or the shard and byte offset
         raise ValueError(f"{reader.where(row, 'image')}: {e}") from None
     out = crops.apply_crop(image, label, params, image_scale=scale, origin=origin, shape=shape, out=out)
+    if options.confidence_floor is not None:
+        _drop_unsure(reader, row, params, out[1], options.confidence_floor)
     if not options.topk:
         return out
     soft = reader.topk(row)
@@ -77,6 +79,17 @@ def load_crop(reader: SampleReader, index: CentroidIndex, row: int, center: Tupl
         soft = (crops.crop_nearest(soft[0], params, 0), crops.crop_nearest(soft[1], params, 0))
     return (*out, soft)
 
+
+def _drop_unsure(reader, row, params, label, floor):
+    """Pseudo-label pixels of the crop `label` whose stored confidence is under their class's floor -> ignore."""
+    conf = reader.confidence(row)
+    if conf is None:  # a real label, or pseudo labels stored without confidence
+        return
+    if conf.shape != (params.height, params.width):
+        raise ValueError(f"{reader.where(row, 'label')}: confidence map {conf.shape} does not match its label "
+                         f"{(params.height, params.width)}")
+    conf = crops.crop_nearest(conf, params, 255)  # the label's geometry; outside the image the label is ignore
+    label[conf < floor[label]] = IGNORE
 
 def _header_size(data):
     from PIL import Image

@@ -7,6 +7,8 @@ import dataclasses
 from functools import cached_property
 from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
+
 from csst_data.loader.crops import NO_AUGMENT, Augment
 
 
@@ -16,6 +18,9 @@ class CropOptions:
     aug: Augment = Augment()           # what crops.crop_params draws (NO_AUGMENT: centred, scale 1)
     topk: bool = False                 # also crop the sample's top-k maps
     decode: Optional[Callable] = None  # decode(data, params, key) -> (pixels, scale, origin, shape); None: decode_window
+    # Per class id (256 entries), the least stored confidence (0..255) a pseudo-label pixel needs to
+    # count; pixels under it become ignore. Samples without a confidence member are left as they are.
+    confidence_floor: Optional[np.ndarray] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +45,11 @@ class LoaderOptions:
     topk: bool = False              # batches carry the pseudo labels' top-k maps
     skip_bad: bool = False          # a sample that cannot be read is replaced, and reported in the batch
     reuse_buffers: bool = False     # workers fill a ring of shared-memory batches (CropLoader)
+    confidence_floor: Any = None    # per class id, the least confidence a pseudo pixel needs (CropOptions)
 
     @cached_property
     def crop_options(self) -> CropOptions:
         """What each crop is made with, made once per loader (not per crop)."""
-        return CropOptions(Augment(scale_range=self.scale_range) if self.augment else NO_AUGMENT, self.topk)
+        floor = None if self.confidence_floor is None else np.asarray(self.confidence_floor, np.uint8)
+        return CropOptions(Augment(scale_range=self.scale_range) if self.augment else NO_AUGMENT, self.topk,
+                           confidence_floor=floor)

@@ -113,6 +113,14 @@ class SampleReader:
         data = self.datasets[self.source[row]].topk(self.reader, self.shard[row], self.key[row])
         return None if data is None else (decode_npy_zst(data[0]), decode_npy_zst(data[1]))
 
+    def confidence(self, row: int) -> Optional[np.ndarray]:
+        """The teacher's confidence of row `row`'s pseudo label (uint8 H x W, round(p * 255)), or None."""
+        from csst_data.store.codecs import decode_npy_zst
+
+        row = int(row)
+        data = self.datasets[self.source[row]].confidence(self.reader, self.shard[row], self.key[row])
+        return None if data is None else decode_npy_zst(data)
+
     def label(self, row: int) -> np.ndarray:
         """The label of index row `row`: uint8 H x W in class ids, 255 = ignore."""
         row = int(row)

@@ -221,6 +221,14 @@ def encode_topk(idx: np.ndarray, prob: np.ndarray, level: int = ZSTD_LEVEL) -> t
     return encode_npy_zst(idx, level), encode_npy_zst(prob, level)
 
 
+def encode_confidence(conf: np.ndarray, level: int = ZSTD_LEVEL) -> bytes:
+    """A teacher's per-pixel top-1 probability as uint8 H x W round(p * 255) -> `confidence.npy.zst` bytes."""
+    conf = np.asarray(conf)
+    if conf.ndim != 2 or conf.dtype != np.uint8:
+        raise ValueError(f"confidence: expected a uint8 (H, W) array, got {conf.shape} {conf.dtype}")
+    return encode_npy_zst(conf, level)
+
+
 def decode_topk(idx_data: bytes, prob_data: bytes) -> tuple[np.ndarray, np.ndarray]:
     """-> (idx uint8 (k,H,W), prob float32 (k,H,W) in [0, 1])."""
     idx = decode_npy_zst(idx_data)
