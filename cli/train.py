@@ -69,8 +69,20 @@ EXIT_PREEMPTED = 75
 @click.option("--source-weights", help="Relative sampling weight per index source, comma-separated (e.g. 1,0.5).")
 @click.option("--loss", type=click.Choice(["ohem", "ce"]), default=D.loss, show_default=True)
 @click.option("--min-kept", default=D.min_kept, show_default=True, help="OHEM: pixels kept at least, per batch.")
-@click.option("--pseudo-loss", type=click.Choice(["hard", "soft-topk", "hard+mr"]), default=D.pseudo_loss, show_default=True,
-              help="Loss on pseudo-labelled samples (paper Table 2).")
+@click.option("--pseudo-loss", type=click.Choice(["hard", "soft-topk", "hard+mr", "online"]), default=D.pseudo_loss,
+              show_default=True,
+              help="Loss on pseudo-labelled samples (paper Table 2). online: no stored pseudo labels; crops of the "
+                   "--unlabeled images are labelled by the network's own current predictions (or its mean "
+                   "teacher's, --online-teacher ema) where confident (consistency regularisation, Eq. 4).")
+@click.option("--unlabeled", multiple=True, help="--pseudo-loss online: unlabelled image SOURCE (repeatable); each "
+                                                 "step adds a batch of its crops.")
+@click.option("--online-teacher", type=click.Choice(["self", "ema"]), default=D.online_teacher, show_default=True,
+              help="--pseudo-loss online: who labels the unlabelled crops.")
+@click.option("--online-threshold", default=D.online_threshold, show_default=True, type=click.FloatRange(0, 1),
+              help="--pseudo-loss online: least predicted top probability for an unlabelled pixel to count.")
+@click.option("--online-weight", default=D.online_weight, show_default=True, help="--pseudo-loss online: weight of the unlabelled loss.")
+@click.option("--ema-decay", default=D.ema_decay, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="--online-teacher ema: the mean teacher's decay per step.")
 @click.option("--mr-weight", default=D.mr_weight, show_default=True, help="Weight of the model regulariser for hard+mr.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1),
               help="Ignore pseudo-label pixels whose stored teacher confidence (top probability) is under this; "
@@ -94,7 +106,7 @@ EXIT_PREEMPTED = 75
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model: a slow first step, faster after.")
 @click.option("--tensorboard", is_flag=True, help="Write scalars (loss, lr, crops/s, data wait, validation IoU) to OUTPUT/tb.")
 @progress_option
-def train(data, more_data, val, output, sizes, source_weights, model, compile_, progress, **kw):
+def train(data, more_data, val, unlabeled, output, sizes, source_weights, model, compile_, progress, **kw):
     from csst_train.trainer import train as run
 
     if ":" in model and not model.startswith("smp:") and os.getcwd() not in sys.path:
@@ -103,6 +115,7 @@ def train(data, more_data, val, output, sizes, source_weights, model, compile_, 
     options = pop_folder_options(kw)
     datasets = parse_sources(data + more_data, options, param="--data", check_images=False)
     val_sets = parse_sources(val, options, param="--val", check_images=False) if val else []
+    kw["unlabeled"] = parse_sources(unlabeled, options, role="images", param="--unlabeled") if unlabeled else ()
     check_images_used(options, datasets + val_sets)
     kw["sizes"] = [int(v) for v in parse_floats(sizes, "--sizes")] if sizes else None
     kw["source_weights"] = dict(enumerate(parse_floats(source_weights, "--source-weights", positive=False))) if source_weights else None

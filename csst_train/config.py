@@ -36,10 +36,15 @@ class TrainConfig:
     source_weights: Mapping[int, float] | None = None  # index source -> relative sampling weight
     loss: str = "ohem"                            # ohem or ce
     min_kept: int = 100_000                       # OHEM: pixels kept at least, per batch
-    pseudo_loss: str = "hard"                     # hard, soft-topk or hard+mr on pseudo-labelled samples (paper Table 2)
+    pseudo_loss: str = "hard"                     # hard, soft-topk, hard+mr (pseudo-labelled samples) or online (paper Table 2)
     mr_weight: float = 0.1                        # weight of the model regulariser for hard+mr
     min_confidence: float | None = None           # pseudo pixels whose stored teacher confidence is under this are ignored
     class_fraction: float | None = None           # CBST: per class, keep this fraction of its most confident pseudo pixels
+    unlabeled: Sequence = ()                      # pseudo_loss "online": image sources labelled by the network as it trains
+    online_teacher: str = "self"                  # online: "self" (its own predictions, Eq. 4) or "ema" (mean teacher)
+    online_threshold: float = 0.9                 # online: least top probability for an unlabelled pixel to count
+    online_weight: float = 1.0                    # online: weight of the unlabelled loss
+    ema_decay: float = 0.99                       # online "ema": decay of the mean teacher per step
     workers: int = 2                              # DataLoader workers per process
     max_bad_samples: int = 0                      # unreadable samples to skip (listed in OUT/bad_samples.jsonl); 0: stop at the first
     seed: int = 0

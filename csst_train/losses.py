@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from csst_data import IGNORE
 
 LOSS_KINDS = ("ce", "ohem")
-PSEUDO_LOSSES = ("hard", "soft-topk", "hard+mr")
+PSEUDO_LOSSES = ("hard", "soft-topk", "hard+mr", "online")
 OHEM_THRESH = 0.7
 OHEM_MIN_KEPT = 100_000
 
@@ -130,7 +130,9 @@ def segmentation_loss(
     - "soft-topk": soft cross-entropy against their top-k probabilities; the
       result is the mean over all counted pixels, real and pseudo (Eq. 6);
     - "hard+mr": the hard loss plus mr_weight times the model regulariser over
-      their labelled pixels (Eq. 7).
+      their labelled pixels (Eq. 7);
+    - "online": the hard loss here; the unlabelled crops' loss against the
+      network's own predictions is added by the step (online.py, Eq. 4).
     """
     if kind not in LOSS_KINDS:
         raise ValueError(f"unknown loss kind {kind!r}: choose one of {', '.join(LOSS_KINDS)}")

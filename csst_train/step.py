@@ -8,6 +8,7 @@ import torch
 
 from csst_train.inference import IMAGENET, normalise
 from csst_train.losses import OHEM_MIN_KEPT, segmentation_loss
+from csst_train.online import Online, online_loss, update_ema
 
 
 @dataclass(frozen=True)
@@ -27,27 +28,54 @@ class Step:
     model_name: str = "model"          # for that check's message
     stats: tuple = IMAGENET            # the model's input normalisation (mean, std)
     channels_last: bool = False        # inputs in NHWC memory format, as the model
+    online: Online | None = None       # pseudo-loss "online": batches carry "unlabeled" crops (online.py)
 
 
 def train_step(step: Step, batch: dict) -> float:
     """Forward, loss, backward and update on one crop-loader batch (learning rate as set); returns the loss.
 
     The trainer and `csst bench train` both take this step, so the bench times the trainer's step."""
-    x = normalise(batch["image"].to(step.dev, non_blocking=True), step.stats)
-    if step.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = _input(step, batch["image"])
+    unlabeled = batch.get("unlabeled")
     with torch.autocast(step.dev.type, dtype=step.dtype, enabled=step.dtype is not None):
-        logits = _forward(step, x)
-        check_output(step, logits, x)
+        # Labelled and unlabelled crops go through one forward pass (one set of BatchNorm statistics).
+        both = x if unlabeled is None else torch.cat([x, _input(step, unlabeled)])
+        logits = _forward(step, both)
+        check_output(step, logits, both)
         batch = {k: (v.to(step.dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
         batch["label"] = batch["label"].long()  # uint8 through the loader: 8x less to copy
-        value = segmentation_loss(logits.float(), batch, kind=step.loss, pseudo_loss=step.pseudo_loss,
+        n = len(x)
+        value = segmentation_loss(logits[:n].float(), batch, kind=step.loss, pseudo_loss=step.pseudo_loss,
                                   mr_weight=step.mr_weight, min_kept=step.min_kept)
+        if unlabeled is not None:
+            value = value + step.online.weight * _online_term(step, logits[n:], both[n:])
     step.optimizer.zero_grad(set_to_none=True)
     step.scaler.scale(value).backward()
     step.scaler.step(step.optimizer)
     step.scaler.update()
+    if step.online is not None:
+        update_ema(step.online, unwrap(step.net))
     return float(value.detach())  # waits for the device: the caller's clock reads the real step time
+
+
+def _input(step, images):
+    x = normalise(images.to(step.dev, non_blocking=True), step.stats)
+    return x.contiguous(memory_format=torch.channels_last) if step.channels_last else x
+
+
+def _online_term(step, logits, x):
+    """The unlabelled crops' loss against the network's own predictions, or its mean teacher's."""
+    if step.online.ema is None:
+        return online_loss(logits, logits.detach(), step.online.threshold)
+    with torch.no_grad():
+        teacher = step.online.ema(x)
+    return online_loss(logits, teacher, step.online.threshold)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model itself, under DistributedDataParallel and torch.compile."""
+    model = model.module if hasattr(model, "module") else model
+    return getattr(model, "_orig_mod", model)
 
 
 def _forward(step: Step, x: torch.Tensor) -> torch.Tensor:

@@ -39,11 +39,13 @@ from csst_train.checkpoints import load_checkpoint, load_weights, save_checkpoin
 from csst_train.distributed import amp_dtype, setup_distributed
 from csst_train.evaluate import EvalOptions, check_classes, evaluate
 from csst_train.models import build_model, init_from, normalisation
-from csst_train.step import Step, train_step
+from csst_train.online import make_online, unlabeled_batches
+from csst_train.step import Step, train_step, unwrap
 
 # Options that must not change when a run is resumed.
 _RESUME_FIXED = ("model", "epochs", "crop", "batch_size", "sampling", "schedule", "sizes", "length",
-                 "seed", "loss", "pseudo_loss", "lr", "source_weights", "min_confidence", "class_fraction")
+                 "seed", "loss", "pseudo_loss", "lr", "source_weights", "min_confidence", "class_fraction",
+                 "unlabeled", "online_teacher", "online_threshold", "online_weight", "ema_decay")
 
 
 def poly_lr(base_lr: float, iteration: int, total: int, power: float = 0.9) -> float:
@@ -62,12 +64,6 @@ def check_index_matches(index: CentroidIndex, data: Sequence) -> None:
             f"index {index.path} was built from {sorted(have.values())}, but --data is {sorted(want.values())}; "
             "rebuild it with `csst index build` over the same sources (or drop --index to build one in the run folder)"
         )
-
-
-def _unwrap(model):
-    """The model itself, under DistributedDataParallel and torch.compile."""
-    model = model.module if hasattr(model, "module") else model
-    return getattr(model, "_orig_mod", model)
 
 
 @dataclass(frozen=True)
@@ -140,6 +136,7 @@ class Run:
     base_lr: float
     total_iters: int            # iterations of the whole schedule (the poly rate's horizon)
     val_samples: Callable | None = None  # iterates the validation samples; None: no validation
+    unlabeled: list | None = None  # pseudo_loss "online": the unlabelled images [(key, ref)]
     board: object = None        # TensorBoard writer (rank 0, --tensorboard)
     iteration: int = 0
     best_miou: float = -1.0
@@ -177,6 +174,7 @@ def run_args(cfg: TrainConfig, data: list, val: list) -> dict:
     args = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
     args["data"] = [d.name for d in data]
     args["val"] = [v.name for v in val]
+    args["unlabeled"] = [as_dataset(u, role="images").name for u in cfg.unlabeled]
     return args
 
 
@@ -218,12 +216,13 @@ def setup(cfg: TrainConfig, log: Callable[[str], None] = print) -> Run:
     optimizer = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     dtype = amp_dtype(cfg.amp, dev)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    online, unlabeled = _online(cfg, net)
     step = Step(net, optimizer, scaler, dev, dtype, loss=cfg.loss, pseudo_loss=cfg.pseudo_loss,
                 mr_weight=cfg.mr_weight, min_kept=cfg.min_kept, num_classes=idx.num_classes, model_name=cfg.model,
-                stats=normalisation(cfg.model, cfg.pretrained), channels_last=cfg.channels_last)
+                stats=normalisation(cfg.model, cfg.pretrained), channels_last=cfg.channels_last, online=online)
     loader = _loader(cfg, idx, rank, world, dev, _confidence_floor(cfg, idx, rank == 0, log))
     run = Run(cfg, args, rank, world, dev, idx, step, loader, base_lr, loader.total_iterations(),
-              val_samples=_val_samples(val) if val else None)
+              val_samples=_val_samples(val) if val else None, unlabeled=unlabeled)
     if ckpt is not None:
         _restore(run, ckpt, log)
     run.board = _tensorboard(cfg.out) if cfg.tensorboard and run.main else None
@@ -288,6 +287,19 @@ def _model(cfg, num_classes, dev, world, main, log):
     return net
 
 
+def _online(cfg, net):
+    """(Online, the unlabelled images) for pseudo loss "online"; (None, None) otherwise."""
+    if (cfg.pseudo_loss == "online") != bool(cfg.unlabeled):
+        raise ValueError("--pseudo-loss online and --unlabeled go together: the unlabelled images are what the "
+                         "network labels as it trains")
+    if not cfg.unlabeled:
+        return None, None
+    from csst_train.images import list_inputs
+
+    online = make_online(net, cfg.online_teacher, cfg.online_threshold, cfg.online_weight, cfg.ema_decay)
+    return online, list_inputs(cfg.unlabeled)
+
+
 def _confidence_floor(cfg, idx, main, log):
     """The per-class floor of stored teacher confidence that pseudo pixels need (None: all count)."""
     floor = confidence_floor(idx, cfg.min_confidence, cfg.class_fraction)
@@ -310,9 +322,11 @@ def _loader(cfg, idx, rank, world, dev, floor=None):
 
 def _restore(run, ckpt, log):
     """Model, optimiser, scaler, loader position, counters and RNG state from a checkpoint."""
-    load_weights(_unwrap(run.net), ckpt["model"], run.last_path, ckpt["args"].get("model", run.cfg.model))
+    load_weights(unwrap(run.net), ckpt["model"], run.last_path, ckpt["args"].get("model", run.cfg.model))
     run.step.optimizer.load_state_dict(ckpt["optimizer"])
     run.step.scaler.load_state_dict(ckpt["scaler"])
+    if run.step.online is not None and run.step.online.ema is not None:
+        run.step.online.ema.load_state_dict(ckpt["ema"])
     run.loader.load_state_dict(ckpt["loader"])
     run.iteration, run.best_miou = ckpt["iteration"], ckpt.get("best_miou", -1.0)
     saved_world = ckpt["loader"].get("world_size", run.world)
@@ -334,13 +348,14 @@ def _restore(run, ckpt, log):
 def checkpoint(run: Run, epoch_done: int, record: dict | None = None) -> dict:
     """Everything a resumed run needs, as last.pt holds it (`record`: the epoch's metrics, at an epoch's end)."""
     dev = run.dev
-    return {"model": _unwrap(run.net).state_dict(), "optimizer": run.step.optimizer.state_dict(),
+    return {"model": unwrap(run.net).state_dict(), "optimizer": run.step.optimizer.state_dict(),
             "scaler": run.step.scaler.state_dict(), "epoch": epoch_done, "iteration": run.iteration,
             "loader": run.loader.state_dict(), "args": run.args, "num_classes": run.num_classes,
             "class_names": run.class_names, "index_hash": run.idx.content_hash(), "rng": torch.get_rng_state(),
             "normalisation": {"mean": list(run.step.stats[0]), "std": list(run.step.stats[1])},
             "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-            "best_miou": run.best_miou, "metrics": record, "epoch_stats": None if record else dict(run.stats)}
+            "best_miou": run.best_miou, "metrics": record, "epoch_stats": None if record else dict(run.stats),
+            "ema": run.step.online.ema.state_dict() if run.step.online and run.step.online.ema else None}
 
 
 def train_one_epoch(run: Run, epoch: int, stop: _StopFlag, cb: Callbacks) -> tuple[int, int]:
@@ -350,7 +365,13 @@ def train_one_epoch(run: Run, epoch: int, stop: _StopFlag, cb: Callbacks) -> tup
     size, bsz = loader.crop_and_batch(epoch)
     run.net.train()
     steps_total = loader.batches_in_epoch(epoch)
+    unlabeled = None
+    if run.unlabeled:  # this epoch's unlabelled crops, one batch per iteration from the run's position
+        unlabeled = iter(unlabeled_batches(run.unlabeled, cfg.seed, size, bsz, run.iteration,
+                                           steps_total - loader.batches_done, cfg.workers))
     for batch, t_wait, t_step in _timed_batches(loader):
+        if unlabeled is not None:
+            batch["unlabeled"] = next(unlabeled)
         if batch.get("bad"):
             _record_bad(cfg.out, batch.pop("bad"), run.bad_rows, cfg.max_bad_samples, run.rank)
         batch.pop("bad", None)
@@ -407,7 +428,7 @@ def validate(run: Run) -> dict:
     """mIoU and per-class IoU of the model on the validation sources (the images split over ranks)."""
     options = EvalOptions(crop=run.cfg.val_crop, amp_dtype=run.step.dtype, rank=run.rank, world_size=run.world,
                           stats=run.step.stats)
-    return evaluate(_unwrap(run.net), run.val_samples(), run.num_classes, run.dev, options)
+    return evaluate(unwrap(run.net), run.val_samples(), run.num_classes, run.dev, options)
 
 
 def end_epoch(run: Run, epoch: int, size: int, bsz: int, cb: Callbacks) -> dict:
