@@ -89,9 +89,11 @@ def main(out, only, skip, quick):
     if os.path.exists(sel):
         with open(sel) as f:
             s = json.load(f)
-        for row in ("teacher_uniform", "teacher_centroid", "student_uniform", "student_centroid"):
-            table.add_row("selftrain", f"{row} mIoU %", f"{100 * s[row]['mean']:.2f} +- {100 * s[row]['std']:.2f}",
-                          "", "")
+        for name, row in s["rows"].items():
+            table.add_row("selftrain", f"{name} mIoU %",
+                          f"{100 * row['miou']['mean']:.2f} +- {100 * row['miou']['std']:.2f}", "", "")
+        for name, target in s["targets"].items():
+            table.add_row("selftrain", name, "", "", "[green]yes" if target["met"] else "[red]no")
     console.print(table)
 
 
