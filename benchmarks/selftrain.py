@@ -65,10 +65,10 @@ class Plan:
     labeled: int = 20              # labelled images (1/16 of the largest unlabelled set)
     amounts: tuple = (4, 16)       # pseudo-labelled images, in multiples of `labeled`
     val: int = 100                 # validation images
-    size: tuple = (128, 256)       # image size (H, W): small scenes, so that many iterations fit
-    crop: int = 128
-    batch: int = 16
-    teacher_crops: int = 10_000    # crops the teacher trains on
+    size: tuple = (64, 128)        # image size (H, W): small scenes, so that the teacher nears convergence
+    crop: int = 64
+    batch: int = 32
+    teacher_crops: int = 20_000    # crops the teacher trains on
     student_factor: float = 2.0    # the student's crops, in multiples of the teacher's
     epochs: int = 10               # every row's crops are split into this many epochs
     min_confidence: float = 0.7    # student: pseudo pixels the teacher is less sure of are ignored (at training time)
