@@ -28,7 +28,8 @@ L = library_defaults("csst_train.run_configs", "LabelConfig")
 @click.option("--topk", default=L["topk"], show_default=True, type=click.IntRange(min=0), help="Also store the top-K classes and probabilities per pixel (soft labels); 0 = off.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), help="Pixels whose top probability is below this become 255 (ignore).")
 @click.option("--confidence/--no-confidence", default=L["confidence"], show_default=True,
-              help="Store each pixel's top probability (confidence.npy.zst, about 0.1-0.3 bytes per pixel), so that "
+              help="Store each pixel's top probability (confidence.npy.zst; up to about 0.75 bytes per pixel for an "
+                   "unsure teacher, less the surer it is), so that "
                    "`csst train --min-confidence/--class-fraction` can choose the threshold without relabelling.")
 @click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default=L["amp"], show_default=True, help="Autocast dtype on CUDA.")
 @click.option("--rank", type=click.IntRange(min=0), help="This process's rank (default: torchrun's RANK, else 0).")
