@@ -27,8 +27,12 @@ Table 4     c2f_plus            ours with the coarse2fine+ crop schedule, agains
 Rows are reported as mean +- std (ddof 1) over the seeds, with every seed's
 value; the JSON also holds the targets of issue #25 and whether each is met.
 
-    python benchmarks/selftrain.py --json benchmarks/results/selftrain.json            # Table 1
-    python benchmarks/selftrain.py --tables 2,4 --json benchmarks/results/selftrain-t2.json
+    python benchmarks/selftrain.py --workdir RUNS --json benchmarks/results/selftrain.json          # Table 1
+    python benchmarks/selftrain.py --workdir RUNS --tables 4 --json benchmarks/results/selftrain-table4.json
+    python benchmarks/selftrain.py --workdir RUNS --tables 2 --json benchmarks/results/selftrain-table2.json
+
+A later run in the same RUNS folder reuses every finished row (its wall time
+included), so Tables 2 and 4 train only their own rows.
 """
 
 import json
