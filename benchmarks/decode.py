@@ -11,7 +11,6 @@ csst JPEG on 2 and 4 threads (bands of MCU rows decoded at once; pixel-equal to
 one call). Ratios are against the plain JPEG on one thread.
 """
 
-import json
 import sys
 import time
 
@@ -21,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from csst_data import jpeg
+from csst_data.store.shards import atomic_write_json
 from csst_data.store.codecs import decode_image
 from csst_demo import synth
 
@@ -74,8 +74,7 @@ def main(images, size, repeats, json_path, quick):
         table.add_row(k, f"{v:.2f}", f"{mean['plain_1t'] / v:.2f}")
     Console().print(table)
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump(result, f, indent=2)
+        atomic_write_json(json_path, result)
     return 0
 
 

@@ -10,7 +10,6 @@ zoo's models (smp:...) need the models extra; without it they are listed as
 not installed.
 """
 
-import json
 import sys
 import time
 
@@ -21,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from csst_train.models import build_model, count_parameters, normalisation
+from csst_data.store.shards import atomic_write_json
 from csst_train.step import Step, train_step
 
 MODELS = ("fastscnn", "deeplabv3plus-r18", "deeplabv3plus-r50", "smp:DeepLabV3Plus:resnext50_32x4d",
@@ -75,8 +75,7 @@ def main(crop, batch, steps, json_path, quick):
             table.add_row(name, f"{r['parameters'] / 1e6:.1f}", f"{r['step_ms']:.0f}")
     Console().print(table)
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump(result, f, indent=2)
+        atomic_write_json(json_path, result)
     return 0
 
 

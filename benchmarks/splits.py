@@ -12,7 +12,6 @@ number missed, for `draw_split` without and with the index.
     python benchmarks/splits.py --json benchmarks/results/splits.json
 """
 
-import json
 import os
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from csst_data.datasets import ShardSet
+from csst_data.store.shards import atomic_write_json
 from csst_data.index import CentroidIndex, build_index
 from csst_data.index.splits import draw_split
 from csst_demo import synth
@@ -84,8 +84,7 @@ def main(images, size, seeds, json_path, quick):
                       f"{r['class_aware_miss_rate']:.0%}", f"{r['class_aware_mean_missed']:.2f}")
     Console().print(table)
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump(result, f, indent=2)
+        atomic_write_json(json_path, result)
     return 0
 
 
