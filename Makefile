@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 TORCH_NOW = "torch==$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])')"
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
-	$(PIP) install -e ".[dev,models]" $(TORCH_NOW)
+	$(PIP) install -e ".[dev,models,peers]" $(TORCH_NOW)
 	touch $@
 
 $(VENV)/.installed-models: pyproject.toml $(VENV)/.torch

@@ -6,9 +6,13 @@ Side by side in one run, on the same shard set (synthetic 1024x2048 scenes as
 - crops/s and MB/s of `CropLoader` (crop 768, 2 workers) on the shards on local
   disk, and on the same shards in SeaweedFS (S3 API on 127.0.0.1, started here
   and stopped by pid): plan-ordered prefetch, one ranged GET per sample;
-- the common alternative (MosaicML Streaming, LitData): download every shard the
-  plan touches whole into a local cache, then read locally; its crops/s counts
-  the downloads;
+- the common alternative: download every shard the plan touches whole into a
+  local cache, then read locally; its crops/s counts the downloads;
+- a real peer, LitData (benchmarks/litdata_peer.py, the `bench` extra): the same
+  samples packed into its chunks on the same server, read in the same plan
+  order in both of its modes (ranged reads of one sample; whole chunks into its
+  cache), crops/s and bytes fetched, also for the 4-rank plan below; without
+  the package the JSON says the peer was skipped and why;
 - requests and bytes per sample of csst's reads (one process, so every request
   is counted);
 - `whole_shard_bytes_over_csst_bytes`: rank 0 of a 4-rank centroid-sampling
@@ -19,7 +23,6 @@ Side by side in one run, on the same shard set (synthetic 1024x2048 scenes as
     python benchmarks/objectstore.py --json benchmarks/results/objectstore.json
 """
 
-import json
 import os
 import shutil
 import sys
@@ -34,6 +37,7 @@ from rich.table import Table
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))  # the test suite's server helpers
 
+import litdata_peer  # noqa: E402
 from csst_data import bench  # noqa: E402
 from csst_data.store import storage
 from csst_demo import synth
@@ -41,6 +45,13 @@ from csst_data.index import CentroidIndex, build_index  # noqa: E402
 from csst_data.store.shards import SetInfo, ShardWriter, iter_samples  # noqa: E402
 
 CROP, BATCH, WORKERS = 768, 4, 2
+
+
+def cpu_seconds(pid):
+    """CPU seconds (user + system, all threads) a process has used so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def upload(folder, url):
@@ -67,7 +78,7 @@ def whole_shard_loader(index, shard_urls, cache, samples, seed=0):
 
 
 def plan_bytes(index, rank, world_size, seed=0):
-    """(csst bytes, whole-shard bytes, samples) of one rank's slice of a centroid-sampling epoch plan."""
+    """(csst bytes, whole-shard bytes, index rows) of one rank's slice of a centroid-sampling epoch plan."""
     from csst_data.loader.sampling import epoch_plan, rank_slice
 
     plan = epoch_plan(index, 0, seed, strategy="centroid")
@@ -80,7 +91,7 @@ def plan_bytes(index, rank, world_size, seed=0):
     for s, n in zip(im["shard"], hi):
         shard_bytes[int(s)] = max(shard_bytes.get(int(s), 0), int(n))  # a shard's last member ends near its size
     whole = sum(shard_bytes[int(s)] for s in set(im["shard"][rows].tolist()))
-    return csst, whole, len(rows)
+    return csst, whole, rows
 
 
 def write_cycled(out, source, count, maxcount=1000):
@@ -96,8 +107,11 @@ def write_cycled(out, source, count, maxcount=1000):
 @click.option("--images", default=48, show_default=True, help="Scenes at 1024x2048 for the throughput runs.")
 @click.option("--samples", default=192, show_default=True, help="Crops per throughput run.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results here.")
+@click.option("--server-option", "server_options", multiple=True,
+              help="An option for `weed mini` (repeatable), e.g. -filer.maxMB=1: SeaweedFS reads every chunk a "
+                   "ranged GET touches whole, 4 MB by default.")
 @click.option("--quick", is_flag=True, help="A smoke run: tiny data.")
-def main(images, samples, json_path, quick):
+def main(images, samples, json_path, server_options, quick):
     from servers import BUCKET, Seaweed, weed_binary
 
     if weed_binary() is None:
@@ -107,7 +121,7 @@ def main(images, samples, json_path, quick):
     images, samples = (8, 16) if quick else (images, samples)
     cycled_count, cycled_shard = (400, 100) if quick else (4000, 1000)
     work = tempfile.mkdtemp(prefix="csst-objbench-")
-    srv = Seaweed(os.path.join(work, "seaweed"))
+    srv = Seaweed(os.path.join(work, "seaweed"), server_options)
     os.environ.update(srv.env())
     console = Console()
     try:
@@ -127,7 +141,10 @@ def main(images, samples, json_path, quick):
         bench.loader_throughput(idx_local, crop, batch, WORKERS, min(samples, 16))
         bench.loader_throughput(idx_s3, crop, batch, WORKERS, min(samples, 16))
         local_run = bench.loader_throughput(idx_local, crop, batch, WORKERS, samples)
+        server_cpu = cpu_seconds(srv.proc.pid)
         s3_run = bench.loader_throughput(idx_s3, crop, batch, WORKERS, samples)
+        # What the server took from the cores the loader shares with it (the profile's first split).
+        server_cpu = cpu_seconds(srv.proc.pid) - server_cpu
 
         # Requests and bytes per sample, counted in this process (no workers).
         before = dict(storage.STATS)
@@ -147,24 +164,42 @@ def main(images, samples, json_path, quick):
                             synth.SynthOptions(labeled=64, unlabeled=0, val=0, size=(128, 256), seed=1, workers=2))
         write_cycled(os.path.join(work, "cycled"), os.path.join(small, "labeled"), cycled_count, cycled_shard)
         build_index([os.path.join(work, "cycled")], os.path.join(work, "cycled.zarr"))
-        csst_b, whole_b, rank_samples = plan_bytes(CentroidIndex.open(os.path.join(work, "cycled.zarr")), 0, 4)
+        cycled_index = CentroidIndex.open(os.path.join(work, "cycled.zarr"))
+        csst_b, whole_b, rank_rows = plan_bytes(cycled_index, 0, 4)
+        rank_samples = len(rank_rows)
+
+        # The peer, on the same server, data and plans.
+        if litdata_peer.litdata is None:
+            peer = {"skipped": litdata_peer.MISSING}
+        else:
+            peer = litdata_peer.run(idx_s3, local, f"s3://{BUCKET}/bench/litdata", work, crop, batch, WORKERS,
+                                    samples)
+            peer["rank0_bytes"] = litdata_peer.rows_bytes(cycled_index, os.path.join(work, "cycled"),
+                                                          f"s3://{BUCKET}/bench/litdata-cycled", work, rank_rows)
     finally:
         srv.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     mb = bytes_per / 1e6
     result = {
-        "crop": crop, "workers": WORKERS, "images": images, "samples": samples, "size": list(size),
+        "crop": crop, "workers": WORKERS, "server_options": list(server_options), "images": images, "samples": samples, "size": list(size),
         "local_crops_per_s": local_run["crops_per_s"], "s3_crops_per_s": s3_run["crops_per_s"],
         "s3_over_local": s3_run["crops_per_s"] / local_run["crops_per_s"],
         "s3_mb_per_s": s3_run["crops_per_s"] * mb, "local_mb_per_s": local_run["crops_per_s"] * mb,
         "whole_shard_crops_per_s": whole_crops_per_s, "whole_shard_download_s": download_s,
         "whole_shard_fetched_bytes": fetched,
         "gets_per_sample": gets, "bytes_per_sample": bytes_per,
+        "server_cpu_ms_per_crop": 1e3 * server_cpu / s3_run["crops"],
+        "server_cpu_share": server_cpu / (s3_run["seconds"] * os.cpu_count()),
         "whole_shard_bytes_over_csst_bytes": whole_b / csst_b,
         "plan_bytes": {"csst": csst_b, "whole_shard": whole_b, "rank0_samples": rank_samples,
                        "samples": cycled_count, "shard_samples": cycled_shard, "world_size": 4},
     }
+    result["peer"] = peer
+    if "skipped" not in peer:
+        for mode in litdata_peer.MODES:
+            result[f"csst_over_peer_crops_per_s_{mode}"] = result["s3_crops_per_s"] / peer[mode]["crops_per_s"]
+            result[f"csst_over_peer_rank0_bytes_{mode}"] = csst_b / peer["rank0_bytes"][mode]
     table = Table(title=f"crop loader from object storage (crop {crop}, {WORKERS} workers, SeaweedFS on loopback)")
     for col in ("reader", "crops/s", "MB/s", "requests/sample"):
         table.add_column(col)
@@ -172,13 +207,26 @@ def main(images, samples, json_path, quick):
     table.add_row("csst, S3 (ranged GETs, prefetch)", f"{result['s3_crops_per_s']:.1f}", f"{result['s3_mb_per_s']:.1f}",
                   f"{gets:.2f}")
     table.add_row("download needed shards whole, then read", f"{whole_crops_per_s:.1f}", "-", "-")
+    for mode in litdata_peer.MODES if "skipped" not in peer else ():
+        r = peer[mode]
+        table.add_row(f"{peer['reader']}, S3, {mode} (first pass: {r['crops_per_s_first_pass']:.1f})",
+                      f"{r['crops_per_s']:.1f}", f"{r['crops_per_s'] * r['bytes_per_sample'] / 1e6:.1f}", "-")
     console.print(table)
-    console.print(f"s3_over_local {result['s3_over_local']:.2f} (target >= 0.7); gets_per_sample {gets:.2f} "
+    console.print(f"the server used {result['server_cpu_share']:.0%} of the {os.cpu_count()} cores during the S3 run "
+                  f"({result['server_cpu_ms_per_crop']:.2f} CPU ms per crop)")
+    console.print(f"s3_over_local {result['s3_over_local']:.2f} (target >= 0.85); gets_per_sample {gets:.2f} "
                   f"(target <= 1.1); whole_shard_bytes_over_csst_bytes {result['whole_shard_bytes_over_csst_bytes']:.2f} "
                   f"(target >= 3; rank 0 of 4, {rank_samples} samples over {cycled_count // cycled_shard} shards)")
+    if "skipped" in peer:
+        console.print(f"peer skipped: {peer['skipped']}")
+    for mode in litdata_peer.MODES if "skipped" not in peer else ():
+        console.print(f"csst / {peer['reader']} ({mode}): crops/s {result[f'csst_over_peer_crops_per_s_{mode}']:.2f} "
+                      f"(target >= 1); rank-0-of-4 bytes {result[f'csst_over_peer_rank0_bytes_{mode}']:.3f} "
+                      "(target <= 1/3)")
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump(result, f, indent=1)
+        from csst_data.store.shards import atomic_write_json
+
+        atomic_write_json(json_path, result)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ class Seaweed:
     """A running SeaweedFS; `pause()` / `resume()` stop and continue it (SIGSTOP/SIGCONT)
     to make requests time out or fail for a moment."""
 
-    def __init__(self, root):
+    def __init__(self, root, options=()):
         self.root = root
         os.makedirs(os.path.join(root, "data"), exist_ok=True)
         self.port = free_port()
@@ -85,7 +85,7 @@ class Seaweed:
         args = [weed_binary(), "mini", f"-dir={root}/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 "-master.telemetry=false", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
                 "-s3.port.lance=0", f"-s3.config={config}", f"-s3.port={self.port}", f"-bucket={BUCKET}",
-                *(f"-{k}={v}" for k, v in ports.items())]
+                *(f"-{k}={v}" for k, v in ports.items()), *options]
         self.log = os.path.join(root, "weed.log")
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=root,

@@ -76,6 +76,26 @@ def test_selftrain_rows_are_mean_std_and_per_seed_values(results):
     assert result["pseudo_storage"]["confidence_bytes_per_image"] > 0
 
 
+def test_objectstore_peer_runs_or_says_why_not(results):
+    """The LitData peer reads the same plan from the same server (both of its read modes), or, without
+    the package, the JSON says it was skipped and why."""
+    out, _ = results
+    with open(os.path.join(out, "objectstore.json")) as f:
+        result = json.load(f)
+    peer = result["peer"]
+    try:
+        import litdata  # noqa: F401
+    except ImportError:
+        assert "litdata is not installed" in peer["skipped"]
+        pytest.skip("litdata is not installed: the peer benchmark needs the bench extra")
+    for mode in ("ranged", "chunks"):
+        assert peer[mode]["crops_per_s"] > 0 and peer[mode]["bytes_per_sample"] > 0
+        assert peer["rank0_bytes"][mode] > 0
+        assert result[f"csst_over_peer_crops_per_s_{mode}"] > 0
+    # Whole chunks of 64 MB hold every sample of the quick run: the chunk mode fetches them all.
+    assert peer["rank0_bytes"]["chunks"] > peer["rank0_bytes"]["ranged"]
+
+
 def test_summary_table_printed(results):
     _, stdout = results
     assert "benchmark summary" in stdout
