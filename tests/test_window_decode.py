@@ -241,3 +241,28 @@ def test_whole_decodes_in_eval_and_label_equal_decode_image():
     for data in (marked, jpeg.with_restart_index(marked), encode(image, restart=0), png.getvalue()):
         for threads in (1, 2, 3):
             assert np.array_equal(decode_whole(data, threads=threads), decode_image(data))
+
+
+def test_splice_kernel_equals_the_array_splice(jpegs):
+    """The one-pass kernel that splices from the restart index gives the bytes of the array version,
+    which finds the intervals by `restart_intervals`; a stale index makes it decline (-1)."""
+    rng = np.random.default_rng(3)
+    indexed = [d for d in jpegs if restart.index_lengths(d, jpeg.parse(d)) is not None]
+    assert indexed
+    for data in indexed:
+        info = jpeg.parse(data)
+        per_row = info.mcus_x // info.restart_interval
+        lengths = restart.index_lengths(data, info)
+        for _ in range(40):
+            row0, row1 = sorted(rng.choice(info.mcus_y + 1, 2, replace=False))
+            col0, col1 = sorted(rng.choice(per_row + 1, 2, replace=False))
+            out = np.empty(len(data), np.uint8)
+            n = window._splice_scan(np.frombuffer(data, np.uint8), lengths, info.scan, per_row, row0, row1, col0,
+                                    col1, out)
+            assert bytes(out[:n]) == bytes(window._spliced_scan(data, info, per_row, row0, row1, col0, col1))
+        # An index whose first interval is a byte off puts every marker elsewhere: the kernel declines.
+        shifted = lengths.copy()
+        shifted[0] += 1
+        out = np.empty(len(data), np.uint8)
+        assert window._splice_scan(np.frombuffer(data, np.uint8), shifted, info.scan, per_row, 0, info.mcus_y, 0,
+                                   per_row, out) == -1

@@ -92,6 +92,12 @@ def _read_index(data, info):
     return lengths if len(lengths) == count else None
 
 
+def index_lengths(data: bytes, info: JpegInfo) -> np.ndarray | None:
+    """The byte length of every restart interval from the JPEG's restart index (int64), unchecked;
+    None without an index that fits its frame and restart interval."""
+    return _read_index(data, info)
+
+
 def _index_intervals(data, info):
     """(starts, stops) from the restart index, unchecked; None without a fitting index."""
     lengths = _read_index(data, info)

@@ -20,9 +20,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+import numba
 import numpy as np
 
-from csst_data.jpeg.restart import restart_intervals
+from csst_data.jpeg.restart import index_lengths, restart_intervals
 from csst_data.jpeg.structure import JpegInfo, can_splice, parse
 
 # Segments a spliced window needs: tables, restart interval, frame, Adobe colour transform, JFIF.
@@ -50,11 +51,6 @@ def splice(data: bytes, info: JpegInfo, row0: int, row1: int, col0: int,
     """
     k = info.restart_interval
     per_row = info.mcus_x // k
-    sel = np.arange(row0, row1)[:, None] * per_row + np.arange(col0, col1)
-    # From the restart index, checking only the markers this piece uses (each copied interval's
-    # end and the one before each row's first): a stale index falls back to scanning.
-    used = np.concatenate([sel.ravel(), sel[sel[:, 0] > 0, 0] - 1])
-    starts, stops = restart_intervals(data, info, check=used)
     top, left = row0 * info.mcu_height, col0 * k * info.mcu_width
     height = min(info.height, row1 * info.mcu_height) - top
     width = min(info.width, col1 * k * info.mcu_width) - left
@@ -68,6 +64,27 @@ def splice(data: bytes, info: JpegInfo, row0: int, row1: int, col0: int,
         elif marker in _KEEP:
             parts.append(buf[a:b])
     parts.append(buf[info.sos:info.scan])
+    body = None
+    lengths = index_lengths(data, info)
+    if lengths is not None:
+        # One pass over the piece's intervals (their markers checked where the index puts them).
+        out = np.empty(int(lengths.sum()) + 2 * len(lengths), np.uint8)
+        n = _splice_scan(np.frombuffer(data, np.uint8), lengths, info.scan, per_row, row0, row1, col0, col1, out)
+        body = out[:n] if n >= 0 else None
+    if body is None:  # no index, or a stale one: find the markers by scanning
+        body = _spliced_scan(data, info, per_row, row0, row1, col0, col1)
+    parts += [body, b"\xff\xd9"]
+    return b"".join(parts), (top, left)
+
+
+def _spliced_scan(data, info, per_row, row0, row1, col0, col1):
+    """The piece's entropy-coded data, intervals found by `restart_intervals` (index or scan)."""
+    sel = np.arange(row0, row1)[:, None] * per_row + np.arange(col0, col1)
+    # Only the markers this piece uses are checked (each copied interval's end and the one before
+    # each row's first): a stale index falls back to scanning.
+    used = np.concatenate([sel.ravel(), sel[sel[:, 0] > 0, 0] - 1])
+    starts, stops = restart_intervals(data, info, check=used)
+    buf = memoryview(data)
     # The intervals [col0, col1) of a row are one byte range, RST markers included: copy each row
     # whole, a marker between rows, then renumber every marker in order (the n-th is RST n mod 8).
     a, b = starts[sel[:, 0]], stops[sel[:, -1]]
@@ -75,8 +92,53 @@ def splice(data: bytes, info: JpegInfo, row0: int, row1: int, col0: int,
     at = np.concatenate([[0], np.cumsum(b - a + 2)[:-1]])  # where each row starts in the body
     marks = (stops[sel] - a[:, None] + at[:, None]).ravel()[:-1]
     np.frombuffer(body, np.uint8)[marks + 1] = 0xD0 + (np.arange(len(marks)) & 7)
-    parts += [body, b"\xff\xd9"]
-    return b"".join(parts), (top, left)
+    return body
+
+
+@numba.njit(cache=True, nogil=True)
+def _splice_scan(buf, lengths, scan, per_row, row0, row1, col0, col1, out):
+    """Write the entropy-coded data of intervals [col0, col1) of MCU rows [row0, row1) into `out`,
+    markers renumbered in order (the n-th is RST n mod 8); returns the bytes written, or -1 when a
+    marker is not where the index `lengths` puts it (each copied interval's end and the one before
+    each row's first are checked: interval i ends at RST i mod 8, the last one at another marker).
+    The numpy version (`_spliced_scan`) costs about 0.1 ms per window in small array operations."""
+    count = len(lengths)
+    last = (row1 - 1) * per_row + col1
+    stops = np.empty(last, np.int64)
+    pos = scan
+    for i in range(last):
+        stops[i] = pos + lengths[i]
+        pos = stops[i] + 2
+    if stops[last - 1] + 1 >= len(buf):
+        return -1
+    o, n = 0, 0
+    for r in range(row0, row1):
+        first = r * per_row + col0
+        if first > 0:
+            p = stops[first - 1]
+            if buf[p] != 0xFF or buf[p + 1] != 0xD0 + ((first - 1) & 7):
+                return -1
+        a = scan if first == 0 else stops[first - 1] + 2
+        for c in range(col0, col1):
+            i = r * per_row + c
+            p = stops[i]
+            if buf[p] != 0xFF:
+                return -1
+            nxt = buf[p + 1]
+            if i == count - 1:
+                if (nxt >= 0xD0 and nxt <= 0xD7) or nxt == 0:
+                    return -1
+            elif nxt != 0xD0 + (i & 7):
+                return -1
+            out[o:o + p - a] = buf[a:p]
+            o += p - a
+            if r < row1 - 1 or c < col1 - 1:
+                out[o] = 0xFF
+                out[o + 1] = 0xD0 + (n & 7)
+                n += 1
+                o += 2
+            a = p + 2
+    return o
 
 
 def window_decode(data: bytes, y0: int, y1: int, x0: int, x1: int, m: int = 8, info: JpegInfo | None = None,
