@@ -70,8 +70,10 @@ class Plan:
     amounts: tuple = (4, 16)       # pseudo-labelled images, in multiples of `labeled`
     val: int = 100                 # validation images
     size: tuple = (64, 128)        # image size (H, W): small scenes, so that the teacher nears convergence
+    variety: float = 0.0           # per-scene appearance shifts of the synthetic data (csst_demo.render.shift_appearance)
     crop: int = 64
     batch: int = 32
+    lr: float | None = None        # SGD learning rate of every row trained from scratch (None: the trainer's 0.02)
     teacher_crops: int = 20_000    # crops the teacher trains on
     student_factor: float = 2.0    # the student's crops, in multiples of the teacher's
     epochs: int = 10               # every row's crops are split into this many epochs
@@ -104,7 +106,8 @@ class Experiment:
         self.lab, self.val = os.path.join(self.data, "labeled"), os.path.join(self.data, "val")
         if not os.path.exists(os.path.join(self.val, "manifest.json")):
             synth.write_dataset(self.data, synth.SynthOptions(labeled=plan.labeled, unlabeled=plan.unlabeled,
-                                                              val=plan.val, size=plan.size, seed=0, force=True))
+                                                              val=plan.val, size=plan.size, seed=0, force=True,
+                                                              variety=plan.variety))
         self.teacher_index = self.index([self.lab], "teacher-index.zarr")
         share = CentroidIndex.open(self.teacher_index).class_pixels.sum(0).astype(float)
         self.rare = np.argsort(share / share.sum())[: synth.NUM_CLASSES // 3]
@@ -119,6 +122,8 @@ class Experiment:
         """Train one row (a finished run folder is reused) and evaluate its last checkpoint."""
         p = self.plan
         start = time.perf_counter()
+        if "init" not in options:  # a fine-tuned row keeps the trainer's fine-tuning rate
+            options.setdefault("lr", p.lr)
         if not os.path.exists(os.path.join(out, "done.json")):
             train(TrainConfig(out=out, data=data, index=index, seed=seed, epochs=p.epochs, crop=p.crop,
                               batch_size=p.batch, length=max(crops // p.epochs, 2 * p.batch), workers=p.workers,
@@ -288,15 +293,22 @@ def show(console, out):
 @click.option("--amounts", default="4,16", show_default=True, help="Pseudo-labelled images, in multiples of --labeled.")
 @click.option("--teacher-crops", default=Plan.teacher_crops, show_default=True)
 @click.option("--student-factor", default=Plan.student_factor, show_default=True)
+@click.option("--variety", default=Plan.variety, show_default=True,
+              help="Appearance shifts between the synthetic scenes (csst synth --variety).")
+@click.option("--batch", default=Plan.batch, show_default=True, help="Crops per step of every row.")
+@click.option("--lr", type=float, default=None, help="Learning rate of the rows trained from scratch "
+              "(default: the trainer's).")
 @click.option("--min-confidence", default=Plan.min_confidence, show_default=True,
               help="Student: ignore pseudo pixels under this stored teacher confidence (0: keep all).")
 @click.option("--tables", default="1", show_default=True, help="Comma-separated: 1 (a and b), 2, 4.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep (and reuse) the runs here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 @click.option("--quick", is_flag=True, help="Tiny smoke run (seconds per row), every table.")
-def main(seeds, labeled, amounts, teacher_crops, student_factor, min_confidence, tables, workdir, json_path, quick):
+def main(seeds, labeled, amounts, teacher_crops, student_factor, variety, batch, lr, min_confidence, tables,
+         workdir, json_path, quick):
     plan = Plan(seeds=seeds, labeled=labeled, amounts=tuple(int(a) for a in amounts.split(",")),
-                teacher_crops=teacher_crops, student_factor=student_factor, min_confidence=min_confidence,
+                teacher_crops=teacher_crops, student_factor=student_factor, variety=variety, batch=batch, lr=lr,
+                min_confidence=min_confidence,
                 tables=tuple(tables.split(",")))
     if quick:
         plan = Plan(**{**asdict(plan), **QUICK})

@@ -35,9 +35,12 @@ def _size(ctx, param, value):
               help="shards: csst shard sets; cityscapes: leftImg8bit/ and gtFine/ folders with Cityscapes label ids.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Rendering processes (the output does not depend on it).")
+@click.option("--variety", default=0.0, show_default=True, type=click.FloatRange(0, 2),
+              help="Per-scene appearance shifts (exposure, contrast, colour cast, haze) of this spread: 1 is "
+                   "dusk to glare and fog. Labels do not change; 0 writes the same bytes as before the option.")
 @click.option("--force", is_flag=True, help="Write into a non-empty OUTPUT, replacing what an earlier run wrote there.")
 @progress_option
-def synth(out, labeled, unlabeled, val, size, seed, layout, workers, force, progress):
+def synth(out, labeled, unlabeled, val, size, seed, layout, workers, variety, force, progress):
     """Render the synthetic street-scene dataset into OUTPUT.
 
     19 classes named like the Cityscapes train ids, with a long-tailed pixel
@@ -51,7 +54,7 @@ def synth(out, labeled, unlabeled, val, size, seed, layout, workers, force, prog
     try:
         with progress_bar("rendering", "img", progress) as bar:
             opts = SynthOptions(labeled, unlabeled, val, size=size, seed=seed, layout=layout, workers=workers,
-                                force=force)
+                                force=force, variety=variety)
             counts = write_dataset(out, opts, progress=bar)
     except FolderNotEmpty:
         raise click.ClickException(f"{out} is not empty; choose an empty folder, or pass --force to replace "

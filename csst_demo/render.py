@@ -210,6 +210,21 @@ def _finish(s, rng):
     return np.ascontiguousarray(img.astype(np.uint8).transpose(1, 2, 0))
 
 
+def shift_appearance(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """The whole scene's appearance shifted, as weather, time of day and cameras differ between
+    drives: exposure, contrast, white balance and haze, each drawn with a spread of `strength`
+    (0: unchanged; 1: dusk to glare, heavy casts, fog). Labels do not change."""
+    exposure = np.exp(rng.normal(0.0, 0.4 * strength))
+    contrast = np.exp(rng.normal(0.0, 0.35 * strength))
+    cast = np.exp(rng.normal(0.0, 0.2 * strength, 3)).astype(np.float32)
+    haze = rng.uniform(0.0, 0.6 * strength) if rng.random() < 0.5 else 0.0
+    x = image.astype(np.float32)
+    mean = x.mean()
+    x = ((x - mean) * contrast + mean) * (exposure * cast)
+    x = x * (1 - haze) + haze * np.float32(200.0)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
 def render_raw(height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(image, label with internal void codes) of one scene."""
     s = Scene(height, width, rng)

@@ -39,7 +39,7 @@ from csst_data import IGNORE
 from csst_demo.classes import (  # noqa: F401  (re-exported: the names other code uses)
     BICYCLE, BUILDING, BUS, CAR, CITYSCAPES_LABEL_IDS, CITYSCAPES_LUT, CLASS_NAMES, EGO, FENCE, LIGHT, MOTORCYCLE,
     NUM_CLASSES, PALETTE, PERSON, POLE, RIDER, ROAD, SIDEWALK, SIGN, SKY, TERRAIN, TRAIN, TRUCK, VEGETATION, WALL)
-from csst_demo.render import render_raw, render_scene, to_cityscapes_ids  # noqa: F401
+from csst_demo.render import render_raw, render_scene, shift_appearance, to_cityscapes_ids  # noqa: F401
 
 SPLITS = ("labeled", "unlabeled", "val")
 _SPLIT_CODE = {"labeled": 0, "unlabeled": 1, "val": 2}
@@ -94,6 +94,7 @@ class SampleTask:
     height: int
     width: int
     layout: str
+    variety: float = 0.0
 
 
 def _make_sample(task):
@@ -102,6 +103,9 @@ def _make_sample(task):
 
     split, index, seed, h, w = task.split, task.index, task.seed, task.height, task.width
     image, raw = render_raw(h, w, sample_rng(seed, split, index))
+    if task.variety > 0:  # its own generator: the scene itself is the one variety 0 renders
+        image = shift_appearance(image, np.random.default_rng(
+            np.random.SeedSequence([int(seed), _SPLIT_CODE[split], int(index), 1])), task.variety)
     if task.layout == "cityscapes":
         return _encode_png(image), _encode_png(CITYSCAPES_LUT[raw])
     label = raw.copy()
@@ -141,6 +145,7 @@ class SynthOptions:
     layout: str = "shards"  # "shards" or "cityscapes" (see write_dataset)
     workers: int = 1  # rendering processes; the output does not depend on it
     force: bool = False  # write into a non-empty folder, replacing what an earlier run wrote there
+    variety: float = 0.0  # per-scene appearance shifts (render.shift_appearance); 0 keeps every byte as before
 
 
 def write_dataset(out: str | os.PathLike, opts: SynthOptions,
@@ -157,7 +162,8 @@ def write_dataset(out: str | os.PathLike, opts: SynthOptions,
     (h, w), counts = _checked(opts)
     out = str(out)
     _prepare_folder(out, opts)
-    tasks = [SampleTask(split, i, int(opts.seed), h, w, opts.layout) for split in SPLITS for i in range(counts[split])]
+    tasks = [SampleTask(split, i, int(opts.seed), h, w, opts.layout, float(opts.variety))
+             for split in SPLITS for i in range(counts[split])]
     results = _map(_make_sample, tasks, opts.workers)
     bar = _Counter(progress, len(tasks))
     try:
@@ -178,6 +184,8 @@ def _checked(opts):
         raise ValueError(f"size {h}x{w} is too small (at least 16x16)")
     if opts.layout not in ("shards", "cityscapes"):
         raise ValueError(f"layout {opts.layout!r}: expected 'shards' or 'cityscapes'")
+    if not 0 <= opts.variety <= 2:
+        raise ValueError(f"variety {opts.variety}: expected a number in [0, 2]")
     counts = {"labeled": int(opts.labeled), "unlabeled": int(opts.unlabeled), "val": int(opts.val)}
     if any(n < 0 for n in counts.values()):
         raise ValueError(f"sample counts must be >= 0, got {counts}")

@@ -181,3 +181,22 @@ def test_cli(tmp_path):
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli, ["synth", "-o", str(tmp_path / "x"), "--size", "big"])
     assert r.exit_code != 0 and "HEIGHTxWIDTH" in r.output
+
+
+def test_variety_shifts_appearance_only_and_is_deterministic():
+    """`variety` changes a scene's pixels (exposure, contrast, cast, haze) but not its label or layout;
+    0 renders what the option's absence renders; the same task renders the same bytes."""
+    from csst_demo.synth import SampleTask, _make_sample
+    from csst_data.store.codecs import decode_label
+    import simplejpeg
+
+    plain = SampleTask("labeled", 3, 0, 64, 128, "shards")
+    assert _make_sample(plain) == _make_sample(SampleTask("labeled", 3, 0, 64, 128, "shards", 0.0))
+    shifted = [_make_sample(SampleTask("labeled", 3, 0, 64, 128, "shards", 1.0)) for _ in range(2)]
+    assert shifted[0] == shifted[1]
+    assert np.array_equal(decode_label(shifted[0][1]), decode_label(_make_sample(plain)[1]))
+    a = simplejpeg.decode_jpeg(_make_sample(plain)[0]).astype(int)
+    b = simplejpeg.decode_jpeg(shifted[0][0]).astype(int)
+    assert np.abs(a - b).mean() > 5
+    with pytest.raises(ValueError, match="variety"):
+        synth.write_dataset("/nonexistent-never-written", synth.SynthOptions(1, 0, 0, size=(32, 32), variety=-1))
