@@ -156,7 +156,8 @@ def run(index, local: str, url: str, work: str, crop: int, batch: int, workers: 
         with counted_bytes() as fetched:
             for j in range(counted):
                 sub.read(j)
-        out[mode] = {"crops_per_s_first_pass": first, "crops_per_s": later, "bytes_per_sample": fetched["bytes"] / counted}
+        out[mode] = {"crops_per_s_first_pass": first, "crops_per_s": later,
+                     "bytes_per_sample": fetched["bytes"] / counted}
     return out
 
 

@@ -143,7 +143,8 @@ def main(images, samples, json_path, server_options, quick):
         local_run = bench.loader_throughput(idx_local, crop, batch, WORKERS, samples)
         server_cpu = cpu_seconds(srv.proc.pid)
         s3_run = bench.loader_throughput(idx_s3, crop, batch, WORKERS, samples)
-        # What the server took from the cores the loader shares with it (the profile's first split).
+        # What the server took from the cores the loader shares with it (the profile's first split); over
+        # the whole pass, its first batch included, so a little more than the timed part's share.
         server_cpu = cpu_seconds(srv.proc.pid) - server_cpu
 
         # Requests and bytes per sample, counted in this process (no workers).
@@ -182,7 +183,8 @@ def main(images, samples, json_path, server_options, quick):
 
     mb = bytes_per / 1e6
     result = {
-        "crop": crop, "workers": WORKERS, "server_options": list(server_options), "images": images, "samples": samples, "size": list(size),
+        "crop": crop, "workers": WORKERS, "server_options": list(server_options), "images": images,
+        "samples": samples, "size": list(size),
         "local_crops_per_s": local_run["crops_per_s"], "s3_crops_per_s": s3_run["crops_per_s"],
         "s3_over_local": s3_run["crops_per_s"] / local_run["crops_per_s"],
         "s3_mb_per_s": s3_run["crops_per_s"] * mb, "local_mb_per_s": local_run["crops_per_s"] * mb,

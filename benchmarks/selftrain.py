@@ -70,7 +70,7 @@ class Plan:
     amounts: tuple = (4, 16)       # pseudo-labelled images, in multiples of `labeled`
     val: int = 100                 # validation images
     size: tuple = (64, 128)        # image size (H, W): small scenes, so that the teacher nears convergence
-    variety: float = 0.0           # per-scene appearance shifts of the synthetic data (csst_demo.render.shift_appearance)
+    variety: float = 0.0           # per-scene appearance shifts of the synthetic data (render.shift_appearance)
     crop: int = 64
     batch: int = 32
     lr: float | None = None        # SGD learning rate of every row trained from scratch (None: the trainer's 0.02)
