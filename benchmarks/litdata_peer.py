@@ -44,16 +44,15 @@ MISSING = "litdata is not installed (pip install -e '.[bench]')"
 MODES = ("ranged", "chunks")
 
 
-def write_chunks(samples, out: str, url: str) -> dict:
-    """Pack (key, jpg, label) of `samples` (dicts of raw members) into LitData chunks in `out`, upload
-    them to `url`; returns {key: item position} as written (read back, not assumed)."""
-    from csst_data.store import storage
+def write_chunks(local: str, out: str) -> dict:
+    """Pack (key, jpg, label) of the shard set `local` (members' bytes unchanged, in key order) into
+    LitData chunks in `out`; returns {key: item position} as written (read back, not assumed)."""
+    from csst_data.store.shards import iter_samples
 
-    items = [{"key": s["__key__"], "jpg": s["jpg"], "label": s["label.npy.zst"]} for s in samples]
+    items = [{"key": s["__key__"], "jpg": s["jpg"], "label": s["label.npy.zst"]}
+             for s in sorted(iter_samples(local, decode=False), key=lambda s: s["__key__"])]
     litdata.optimize(fn=_identity, inputs=items, output_dir=out, chunk_bytes="64MB", num_workers=1,
                      verbose=False, mode="overwrite")
-    for name in sorted(os.listdir(out)):
-        storage.upload(storage.join(url, name), os.path.join(out, name))
     written = litdata.StreamingDataset(out)
     return {written[i]["key"]: i for i in range(len(written))}
 
@@ -122,19 +121,25 @@ def plan_crops(index, url: str, cache: str, mode: str, rows, centres, crop: int,
     return PlanCrops(url, cache, mode, np.array([positions[index.images["key"][r]] for r in rows]), centres, crop)
 
 
-def run(index, local: str, url: str, work: str, crop: int, batch: int, workers: int, samples: int) -> dict:
+def fetched_reading(crops: PlanCrops) -> int:
+    """Bytes fetched to read every sample of `crops` once, in order, in this process."""
+    with counted_bytes() as fetched:
+        for j in range(len(crops)):
+            crops.read(j)
+    return fetched["bytes"]
+
+
+def run(index, url: str, positions: dict, work: str, crop: int, batch: int, workers: int, samples: int) -> dict:
     """Both modes on the plan csst's loader runs (epoch 0, seed 0, centroid sampling, `samples`
-    crops): crops/s of a first pass with an empty cache, timed from the first request (downloads
-    included), of a later pass (timed as csst's loader is: from the first batch), and bytes fetched
-    per sample (counted in this process over the first min(samples, 64) samples)."""
+    crops) over the LitData copy at `url` ({key: item} from write_chunks): crops/s of a first pass
+    with an empty cache, timed from the first request (downloads included), of a later pass (timed
+    as csst's loader is: from the first batch), and bytes fetched per sample (counted in this
+    process over the first min(samples, 64) samples)."""
     import torch
 
     from csst_data import bench
     from csst_data.loader.sampling import epoch_plan
-    from csst_data.store.shards import iter_samples
 
-    positions = write_chunks(sorted(iter_samples(local, decode=False), key=lambda s: s["__key__"]),
-                             os.path.join(work, "litdata"), url)
     plan = epoch_plan(index, 0, 0, strategy="centroid", length=samples)
     centres = np.stack([plan["cy"], plan["cx"]], 1)
     out = {"reader": "litdata " + litdata.__version__, "chunk_bytes": 64 << 20}
@@ -153,27 +158,14 @@ def run(index, local: str, url: str, work: str, crop: int, batch: int, workers: 
         counted = min(samples, 64)
         sub = plan_crops(index, url, os.path.join(work, f"litdata-count-{mode}"), mode, plan["image"][:counted],
                          centres[:counted], crop, positions)
-        with counted_bytes() as fetched:
-            for j in range(counted):
-                sub.read(j)
         out[mode] = {"crops_per_s_first_pass": first, "crops_per_s": later,
-                     "bytes_per_sample": fetched["bytes"] / counted}
+                     "bytes_per_sample": fetched_reading(sub) / counted}
     return out
 
 
-def rows_bytes(index, local: str, url: str, work: str, rows) -> dict:
-    """{mode: bytes} LitData fetches to read the samples at index `rows` (packed from `local`,
-    uploaded to `url`), each mode from an empty cache, counted in this process."""
-    from csst_data.store.shards import iter_samples
-
-    positions = write_chunks(sorted(iter_samples(local, decode=False), key=lambda s: s["__key__"]),
-                             os.path.join(work, "litdata-rows"), url)
-    out = {}
-    for mode in MODES:
-        crops = plan_crops(index, url, os.path.join(work, f"litdata-rows-{mode}"), mode, rows,
-                           np.zeros((len(rows), 2)), 1, positions)
-        with counted_bytes() as fetched:
-            for j in range(len(rows)):
-                crops.read(j)
-        out[mode] = fetched["bytes"]
-    return out
+def rows_bytes(index, url: str, positions: dict, work: str, rows) -> dict:
+    """{mode: bytes} LitData fetches to read the samples at index `rows` of the copy at `url`
+    ({key: item} from write_chunks), each mode from an empty cache, counted in this process."""
+    return {mode: fetched_reading(plan_crops(index, url, os.path.join(work, f"litdata-rows-{mode}"), mode, rows,
+                                             np.zeros((len(rows), 2)), 1, positions))
+            for mode in MODES}

@@ -59,6 +59,14 @@ def upload(folder, url):
         storage.upload(storage.join(url, name), os.path.join(folder, name))
 
 
+def peer_copy(local, work, url):
+    """(url, {key: item}) of the shard set `local` packed as LitData chunks and uploaded to `url`."""
+    chunks = os.path.join(work, storage.basename(url))
+    positions = litdata_peer.write_chunks(local, chunks)
+    upload(chunks, url)
+    return url, positions
+
+
 def whole_shard_loader(index, shard_urls, cache, samples, seed=0):
     """crops/s of the download-whole-shards alternative for the same plan: fetch each shard the
     plan touches into `cache`, then run the loader on the local copies."""
@@ -173,10 +181,10 @@ def main(images, samples, json_path, server_options, quick):
         if litdata_peer.litdata is None:
             peer = {"skipped": litdata_peer.MISSING}
         else:
-            peer = litdata_peer.run(idx_s3, local, f"s3://{BUCKET}/bench/litdata", work, crop, batch, WORKERS,
-                                    samples)
-            peer["rank0_bytes"] = litdata_peer.rows_bytes(cycled_index, os.path.join(work, "cycled"),
-                                                          f"s3://{BUCKET}/bench/litdata-cycled", work, rank_rows)
+            url, positions = peer_copy(local, work, f"s3://{BUCKET}/bench/litdata")
+            peer = litdata_peer.run(idx_s3, url, positions, work, crop, batch, WORKERS, samples)
+            url, positions = peer_copy(os.path.join(work, "cycled"), work, f"s3://{BUCKET}/bench/litdata-cycled")
+            peer["rank0_bytes"] = litdata_peer.rows_bytes(cycled_index, url, positions, work, rank_rows)
     finally:
         srv.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -53,9 +53,10 @@ SHARD_MAXCOUNT = 100
 
 
 # -- writing ------------------------------------------------------------------------
-def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
-    """The generator of one sample: depends only on (seed, split, index)."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_CODE[split], int(index)]))
+def sample_rng(seed: int, split: str, index: int, *stream: int) -> np.random.Generator:
+    """The generator of one sample: depends only on (seed, split, index); `stream` names another,
+    independent generator of the same sample (its appearance shift: 1)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_CODE[split], int(index), *stream]))
 
 
 def sample_key(split: str, index: int) -> str:
@@ -104,8 +105,7 @@ def _make_sample(task):
     split, index, seed, h, w = task.split, task.index, task.seed, task.height, task.width
     image, raw = render_raw(h, w, sample_rng(seed, split, index))
     if task.variety > 0:  # its own generator: the scene itself is the one variety 0 renders
-        image = shift_appearance(image, np.random.default_rng(
-            np.random.SeedSequence([int(seed), _SPLIT_CODE[split], int(index), 1])), task.variety)
+        image = shift_appearance(image, sample_rng(seed, split, index, 1), task.variety)
     if task.layout == "cityscapes":
         return _encode_png(image), _encode_png(CITYSCAPES_LUT[raw])
     label = raw.copy()

@@ -139,7 +139,7 @@ def test_restart_index_is_invisible_to_decoders_and_matches_the_scan(jpegs):
                        lambda d: simplejpeg.decode_jpeg(d)):
             assert np.array_equal(decode(indexed), decode(data))
         # The index gives the intervals that a scan finds (shifted by the segments' bytes).
-        assert restart._read_index(indexed, new) is not None
+        assert restart.index_lengths(indexed, new) is not None
         starts, stops = jpeg.restart_intervals(indexed, new)
         offsets, end = jpeg.scan_markers(indexed, new)
         assert np.array_equal(stops, np.append(offsets, end)) and starts[0] == new.scan
@@ -163,7 +163,7 @@ def test_restart_index_spans_segments_and_a_stale_one_is_ignored():
     o = jpeg.parse(other)
     stale = other[:o.sos] + indexed[info.segments[-2][1]:info.sos] + other[o.sos:]
     s = jpeg.parse(stale)
-    assert restart._read_index(stale, s) is not None  # well formed, but for another scan
+    assert restart.index_lengths(stale, s) is not None  # well formed, but for another scan
     starts, stops = jpeg.restart_intervals(stale, s)
     assert np.array_equal(stops, np.append(*jpeg.scan_markers(stale, s)))
     full = window._decode(stale, 8)

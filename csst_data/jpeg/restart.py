@@ -70,9 +70,9 @@ def _interval_count(info):
     return info.mcus_y * (info.mcus_x // info.restart_interval)
 
 
-def _read_index(data, info):
-    """Interval lengths from the restart index, or None when there is none or it does not fit this
-    JPEG's frame and restart interval."""
+def index_lengths(data: bytes, info: JpegInfo) -> np.ndarray | None:
+    """The byte length of every restart interval from the JPEG's restart index (int64), unchecked;
+    None when there is none or it does not fit this JPEG's frame and restart interval."""
     count = _interval_count(info)
     chunks = []
     for seg in info.segments:
@@ -92,15 +92,9 @@ def _read_index(data, info):
     return lengths if len(lengths) == count else None
 
 
-def index_lengths(data: bytes, info: JpegInfo) -> np.ndarray | None:
-    """The byte length of every restart interval from the JPEG's restart index (int64), unchecked;
-    None without an index that fits its frame and restart interval."""
-    return _read_index(data, info)
-
-
 def _index_intervals(data, info):
     """(starts, stops) from the restart index, unchecked; None without a fitting index."""
-    lengths = _read_index(data, info)
+    lengths = index_lengths(data, info)
     if lengths is None:
         return None
     stops = info.scan + np.cumsum(lengths + 2) - 2
