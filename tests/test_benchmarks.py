@@ -62,7 +62,7 @@ def test_selftrain_rows_are_mean_std_and_per_seed_values(results):
         result = json.load(f)
     seeds = result["plan"]["seeds"]
     rows = result["rows"]
-    # Every table's rows (the quick run runs Tables 1, 2 and 4).
+    # Every table's rows (the quick run runs Tables 1, main, 2 and 4; main's rows are Table 1's, reused).
     want = {"teacher_uniform", "teacher_centroid", "control_centroid", "ours", "online_self", "finetune", "soft_topk",
             "model_regulariser", "c2f_plus"} | {f"student_{s}_{a}x" for s in ("uniform", "centroid")
                                                  for a in result["plan"]["amounts"]}
