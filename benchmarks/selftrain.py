@@ -147,6 +147,11 @@ class Experiment:
         return self.row(self.out(seed, f"teacher_{sampling}"), [self.lab], self.teacher_index,
                         self.plan.teacher_crops, seed, sampling=sampling)
 
+    def control(self, seed):
+        """Table 1(b)'s control: the teacher's recipe for the student's crops (repeated real labels)."""
+        return self.row(self.out(seed, "control_centroid"), [self.lab], self.teacher_index, self.plan.student_crops,
+                        seed, sampling="centroid")
+
     def pseudo(self, seed):
         """The teacher's pseudo labels of every unlabelled image (top-2 soft labels and confidence stored)."""
         out = os.path.join(self.work, f"seed{seed}", "pseudo")
@@ -188,8 +193,7 @@ def table1(ex: Experiment, seed: int) -> dict:
     rows = {}
     for sampling in ("uniform", "centroid"):
         rows[f"teacher_{sampling}"] = ex.teacher(seed, sampling)
-    rows["control_centroid"] = ex.row(ex.out(seed, "control_centroid"), [ex.lab], ex.teacher_index, p.student_crops,
-                                      seed, sampling="centroid")
+    rows["control_centroid"] = ex.control(seed)
     for amount in p.amounts:
         for sampling in ("uniform", "centroid"):
             rows[f"student_{sampling}_{amount}x"] = ex.student(seed, f"student_{sampling}_{amount}x", amount,
@@ -204,8 +208,7 @@ def main_rows(ex: Experiment, seed: int) -> dict:
     top = max(ex.plan.amounts)
     return {"teacher_centroid": ex.teacher(seed),
             f"student_centroid_{top}x": ex.student(seed, f"student_centroid_{top}x", top),
-            "control_centroid": ex.row(ex.out(seed, "control_centroid"), [ex.lab], ex.teacher_index,
-                                       ex.plan.student_crops, seed, sampling="centroid"),
+            "control_centroid": ex.control(seed),
             f"student_uniform_{top}x": ex.student(seed, f"student_uniform_{top}x", top, sampling="uniform")}
 
 
@@ -317,7 +320,8 @@ def show(console, out):
               "(default: the trainer's).")
 @click.option("--min-confidence", default=Plan.min_confidence, show_default=True,
               help="Student: ignore pseudo pixels under this stored teacher confidence (0: keep all).")
-@click.option("--tables", default="1", show_default=True, help="Comma-separated: 1 (a and b), main (Table 1 at the largest amount, no uniform teacher), 2, 4.")
+@click.option("--tables", default="1", show_default=True,
+              help="Comma-separated: 1 (a and b), main (Table 1 at the largest amount, no uniform teacher), 2, 4.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep (and reuse) the runs here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 @click.option("--quick", is_flag=True, help="Tiny smoke run (seconds per row), every table.")
